@@ -1,0 +1,149 @@
+//! The embedded SQLite database: one file under the data folder holds the key-value stores and
+//! the queue. One writer connection (SQLite allows one writer at a time anyway, so a mutex is
+//! cheaper than `SQLITE_BUSY` retries) and a few reader connections that WAL lets run beside it.
+//!
+//! Durability: WAL with `synchronous = NORMAL`: a committed write survives the process dying at
+//! any point (kill -9); on power loss the last few commits may roll back, never half-apply. Run
+//! with `--sqlite-sync full` for fsync on every commit.
+
+use anyhow::Context as _;
+use rusqlite::Connection;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+/// Reader connections kept open.
+const READERS: usize = 4;
+
+/// Whether each commit waits for fsync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum SyncMode {
+    /// Survives a crash of the process; power loss may lose the last commits.
+    #[default]
+    Normal,
+    /// fsync on every commit.
+    Full,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS kv (
+    store   TEXT    NOT NULL,
+    key     TEXT    NOT NULL,
+    value   BLOB    NOT NULL,
+    version INTEGER NOT NULL,
+    PRIMARY KEY (store, key)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS q_message (
+    seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+    id              TEXT    NOT NULL UNIQUE,
+    subject         TEXT    NOT NULL,
+    body            BLOB    NOT NULL,
+    ordering_key    TEXT,
+    published_at_ms INTEGER NOT NULL
+);
+
+-- One row per (consumer, message). state 0 = pending, 1 = dead. A leased delivery is pending
+-- with due_at_ms pushed to the end of its lease, so it is invisible until the lease runs out.
+CREATE TABLE IF NOT EXISTS q_delivery (
+    consumer     TEXT    NOT NULL,
+    message_id   TEXT    NOT NULL,
+    seq          INTEGER NOT NULL,
+    ordering_key TEXT,
+    state        INTEGER NOT NULL DEFAULT 0,
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    due_at_ms    INTEGER NOT NULL,
+    last_error   TEXT,
+    PRIMARY KEY (consumer, message_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS q_delivery_due ON q_delivery (consumer, state, due_at_ms);
+CREATE INDEX IF NOT EXISTS q_delivery_order ON q_delivery (consumer, ordering_key, state, seq)
+    WHERE ordering_key IS NOT NULL;
+
+-- Ids published recently, so that publishing an id twice stores it once even after the first
+-- copy was delivered and removed.
+CREATE TABLE IF NOT EXISTS q_seen (
+    id              TEXT    PRIMARY KEY,
+    published_at_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS q_seen_at ON q_seen (published_at_ms);
+";
+
+/// The open database.
+pub struct SqliteDb {
+    writer: Mutex<Connection>,
+    readers: Vec<Mutex<Connection>>,
+    next_reader: AtomicUsize,
+    /// Last version handed to a key-value write. Versions never repeat, even across a delete and
+    /// a re-create of the same key, so a compare-and-swap can never be fooled by an A-B-A.
+    kv_version: AtomicU64,
+}
+
+impl std::fmt::Debug for SqliteDb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SqliteDb")
+    }
+}
+
+fn configure(conn: &Connection, sync: SyncMode) -> rusqlite::Result<()> {
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", if sync == SyncMode::Full { "FULL" } else { "NORMAL" })?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(())
+}
+
+impl SqliteDb {
+    /// Open (creating if needed) the database file at `path`.
+    pub fn open(path: &Path, sync: SyncMode) -> anyhow::Result<SqliteDb> {
+        let open = || -> anyhow::Result<Connection> {
+            let conn = Connection::open(path).with_context(|| format!("opening SQLite database {}", path.display()))?;
+            configure(&conn, sync).with_context(|| format!("configuring SQLite database {}", path.display()))?;
+            Ok(conn)
+        };
+        let writer = open()?;
+        writer.execute_batch(SCHEMA).context("creating the schema")?;
+        let kv_version: i64 = writer.query_row("SELECT COALESCE(MAX(version), 0) FROM kv", [], |r| r.get(0))?;
+        let readers = (0..READERS).map(|_| open().map(Mutex::new)).collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(SqliteDb {
+            writer: Mutex::new(writer),
+            readers,
+            next_reader: AtomicUsize::new(0),
+            kv_version: AtomicU64::new(kv_version as u64),
+        })
+    }
+
+    /// Run `f` on the writer connection, inside one transaction that commits when `f` succeeds.
+    pub fn write<R>(&self, f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<R>) -> rusqlite::Result<R> {
+        let mut conn = lock(&self.writer);
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let r = f(&tx)?;
+        tx.commit()?;
+        Ok(r)
+    }
+
+    /// A fresh key-value version. Call it inside [`SqliteDb::write`]: the writer lock orders
+    /// versions with commits.
+    pub fn next_kv_version(&self) -> u64 {
+        self.kv_version.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Run `f` on a reader connection. Reads see every committed write.
+    pub fn read<R>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<R>) -> rusqlite::Result<R> {
+        let start = self.next_reader.fetch_add(1, Ordering::Relaxed);
+        // Take the first idle reader; if all are busy wait for the one we were assigned.
+        for i in 0..self.readers.len() {
+            if let Ok(conn) = self.readers[(start + i) % self.readers.len()].try_lock() {
+                return f(&conn);
+            }
+        }
+        f(&lock(&self.readers[start % self.readers.len()]))
+    }
+}
+
+/// A poisoned lock only means another thread panicked while holding it; the connection itself
+/// is still valid (SQLite rolls back an unfinished transaction), so carry on.
+fn lock(m: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}

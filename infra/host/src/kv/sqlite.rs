@@ -1,0 +1,180 @@
+//! Key-value store on the embedded SQLite database (table `kv`, one row per store label and key).
+//! Compare-and-swap is a conditional `INSERT … ON CONFLICT DO NOTHING` (expecting absent) or
+//! `UPDATE … WHERE version = ?` (expecting a version), whose changed-row count says who won.
+
+use super::{KeyPage, KvError, KvResult, Versioned, parse_counter};
+use crate::db::SqliteDb;
+use rusqlite::{OptionalExtension as _, params};
+use std::sync::Arc;
+
+pub struct SqliteKv {
+    db: Arc<SqliteDb>,
+    label: String,
+}
+
+fn backend(e: rusqlite::Error) -> KvError {
+    KvError::Backend(e.to_string())
+}
+
+const UPSERT: &str = "INSERT INTO kv (store, key, value, version) VALUES (?1, ?2, ?3, ?4)
+     ON CONFLICT (store, key) DO UPDATE SET value = excluded.value, version = excluded.version";
+
+impl SqliteKv {
+    pub fn new(db: Arc<SqliteDb>, label: &str) -> SqliteKv {
+        SqliteKv { db, label: label.to_string() }
+    }
+
+    pub async fn get(&self, key: &str) -> KvResult<Option<Vec<u8>>> {
+        self.db
+            .read(|c| {
+                c.prepare_cached("SELECT value FROM kv WHERE store = ?1 AND key = ?2")?
+                    .query_row(params![self.label, key], |r| r.get(0))
+                    .optional()
+            })
+            .map_err(backend)
+    }
+
+    pub async fn get_versioned(&self, key: &str) -> KvResult<Versioned> {
+        let row: Option<(Vec<u8>, i64)> = self
+            .db
+            .read(|c| {
+                c.prepare_cached("SELECT value, version FROM kv WHERE store = ?1 AND key = ?2")?
+                    .query_row(params![self.label, key], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()
+            })
+            .map_err(backend)?;
+        Ok(match row {
+            Some((value, version)) => Versioned { value: Some(value), version: version as u64 },
+            None => Versioned { value: None, version: 0 },
+        })
+    }
+
+    pub async fn set(&self, key: &str, value: &[u8]) -> KvResult<()> {
+        self.db
+            .write(|tx| {
+                tx.prepare_cached(UPSERT)?.execute(params![self.label, key, value, self.db.next_kv_version() as i64])
+            })
+            .map(drop)
+            .map_err(backend)
+    }
+
+    pub async fn delete(&self, key: &str) -> KvResult<()> {
+        self.db
+            .write(|tx| tx.prepare_cached("DELETE FROM kv WHERE store = ?1 AND key = ?2")?.execute(params![self.label, key]))
+            .map(drop)
+            .map_err(backend)
+    }
+
+    pub async fn exists(&self, key: &str) -> KvResult<bool> {
+        self.db
+            .read(|c| c.prepare_cached("SELECT 1 FROM kv WHERE store = ?1 AND key = ?2")?.exists(params![self.label, key]))
+            .map_err(backend)
+    }
+
+    pub async fn list_keys(&self, prefix: &str, cursor: Option<&str>, limit: usize) -> KvResult<KeyPage> {
+        // Start at the prefix or just after the cursor, whichever is further; stop at the first
+        // key outside the prefix (keys are in byte order, so the prefix range is contiguous).
+        let (from, inclusive) = match cursor {
+            Some(c) if c >= prefix => (c, false),
+            _ => (prefix, true),
+        };
+        let sql = if inclusive {
+            "SELECT key FROM kv WHERE store = ?1 AND key >= ?2 ORDER BY key LIMIT ?3"
+        } else {
+            "SELECT key FROM kv WHERE store = ?1 AND key > ?2 ORDER BY key LIMIT ?3"
+        };
+        let mut keys: Vec<String> = self
+            .db
+            .read(|c| {
+                c.prepare_cached(sql)?
+                    .query_map(params![self.label, from, (limit + 1) as i64], |r| r.get(0))?
+                    .collect()
+            })
+            .map_err(backend)?;
+        let in_prefix = keys.iter().take_while(|k| k.starts_with(prefix)).count();
+        let more = in_prefix > limit;
+        keys.truncate(in_prefix.min(limit));
+        let cursor = if more { keys.last().cloned() } else { None };
+        Ok(KeyPage { keys, cursor })
+    }
+
+    pub async fn swap(&self, key: &str, expected_version: u64, value: &[u8]) -> KvResult<bool> {
+        self.db
+            .write(|tx| {
+                let version = self.db.next_kv_version() as i64;
+                let changed = if expected_version == 0 {
+                    tx.prepare_cached(
+                        "INSERT INTO kv (store, key, value, version) VALUES (?1, ?2, ?3, ?4)
+                         ON CONFLICT (store, key) DO NOTHING",
+                    )?
+                    .execute(params![self.label, key, value, version])?
+                } else {
+                    tx.prepare_cached(
+                        "UPDATE kv SET value = ?3, version = ?4 WHERE store = ?1 AND key = ?2 AND version = ?5",
+                    )?
+                    .execute(params![self.label, key, value, version, expected_version as i64])?
+                };
+                Ok(changed == 1)
+            })
+            .map_err(backend)
+    }
+
+    pub async fn increment(&self, key: &str, delta: i64) -> KvResult<i64> {
+        let outcome = self.db.write(|tx| {
+            let current: Option<Vec<u8>> = tx
+                .prepare_cached("SELECT value FROM kv WHERE store = ?1 AND key = ?2")?
+                .query_row(params![self.label, key], |r| r.get(0))
+                .optional()?;
+            let next = match parse_counter(current.as_deref()) {
+                Ok(n) => match n.checked_add(delta) {
+                    Some(next) => next,
+                    None => return Ok(Err(KvError::Invalid("increment overflows a 64-bit integer".into()))),
+                },
+                Err(e) => return Ok(Err(e)),
+            };
+            tx.prepare_cached(UPSERT)?.execute(params![
+                self.label,
+                key,
+                next.to_string().into_bytes(),
+                self.db.next_kv_version() as i64
+            ])?;
+            Ok(Ok(next))
+        });
+        outcome.map_err(backend)?
+    }
+
+    pub async fn get_many(&self, keys: &[String]) -> KvResult<Vec<(String, Option<Vec<u8>>)>> {
+        self.db
+            .read(|c| {
+                let mut stmt = c.prepare_cached("SELECT value FROM kv WHERE store = ?1 AND key = ?2")?;
+                keys.iter()
+                    .map(|k| Ok((k.clone(), stmt.query_row(params![self.label, k], |r| r.get(0)).optional()?)))
+                    .collect()
+            })
+            .map_err(backend)
+    }
+
+    pub async fn set_many(&self, entries: &[(String, Vec<u8>)]) -> KvResult<()> {
+        self.db
+            .write(|tx| {
+                let mut stmt = tx.prepare_cached(UPSERT)?;
+                for (k, v) in entries {
+                    stmt.execute(params![self.label, k, v, self.db.next_kv_version() as i64])?;
+                }
+                Ok(())
+            })
+            .map_err(backend)
+    }
+
+    pub async fn delete_many(&self, keys: &[String]) -> KvResult<()> {
+        self.db
+            .write(|tx| {
+                let mut stmt = tx.prepare_cached("DELETE FROM kv WHERE store = ?1 AND key = ?2")?;
+                for k in keys {
+                    stmt.execute(params![self.label, k])?;
+                }
+                Ok(())
+            })
+            .map_err(backend)
+    }
+}

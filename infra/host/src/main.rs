@@ -1,0 +1,131 @@
+//! `bss-host`: run the BSS from its `spin.toml`. `bss-host up --help` lists the options.
+
+use bss_host::app::{HostConfig, start};
+use bss_host::db::SyncMode;
+use bss_host::runtime::EngineOptions;
+use bss_host::server::Limits;
+use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(name = "bss-host", version, about = "The BSS runtime: serves the spin.toml app on wasmtime")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build the components, then serve every HTTP route and run every queue consumer.
+    Up(UpArgs),
+    /// Run the components' build commands only.
+    Build {
+        /// The application manifest.
+        #[arg(long, default_value = "spin.toml", env = "BSS_MANIFEST")]
+        manifest: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+struct UpArgs {
+    /// The application manifest (Spin v2 spin.toml).
+    #[arg(long, default_value = "spin.toml", env = "BSS_MANIFEST")]
+    manifest: PathBuf,
+    /// Address for the HTTP triggers.
+    #[arg(long, default_value = "127.0.0.1:3000", env = "BSS_LISTEN")]
+    listen: SocketAddr,
+    /// Data folder: the embedded database, the compiled-component cache, the lock file.
+    #[arg(long, default_value = ".bss", env = "BSS_DATA")]
+    data: PathBuf,
+    /// Address of the admin port (/metrics, queue admin). Never expose it: it has no auth.
+    #[arg(long, default_value = "127.0.0.1:3001", env = "BSS_ADMIN_LISTEN")]
+    admin_listen: SocketAddr,
+    /// Disable the admin port.
+    #[arg(long)]
+    no_admin: bool,
+    /// Spin-style runtime config choosing the backend of each key-value store and of the queue.
+    #[arg(long, env = "BSS_RUNTIME_CONFIG")]
+    runtime_config: Option<PathBuf>,
+    /// Skip the components' build commands; use the .wasm files as they are.
+    #[arg(long)]
+    no_build: bool,
+    /// Time limit of one HTTP request, in milliseconds (504 past it).
+    #[arg(long, default_value_t = 30_000)]
+    request_timeout_ms: u64,
+    /// Time limit of one queue delivery, in milliseconds (a retry past it).
+    #[arg(long, default_value_t = 60_000)]
+    handler_timeout_ms: u64,
+    /// Largest request body, in bytes (413 past it).
+    #[arg(long, default_value_t = 4 << 20)]
+    body_max_bytes: usize,
+    /// Requests handled at once (503 with Retry-After past it).
+    #[arg(long, default_value_t = 512)]
+    in_flight_max: usize,
+    /// Linear memory one instance may use, in MiB.
+    #[arg(long, default_value_t = 128)]
+    memory_max_mib: usize,
+    /// Instance slots of the pooling allocator (requests plus deliveries at once).
+    #[arg(long, default_value_t = 1000)]
+    instances_max: u32,
+    /// Allocate instances on demand instead of from the pool (slower; for comparison).
+    #[arg(long)]
+    no_pooling: bool,
+    /// fsync every commit of the embedded database (normal: survive a process crash).
+    #[arg(long, value_enum, default_value_t = SyncMode::Normal)]
+    sqlite_sync: SyncMode,
+    /// Time given to requests in progress to finish on SIGTERM, in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    shutdown_grace_ms: u64,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("BSS_LOG").unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Build { manifest } => bss_host::app::build_components(&bss_host::manifest::Manifest::load(&manifest)?),
+        Command::Up(a) => {
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(up(a))
+        }
+    }
+}
+
+async fn up(a: UpArgs) -> anyhow::Result<()> {
+    if a.in_flight_max == 0 || a.body_max_bytes == 0 || a.request_timeout_ms == 0 || a.handler_timeout_ms == 0 {
+        anyhow::bail!("limits must be greater than zero");
+    }
+    let memory_max_bytes = a.memory_max_mib << 20;
+    let cfg = HostConfig {
+        manifest: a.manifest,
+        data_dir: a.data,
+        listen: a.listen,
+        admin_listen: (!a.no_admin).then_some(a.admin_listen),
+        runtime_config: a.runtime_config,
+        build: !a.no_build,
+        limits: Limits {
+            request_timeout: Duration::from_millis(a.request_timeout_ms),
+            body_max_bytes: a.body_max_bytes,
+            in_flight_max: a.in_flight_max,
+            memory_max_bytes,
+        },
+        handler_timeout: Duration::from_millis(a.handler_timeout_ms),
+        engine: EngineOptions { pooling: !a.no_pooling, instances_max: a.instances_max, memory_max_bytes },
+        sqlite_sync: a.sqlite_sync,
+        shutdown_grace: Duration::from_millis(a.shutdown_grace_ms),
+    };
+    let host = start(cfg).await?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    eprintln!("bss-host: shutting down, draining requests and deliveries in progress");
+    host.shutdown().await;
+    Ok(())
+}

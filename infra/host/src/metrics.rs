@@ -1,0 +1,144 @@
+//! Prometheus metrics, served as text on the admin port at `/metrics`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    component: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ComponentLabels {
+    component: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeliveryLabels {
+    consumer: String,
+    outcome: &'static str,
+}
+
+/// Latency buckets in seconds: 50 µs to 10 s.
+fn latency_histogram() -> Histogram {
+    Histogram::new([
+        0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+    ])
+}
+
+struct Inner {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    request_seconds: Family<ComponentLabels, Histogram, fn() -> Histogram>,
+    instantiate_seconds: Family<ComponentLabels, Histogram, fn() -> Histogram>,
+    published: Family<ComponentLabels, Counter>,
+    deliveries: Family<DeliveryLabels, Counter>,
+    rejected: Family<DeliveryLabels, Counter>,
+    queue_pending: Gauge,
+    queue_dead: Gauge,
+    in_flight: Gauge,
+}
+
+/// Cheap to clone; every clone records into the same registry.
+#[derive(Clone)]
+pub struct Metrics(Arc<Inner>);
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("bss");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let request_seconds = Family::<ComponentLabels, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let instantiate_seconds = Family::<ComponentLabels, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let published = Family::<ComponentLabels, Counter>::default();
+        let deliveries = Family::<DeliveryLabels, Counter>::default();
+        let rejected = Family::<DeliveryLabels, Counter>::default();
+        let queue_pending = Gauge::default();
+        let queue_dead = Gauge::default();
+        let in_flight = Gauge::default();
+        registry.register("http_requests", "HTTP requests answered, by component and status", requests.clone());
+        registry.register("http_request_duration_seconds", "HTTP request latency, by component", request_seconds.clone());
+        registry.register("instantiate_duration_seconds", "Time to instantiate a component", instantiate_seconds.clone());
+        registry.register("http_requests_in_flight", "HTTP requests being handled", in_flight.clone());
+        registry.register("queue_published", "Messages published, by publishing component", published.clone());
+        registry.register("queue_deliveries", "Queue deliveries, by consumer and outcome (ack, retry, dead)", deliveries.clone());
+        registry.register("http_rejected", "Requests refused by the host before a component ran, by reason", rejected.clone());
+        registry.register("queue_pending", "Deliveries waiting or in progress", queue_pending.clone());
+        registry.register("queue_dead_letters", "Deliveries in the dead-letter list", queue_dead.clone());
+        Metrics(Arc::new(Inner {
+            registry,
+            requests,
+            request_seconds,
+            instantiate_seconds,
+            published,
+            deliveries,
+            rejected,
+            queue_pending,
+            queue_dead,
+            in_flight,
+        }))
+    }
+
+    pub fn request(&self, component: &str, status: u16, elapsed: Duration) {
+        self.0.requests.get_or_create(&RequestLabels { component: component.to_string(), status }).inc();
+        self.0
+            .request_seconds
+            .get_or_create(&ComponentLabels { component: component.to_string() })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// A request the host answered itself (`not_found`, `too_large`, `overloaded`, `timeout`).
+    pub fn rejected(&self, reason: &'static str) {
+        self.0.rejected.get_or_create(&DeliveryLabels { consumer: String::new(), outcome: reason }).inc();
+    }
+
+    pub fn instantiated(&self, component: &str, elapsed: Duration) {
+        self.0
+            .instantiate_seconds
+            .get_or_create(&ComponentLabels { component: component.to_string() })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn published(&self, component: &str) {
+        self.0.published.get_or_create(&ComponentLabels { component: component.to_string() }).inc();
+    }
+
+    pub fn delivered(&self, consumer: &str, outcome: &'static str) {
+        self.0.deliveries.get_or_create(&DeliveryLabels { consumer: consumer.to_string(), outcome }).inc();
+    }
+
+    pub fn in_flight(&self, delta: i64) {
+        self.0.in_flight.inc_by(delta);
+    }
+
+    /// Render everything in the Prometheus text format, with the queue depth read just now.
+    pub fn render(&self, depth: Option<&crate::queue::Depth>) -> String {
+        if let Some(d) = depth {
+            self.0.queue_pending.set(d.pending as i64);
+            self.0.queue_dead.set(d.dead as i64);
+        }
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.0.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

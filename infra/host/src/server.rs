@@ -1,0 +1,230 @@
+//! The HTTP trigger: route a request to its component, run a fresh instance of it, answer.
+//!
+//! Limits, each answered by the host before or instead of the component, with a TMF error body:
+//! more than `in_flight_max` requests at once → 503 with `Retry-After`; a body over
+//! `body_max_bytes` → 413; a component running past `request_timeout` → 504; no route → 404;
+//! a component that traps or fails → 500 without internals (the detail goes to the log).
+
+use crate::runtime::{is_deadline, new_store};
+use crate::state::{AppCtx, ComponentCtx, HostState};
+use anyhow::anyhow;
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode};
+use http_body_util::{BodyExt as _, Full, Limited, combinators::UnsyncBoxBody};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+use wasmtime::Engine;
+use wasmtime_wasi_http::WasiHttpView as _;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+
+pub type Body = UnsyncBoxBody<Bytes, anyhow::Error>;
+
+/// How an HTTP component is called.
+pub enum HttpPre {
+    /// `wasi:http/incoming-handler@0.2.x` (spin-sdk 2..5, plain wasip2).
+    P2(wasmtime_wasi_http::p2::bindings::ProxyPre<HostState>),
+    /// `wasi:http/handler@0.3.0` (spin-sdk 7, WASIp3).
+    P3(wasmtime_wasi_http::p3::bindings::ServicePre<HostState>),
+}
+
+pub struct HttpComponent {
+    pub ctx: Arc<ComponentCtx>,
+    pub pre: HttpPre,
+}
+
+/// Request limits.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub request_timeout: Duration,
+    pub body_max_bytes: usize,
+    pub in_flight_max: usize,
+    pub memory_max_bytes: usize,
+}
+
+pub struct HttpServer {
+    pub engine: Engine,
+    pub app: Arc<AppCtx>,
+    pub components: std::collections::HashMap<String, HttpComponent>,
+    pub limits: Limits,
+    pub in_flight: Arc<Semaphore>,
+}
+
+/// A TMF630 error body.
+pub fn error_response(status: StatusCode, code: &str, message: &str) -> hyper::Response<Body> {
+    let body = serde_json::json!({
+        "code": code,
+        "reason": status.canonical_reason().unwrap_or("Error"),
+        "message": message,
+        "status": status.as_u16().to_string(),
+        "@type": "Error",
+    });
+    let mut r = hyper::Response::new(full(Bytes::from(body.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+pub fn full(bytes: Bytes) -> Body {
+    Full::new(bytes).map_err(|never| match never {}).boxed_unsync()
+}
+
+impl HttpServer {
+    /// Answer one request. Never fails: every failure becomes an HTTP error answer.
+    pub async fn handle(self: Arc<Self>, req: hyper::Request<hyper::body::Incoming>, client: SocketAddr) -> hyper::Response<Body> {
+        let started = Instant::now();
+        let method = req.method().clone();
+        let path = req.uri().path().to_string();
+        let Some(route) = crate::manifest::route_for(&self.app.manifest.routes, &path).cloned() else {
+            self.app.metrics.rejected("not_found");
+            tracing::info!(%method, %path, status = 404, "no route");
+            return error_response(StatusCode::NOT_FOUND, "NOT_FOUND", &format!("no route for {path}"));
+        };
+        let Ok(_permit) = self.in_flight.clone().try_acquire_owned() else {
+            self.app.metrics.rejected("overloaded");
+            let mut r = error_response(StatusCode::SERVICE_UNAVAILABLE, "OVERLOADED", "too many requests in flight; retry shortly");
+            r.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return r;
+        };
+        self.app.metrics.in_flight(1);
+        let response = self.clone().dispatch(req, &route, client).await;
+        self.app.metrics.in_flight(-1);
+        let status = response.status().as_u16();
+        let elapsed = started.elapsed();
+        self.app.metrics.request(&route.component, status, elapsed);
+        tracing::info!(component = %route.component, route = %route.pattern, %method, %path, status, latency_us = elapsed.as_micros() as u64, "request");
+        response
+    }
+
+    async fn dispatch(self: Arc<Self>, req: hyper::Request<hyper::body::Incoming>, route: &crate::manifest::Route, client: SocketAddr) -> hyper::Response<Body> {
+        let (mut parts, body) = req.into_parts();
+        let max = self.limits.body_max_bytes;
+        let declared = parts.headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > max as u64) {
+            self.app.metrics.rejected("too_large");
+            return error_response(StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE", &format!("request body exceeds {max} bytes"));
+        }
+        let bytes = match Limited::new(body, max).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+                self.app.metrics.rejected("too_large");
+                return error_response(StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE", &format!("request body exceeds {max} bytes"));
+            }
+            Err(e) => return error_response(StatusCode::BAD_REQUEST, "BAD_REQUEST", &format!("could not read the request body: {e}")),
+        };
+
+        // Spin's request headers, and an absolute URI (wasi:http needs an authority).
+        let host = parts.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost").to_string();
+        let path_and_query = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").to_string();
+        let full_url = format!("http://{host}{path_and_query}");
+        let path_info = if route.wildcard { parts.uri.path()[route.base.len()..].to_string() } else { String::new() };
+        let spin_headers = [
+            ("spin-full-url", full_url.clone()),
+            ("spin-path-info", path_info),
+            ("spin-matched-route", route.pattern.clone()),
+            ("spin-raw-component-route", route.pattern.clone()),
+            ("spin-component-route", route.base.clone()),
+            ("spin-base-path", "/".to_string()),
+            ("spin-client-addr", client.to_string()),
+        ];
+        for (name, value) in spin_headers {
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                parts.headers.insert(name, v);
+            }
+        }
+        match full_url.parse() {
+            Ok(uri) => parts.uri = uri,
+            Err(_) => return error_response(StatusCode::BAD_REQUEST, "BAD_REQUEST", "invalid Host header"),
+        }
+        let req = hyper::Request::from_parts(parts, Full::new(bytes));
+
+        let Some(component) = self.components.get(&route.component) else {
+            tracing::error!(component = %route.component, "route names a component that is not loaded");
+            return error_response(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", "internal error");
+        };
+        let timeout = self.limits.request_timeout;
+        let result = match &component.pre {
+            HttpPre::P2(pre) => self.call_p2(pre.clone(), &component.ctx, req).await,
+            HttpPre::P3(pre) => self.call_p3(pre.clone(), &component.ctx, req).await,
+        };
+        match result {
+            Ok(r) => r,
+            Err(e) if is_deadline(&e) => {
+                self.app.metrics.rejected("timeout");
+                tracing::warn!(component = %route.component, "stopped after {timeout:?}");
+                error_response(StatusCode::GATEWAY_TIMEOUT, "TIMEOUT", &format!("the request did not complete within {} ms", timeout.as_millis()))
+            }
+            Err(e) => {
+                tracing::error!(component = %route.component, "request failed: {e:?}");
+                error_response(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", "internal error")
+            }
+        }
+    }
+
+    async fn call_p2(
+        &self,
+        pre: wasmtime_wasi_http::p2::bindings::ProxyPre<HostState>,
+        ctx: &Arc<ComponentCtx>,
+        req: hyper::Request<Full<Bytes>>,
+    ) -> anyhow::Result<hyper::Response<Body>> {
+        let timeout = self.limits.request_timeout;
+        let mut store = new_store(&self.engine, &self.app, ctx, self.limits.memory_max_bytes, timeout);
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let req = store.data_mut().http().new_incoming_request(Scheme::Http, req)?;
+        let out = store.data_mut().http().new_response_outparam(sender)?;
+        let metrics = self.app.metrics.clone();
+        let id = ctx.id.clone();
+        // The guest keeps running after it sent the response head (it streams the body), so it
+        // runs in a task of its own; the time limit applies to all of it.
+        let task = tokio::task::spawn(async move {
+            let t = Instant::now();
+            let proxy = pre.instantiate_async(&mut store).await?;
+            metrics.instantiated(&id, t.elapsed());
+            proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out).await
+        });
+        match tokio::time::timeout(timeout + Duration::from_secs(1), receiver).await {
+            Ok(Ok(Ok(resp))) => Ok(resp.map(|b| b.map_err(|e| anyhow!("response body: {e:?}")).boxed_unsync())),
+            Ok(Ok(Err(code))) => Err(anyhow!("guest returned error code {code:?}")),
+            Ok(Err(_)) => match task.await {
+                Ok(Ok(())) => Err(anyhow!("the component returned without setting a response")),
+                Ok(Err(e)) => Err(anyhow::Error::from(e)),
+                Err(e) => Err(anyhow!("the component task failed: {e}")),
+            },
+            Err(_) => {
+                task.abort();
+                Err(anyhow::Error::new(crate::runtime::DeadlineExceeded(timeout)))
+            }
+        }
+    }
+
+    async fn call_p3(
+        &self,
+        pre: wasmtime_wasi_http::p3::bindings::ServicePre<HostState>,
+        ctx: &Arc<ComponentCtx>,
+        req: hyper::Request<Full<Bytes>>,
+    ) -> anyhow::Result<hyper::Response<Body>> {
+        let timeout = self.limits.request_timeout;
+        let mut store = new_store(&self.engine, &self.app, ctx, self.limits.memory_max_bytes, timeout);
+        let t = Instant::now();
+        let service = pre.instantiate_async(&mut store).await?;
+        self.app.metrics.instantiated(&ctx.id, t.elapsed());
+        let (req, req_io) = wasmtime_wasi_http::p3::Request::from_http(store.data_mut().http().hooks, req.map(|b| b.map_err(wasmtime_wasi_http::Error::from)));
+        let call = store.run_concurrent(async move |acc| -> wasmtime::Result<hyper::Response<Body>> {
+            let res = match service.handle(acc, req).await? {
+                Ok(res) => res,
+                Err(code) => wasmtime::bail!("guest returned error code {code:?}"),
+            };
+            let http_res = acc.with(|mut s| res.into_http(&mut s, req_io))?;
+            // The guest writes the body through a p3 stream that only makes progress while the
+            // store's event loop runs, so collect it here.
+            let (parts, body) = http_res.into_parts();
+            let bytes = body.collect().await.map_err(|e| wasmtime::format_err!("response body: {e:?}"))?.to_bytes();
+            Ok(hyper::Response::from_parts(parts, full(bytes)))
+        });
+        match tokio::time::timeout(timeout + Duration::from_secs(1), call).await {
+            Ok(r) => Ok(r??),
+            Err(_) => Err(anyhow::Error::new(crate::runtime::DeadlineExceeded(timeout))),
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! End-to-end: the HTTP trigger of bss-host over real HTTP — routing, the host's limits (413,
+//! 503, 504), traps, variables, outbound HTTP allow-list, a WASIp3 component, metrics and
+//! graceful shutdown. Run with `cargo test -p bss-host --test e2e_http`.
+
+mod support;
+
+use std::io::{Read as _, Write as _};
+use std::time::Duration;
+use support::*;
+
+#[test]
+fn routes_to_components_and_answers_404_for_unknown_paths() {
+    let (host, _dir) = Host::start(HostOptions::default());
+    let a = get(&host.url("/kvtest/roundtrip/k1"));
+    assert_eq!(a.status, 200, "{}", a.body);
+    let a = get(&host.url("/no/such/route"));
+    assert_eq!(a.status, 404);
+    let e = a.json();
+    assert_eq!(e["@type"], "Error");
+    assert_eq!(e["status"], "404");
+    assert!(e["message"].as_str().unwrap().contains("/no/such/route"));
+    // `/kvtest` itself falls under the `/kvtest/...` wildcard; `/kvtestx` does not.
+    assert_eq!(get(&host.url("/kvtestx")).status, 404);
+}
+
+#[test]
+fn a_body_over_the_limit_is_refused_with_413() {
+    let (host, _dir) = Host::start(HostOptions::default().arg("--body-max-bytes").arg("1024"));
+    let small = send("POST", &host.url("/misbehave/echo"), &[], Some(&[b'x'; 1000]));
+    assert_eq!(small.status, 200, "{}", small.body);
+    let big = send("POST", &host.url("/misbehave/echo"), &[], Some(&[b'x'; 4096]));
+    assert_eq!(big.status, 413);
+    assert!(big.json()["message"].as_str().unwrap().contains("1024"));
+
+    // Without Content-Length (chunked), the limit still holds while streaming.
+    let addr = host.url.trim_start_matches("http://").to_string();
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    let chunk = "x".repeat(900);
+    let req = format!(
+        "POST /misbehave/echo HTTP/1.1\r\nHost: {addr}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{0:x}\r\n{1}\r\n{0:x}\r\n{1}\r\n0\r\n\r\n",
+        chunk.len(),
+        chunk
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 413"), "{resp}");
+}
+
+#[test]
+fn a_runaway_component_is_stopped_with_504_and_the_host_keeps_serving() {
+    let (host, _dir) = Host::start(HostOptions::default().arg("--request-timeout-ms").arg("500"));
+    let t = std::time::Instant::now();
+    let a = get(&host.url("/misbehave/spin"));
+    assert_eq!(a.status, 504, "{}", a.body);
+    assert!(t.elapsed() < Duration::from_secs(5), "took {:?}", t.elapsed());
+    assert_eq!(a.json()["code"], "TIMEOUT");
+    // The spinning guest must not have taken a worker thread with it.
+    assert_eq!(get(&host.url("/kvtest/roundtrip/after")).status, 200);
+}
+
+#[test]
+fn past_the_in_flight_limit_requests_get_503_with_retry_after() {
+    let (host, _dir) = Host::start(HostOptions::default().arg("--in-flight-max").arg("2"));
+    let url = host.url("/misbehave/sleep?ms=1500");
+    let slow: Vec<_> = (0..2).map(|_| {
+        let url = url.clone();
+        std::thread::spawn(move || get(&url).status)
+    }).collect();
+    std::thread::sleep(Duration::from_millis(400));
+    let a = get(&host.url("/kvtest/roundtrip/x"));
+    assert_eq!(a.status, 503, "{}", a.body);
+    assert_eq!(a.header("retry-after"), Some("1"));
+    for t in slow {
+        assert_eq!(t.join().unwrap(), 200);
+    }
+    assert_eq!(get(&host.url("/kvtest/roundtrip/x")).status, 200);
+}
+
+#[test]
+fn a_trapping_component_answers_500_without_internals() {
+    let (host, _dir) = Host::start(HostOptions::default());
+    let a = get(&host.url("/misbehave/panic"));
+    assert_eq!(a.status, 500);
+    let e = a.json();
+    assert_eq!(e["message"], "internal error");
+    assert!(!a.body.contains("panicked") && !a.body.contains("wasm"), "{}", a.body);
+    assert_eq!(get(&host.url("/kvtest/roundtrip/x")).status, 200);
+}
+
+#[test]
+fn variables_come_from_the_manifest_and_the_environment() {
+    let (host, _dir) = Host::start(HostOptions::default().env("BSS_VAR_GREETING", "hi from env"));
+    let a = get(&host.url("/misbehave/var/greeting"));
+    assert_eq!((a.status, a.body.as_str()), (200, "hi from env"));
+    let a = get(&host.url("/misbehave/var/undeclared"));
+    assert_eq!(a.status, 404, "{}", a.body);
+
+    let (host, _dir) = Host::start(HostOptions::default());
+    let a = get(&host.url("/misbehave/var/greeting"));
+    assert_eq!((a.status, a.body.as_str()), (200, "hello from variables"));
+}
+
+#[test]
+fn a_required_variable_without_value_stops_the_host_with_its_name() {
+    build_components();
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_bss-host"))
+        .args(["up", "--no-build", "--listen", "127.0.0.1:0", "--no-admin", "--manifest"])
+        .arg(test_manifest())
+        .arg("--data")
+        .arg(dir.path())
+        .env_remove("BSS_VAR_ADMIN_KEY")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("BSS_VAR_ADMIN_KEY"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A one-shot HTTP server on loopback answering `body` to whatever comes.
+fn upstream(body: &'static str) -> (u16, std::thread::JoinHandle<()>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let t = std::thread::spawn(move || {
+        if let Ok((mut s, _)) = listener.accept() {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let resp = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+            let _ = s.write_all(resp.as_bytes());
+        }
+    });
+    (port, t)
+}
+
+#[test]
+fn outbound_http_only_reaches_allowed_hosts() {
+    let (host, _dir) = Host::start(HostOptions::default());
+    // `http://127.0.0.1:*` is named exactly in the manifest: allowed although it is loopback.
+    let (port, t) = upstream("pong");
+    let a = get(&host.url(&format!("/misbehave/fetch?url=http://127.0.0.1:{port}/ping")));
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert!(a.body.contains("pong"), "{}", a.body);
+    t.join().unwrap();
+    // `localhost` is not in the list: refused before any connection is made.
+    let (port, _t) = upstream("never");
+    let a = get(&host.url(&format!("/misbehave/fetch?url=http://localhost:{port}/ping")));
+    assert_eq!(a.status, 502, "{}", a.body);
+    assert!(a.body.to_lowercase().contains("denied"), "{}", a.body);
+    // Neither is any other host.
+    let a = get(&host.url("/misbehave/fetch?url=https://api.partner.test/x"));
+    assert_eq!(a.status, 502, "{}", a.body);
+}
+
+#[test]
+fn serves_a_wasip3_component_next_to_wasip2_ones() {
+    let (host, _dir) = Host::start(HostOptions::default());
+    let first = get(&host.url("/p3/hello"));
+    assert_eq!(first.status, 200, "{}", first.body);
+    let second = get(&host.url("/p3/hello"));
+    assert_eq!(second.status, 200);
+    assert_ne!(first.body, second.body, "the key-value counter should have moved");
+}
+
+#[test]
+fn metrics_count_requests_on_the_admin_port() {
+    let (host, _dir) = Host::start(HostOptions::default());
+    for _ in 0..3 {
+        assert_eq!(get(&host.url("/kvtest/roundtrip/m")).status, 200);
+    }
+    let m = get(&host.admin("/metrics"));
+    assert_eq!(m.status, 200);
+    let line = m.body.lines().find(|l| l.starts_with("bss_http_requests_total{") && l.contains("component=\"kvtest\"") && l.contains("status=\"200\"")).unwrap_or_else(|| panic!("{}", m.body));
+    assert!(line.ends_with(" 3"), "{line}");
+    assert!(m.body.contains("bss_instantiate_duration_seconds"));
+    assert!(m.body.contains("bss_queue_pending"));
+    // The request log has one line per request with component, status and latency.
+    let log = host.log_text();
+    assert!(log.lines().any(|l| l.contains("component=kvtest") && l.contains("status=200") && l.contains("latency_us=")), "{log}");
+}
+
+#[test]
+fn sigterm_drains_requests_in_flight() {
+    let (host, _dir) = Host::start(HostOptions::default());
+    let url = host.url("/misbehave/sleep?ms=1500");
+    let slow = std::thread::spawn(move || get(&url).status);
+    std::thread::sleep(Duration::from_millis(400));
+    let status = host.terminate();
+    assert!(status.success(), "{status:?}");
+    assert_eq!(slow.join().unwrap(), 200);
+}
+
+#[test]
+fn a_manifest_error_names_the_file_the_component_and_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("spin.toml");
+    std::fs::write(
+        &manifest,
+        "spin_manifest_version = 2\n[application]\nname = \"x\"\n[[trigger.http]]\nroute = \"nope\"\ncomponent = \"c\"\n[component.c]\nsource = \"c.wasm\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_bss-host"))
+        .args(["up", "--no-build", "--no-admin", "--listen", "127.0.0.1:0", "--manifest"])
+        .arg(&manifest)
+        .arg("--data")
+        .arg(dir.path().join("data"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("spin.toml") && err.contains("(c) route") && err.contains("nope"), "{err}");
+}

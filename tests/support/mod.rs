@@ -1,0 +1,297 @@
+//! Test harness shared by the end-to-end tests: builds the test components once, starts the real
+//! `bss-host` binary on free ports with a fresh data folder, talks to it over real HTTP, and
+//! starts a real `redis-server` when a test needs one. Nothing here is mocked.
+#![allow(dead_code)]
+
+use std::io::{BufRead as _, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+pub const ADMIN_KEY: &str = "test-admin-key-0123456789";
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("workspace root")
+}
+
+pub fn test_manifest() -> PathBuf {
+    workspace_root().join("tests/spin.toml")
+}
+
+/// Build every component of the test manifest for wasm32-wasip2, once per test binary.
+pub fn build_components() {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let out = Command::new(env!("CARGO_BIN_EXE_bss-host"))
+            .args(["build", "--manifest"])
+            .arg(test_manifest())
+            .output()
+            .expect("running bss-host build");
+        assert!(
+            out.status.success(),
+            "building the test components failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+}
+
+/// Options of one host process.
+#[derive(Clone, Debug)]
+pub struct HostOptions {
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub manifest: PathBuf,
+}
+
+impl Default for HostOptions {
+    fn default() -> Self {
+        HostOptions { args: Vec::new(), env: Vec::new(), manifest: test_manifest() }
+    }
+}
+
+impl HostOptions {
+    pub fn arg(mut self, a: impl Into<String>) -> Self {
+        self.args.push(a.into());
+        self
+    }
+    pub fn env(mut self, k: &str, v: &str) -> Self {
+        self.env.push((k.into(), v.into()));
+        self
+    }
+}
+
+/// A running `bss-host` process. Killed (SIGKILL) on drop.
+pub struct Host {
+    pub child: Child,
+    pub url: String,
+    pub admin_url: String,
+    pub data: PathBuf,
+    pub log: std::sync::Arc<Mutex<Vec<String>>>,
+}
+
+impl Host {
+    /// Start a host on a fresh data folder.
+    pub fn start(opts: HostOptions) -> (Host, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let host = Host::start_in(dir.path(), opts);
+        (host, dir)
+    }
+
+    /// Start a host on `data` (reused across restarts).
+    pub fn start_in(data: &Path, opts: HostOptions) -> Host {
+        build_components();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_bss-host"));
+        cmd.arg("up")
+            .arg("--manifest")
+            .arg(&opts.manifest)
+            .arg("--data")
+            .arg(data)
+            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--no-build"])
+            .args(&opts.args)
+            .env("BSS_VAR_ADMIN_KEY", ADMIN_KEY)
+            .env("BSS_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in &opts.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawning bss-host");
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let log = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().unwrap();
+        let log2 = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                log2.lock().unwrap().push(line);
+            }
+        });
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut url = None;
+            for line in stdout.lines().map_while(Result::ok) {
+                if let Some(rest) = line.strip_prefix("bss-host: serving ") {
+                    url = rest.split(" on ").nth(1).and_then(|s| s.split_whitespace().next()).map(str::to_string);
+                }
+                if let Some(rest) = line.trim().strip_prefix("admin: ") {
+                    let admin = rest.split("/metrics").next().unwrap_or_default().to_string();
+                    let _ = tx.send((url.clone().unwrap_or_default(), admin));
+                }
+            }
+        });
+        match rx.recv_timeout(Duration::from_secs(120)) {
+            Ok((url, admin_url)) => Host { child, url, admin_url, data: data.to_path_buf(), log },
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("bss-host did not start:\n{}", log.lock().unwrap().join("\n"));
+            }
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+
+    pub fn admin(&self, path: &str) -> String {
+        format!("{}{path}", self.admin_url)
+    }
+
+    /// SIGKILL: the process gets no chance to clean up.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then wait for the process to exit on its own.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "bss-host did not exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An HTTP answer: status, headers we care about, body.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub body: String,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Answer {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+pub fn agent() -> ureq::Agent {
+    ureq::AgentBuilder::new().timeout(Duration::from_secs(60)).build()
+}
+
+/// Send a request; any status is an answer (ureq's error for 4xx/5xx is unwrapped).
+pub fn send(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Answer {
+    send_with(&agent(), method, url, headers, body)
+}
+
+pub fn send_with(agent: &ureq::Agent, method: &str, url: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Answer {
+    let mut req = agent.request(method, url);
+    for (k, v) in headers {
+        req = req.set(k, v);
+    }
+    let result = match body {
+        Some(b) => req.send_bytes(b),
+        None => req.call(),
+    };
+    let resp = match result {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{method} {url}: {e}"),
+    };
+    let status = resp.status();
+    let headers = resp.headers_names().into_iter().filter_map(|n| resp.header(&n).map(|v| (n.clone(), v.to_string()))).collect();
+    let body = resp.into_string().unwrap_or_default();
+    Answer { status, body, headers }
+}
+
+pub fn get(url: &str) -> Answer {
+    send("GET", url, &[], None)
+}
+
+pub fn post_json(url: &str, headers: &[(&str, &str)], body: &serde_json::Value) -> Answer {
+    let mut h = headers.to_vec();
+    h.push(("Content-Type", "application/json"));
+    send("POST", url, &h, Some(body.to_string().as_bytes()))
+}
+
+/// Poll `f` until it returns `Some`, or panic after `timeout`.
+pub fn eventually<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// Create a tenant through the admin API; returns (tenant id, API key).
+pub fn create_tenant(host: &Host, name: &str) -> (String, String) {
+    let bearer = format!("Bearer {ADMIN_KEY}");
+    let a = post_json(&host.url("/admin/v1/tenants"), &[("Authorization", &bearer)], &serde_json::json!({"name": name}));
+    assert_eq!(a.status, 201, "creating tenant: {}", a.body);
+    let v = a.json();
+    (v["id"].as_str().unwrap().to_string(), v["apiKey"].as_str().unwrap().to_string())
+}
+
+/// A free TCP port on loopback (for servers that cannot report the port they bound).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A real `redis-server` on a free port, killed on drop.
+pub struct Redis {
+    child: Child,
+    pub url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Redis {
+    pub fn start() -> Redis {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is needed by this test: apt-get install redis-server (.ci/run installs it)");
+        let url = format!("redis://127.0.0.1:{port}");
+        eventually(Duration::from_secs(10), "redis-server to accept connections", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+        });
+        Redis { child, url, _dir: dir }
+    }
+
+    /// A runtime config putting the default store and the queue on this server.
+    pub fn runtime_config(&self, dir: &Path) -> PathBuf {
+        let p = dir.join("runtime-config.toml");
+        std::fs::write(
+            &p,
+            format!("[key_value_store.default]\ntype = \"redis\"\nurl = \"{0}\"\n\n[queue]\ntype = \"redis\"\nurl = \"{0}\"\n", self.url),
+        )
+        .unwrap();
+        p
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
