@@ -63,10 +63,12 @@ fn a_runaway_component_is_stopped_with_504_and_the_host_keeps_serving() {
 fn past_the_in_flight_limit_requests_get_503_with_retry_after() {
     let (host, _dir) = Host::start(HostOptions::default().arg("--in-flight-max").arg("2"));
     let url = host.url("/misbehave/sleep?ms=1500");
-    let slow: Vec<_> = (0..2).map(|_| {
-        let url = url.clone();
-        std::thread::spawn(move || get(&url).status)
-    }).collect();
+    let slow: Vec<_> = (0..2)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || get(&url).status)
+        })
+        .collect();
     std::thread::sleep(Duration::from_millis(400));
     let a = get(&host.url("/kvtest/roundtrip/x"));
     assert_eq!(a.status, 503, "{}", a.body);
@@ -114,7 +116,11 @@ fn a_required_variable_without_value_stops_the_host_with_its_name() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("BSS_VAR_ADMIN_KEY"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("BSS_VAR_ADMIN_KEY"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A one-shot HTTP server on loopback answering `body` to whatever comes.
@@ -169,13 +175,24 @@ fn metrics_count_requests_on_the_admin_port() {
     }
     let m = get(&host.admin("/metrics"));
     assert_eq!(m.status, 200);
-    let line = m.body.lines().find(|l| l.starts_with("bss_http_requests_total{") && l.contains("component=\"kvtest\"") && l.contains("status=\"200\"")).unwrap_or_else(|| panic!("{}", m.body));
+    let line = m
+        .body
+        .lines()
+        .find(|l| {
+            l.starts_with("bss_http_requests_total{")
+                && l.contains("component=\"kvtest\"")
+                && l.contains("status=\"200\"")
+        })
+        .unwrap_or_else(|| panic!("{}", m.body));
     assert!(line.ends_with(" 3"), "{line}");
     assert!(m.body.contains("bss_instantiate_duration_seconds"));
     assert!(m.body.contains("bss_queue_pending"));
     // The request log has one line per request with component, status and latency.
     let log = host.log_text();
-    assert!(log.lines().any(|l| l.contains("component=kvtest") && l.contains("status=200") && l.contains("latency_us=")), "{log}");
+    assert!(
+        log.lines().any(|l| l.contains("component=kvtest") && l.contains("status=200") && l.contains("latency_us=")),
+        "{log}"
+    );
 }
 
 #[test]

@@ -53,7 +53,9 @@ fn check_store(host: &Host) {
 
     // 50 racing creates of one absent key: exactly one wins.
     let base = host.url("");
-    let answers = race(50, move |i| send("POST", &format!("{base}/kvtest/create/the-one"), &[], Some(format!("writer-{i}").as_bytes())));
+    let answers = race(50, move |i| {
+        send("POST", &format!("{base}/kvtest/create/the-one"), &[], Some(format!("writer-{i}").as_bytes()))
+    });
     assert_eq!(count(&answers, 201), 1, "{:?}", answers.iter().map(|a| a.status).collect::<Vec<_>>());
     assert_eq!(count(&answers, 409), 49);
     let winner = get(&url("/kvtest/kv/the-one")).body;
@@ -62,7 +64,9 @@ fn check_store(host: &Host) {
     // 20 racing swaps from one version: exactly one wins, and its value is the one stored.
     assert_eq!(send("PUT", &url("/kvtest/kv/contended"), &[], Some(b"v0")).status, 200);
     let base = host.url("");
-    let answers = race(20, move |i| send("POST", &format!("{base}/kvtest/swap/contended?expect=v0"), &[], Some(format!("v1-{i}").as_bytes())));
+    let answers = race(20, move |i| {
+        send("POST", &format!("{base}/kvtest/swap/contended?expect=v0"), &[], Some(format!("v1-{i}").as_bytes()))
+    });
     assert_eq!(count(&answers, 200), 1, "{:?}", answers.iter().map(|a| (a.status, a.body.clone())).collect::<Vec<_>>());
     let stored = get(&url("/kvtest/kv/contended")).body;
     let winner = answers.iter().position(|a| a.status == 200).unwrap();
@@ -127,7 +131,10 @@ fn two_hosts_on_one_redis_share_state_and_cas_holds_across_them() {
     race(8, move |i| {
         let agent = agent();
         for _ in 0..25 {
-            assert_eq!(send_with(&agent, "POST", &format!("{}/kvtest/cas-incr/across-counter", urls[i % 2]), &[], None).status, 200);
+            assert_eq!(
+                send_with(&agent, "POST", &format!("{}/kvtest/cas-incr/across-counter", urls[i % 2]), &[], None).status,
+                200
+            );
         }
         Answer { status: 200, body: String::new(), headers: vec![] }
     });
@@ -139,7 +146,10 @@ fn sqlite_data_survives_a_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let host = Host::start_in(dir.path(), HostOptions::default());
     for i in 0..50 {
-        assert_eq!(send("PUT", &host.url(&format!("/kvtest/kv/durable-{i}")), &[], Some(format!("{i}").as_bytes())).status, 200);
+        assert_eq!(
+            send("PUT", &host.url(&format!("/kvtest/kv/durable-{i}")), &[], Some(format!("{i}").as_bytes())).status,
+            200
+        );
     }
     host.kill9();
     let host = Host::start_in(dir.path(), HostOptions::default());

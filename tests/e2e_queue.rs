@@ -56,11 +56,17 @@ fn check_queue(host: &Host) {
     });
     assert_eq!(dead["consumer"], "queueconsumer");
     assert_eq!(dead["attempts"], 3);
-    assert!(dead["lastError"].as_str().unwrap().contains("planned failure") || dead["lastError"].as_str().unwrap().contains("always"), "{dead}");
+    assert!(
+        dead["lastError"].as_str().unwrap().contains("planned failure")
+            || dead["lastError"].as_str().unwrap().contains("always"),
+        "{dead}"
+    );
     assert_eq!(delivery(host, &id)["attempts"], 3);
     let r = send("POST", &host.admin(&format!("/admin/queue/dead/queueconsumer/{id}/replay")), &[], None);
     assert_eq!(r.status, 200, "{}", r.body);
-    eventually(WAIT, "the replayed message to fail three more times", || (delivery(host, &id)["attempts"] == 6).then_some(()));
+    eventually(WAIT, "the replayed message to fail three more times", || {
+        (delivery(host, &id)["attempts"] == 6).then_some(())
+    });
     eventually(WAIT, "the replayed message to be dead again", || {
         dead_letters(host).into_iter().find(|d| d["messageId"] == id.as_str())
     });
@@ -113,7 +119,8 @@ fn redis_queue_delivers_retries_dead_letters_and_orders() {
 fn survives_kill_9(opts: HostOptions, data: &std::path::Path) {
     let opts = opts.arg("--handler-timeout-ms").arg("2000");
     let host = Host::start_in(data, opts.clone());
-    let ids: Vec<String> = (0..30).map(|i| publish(&host, json!({"subject": "test.crash", "body": {"sleepMs": 200, "i": i}}))).collect();
+    let ids: Vec<String> =
+        (0..30).map(|i| publish(&host, json!({"subject": "test.crash", "body": {"sleepMs": 200, "i": i}}))).collect();
     host.kill9();
     let host = Host::start_in(data, opts);
     for id in &ids {

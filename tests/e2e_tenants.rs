@@ -45,7 +45,12 @@ fn keys_can_be_issued_and_revoked() {
     let listed = send("GET", &host.url(&format!("/admin/v1/tenants/{id}/apiKeys")), &[("Authorization", &admin)], None);
     assert_eq!(listed.status, 200);
     assert!(!listed.body.contains(&second), "secrets must never be listed");
-    let del = send("DELETE", &host.url(&format!("/admin/v1/tenants/{id}/apiKeys/{key_id}")), &[("Authorization", &admin)], None);
+    let del = send(
+        "DELETE",
+        &host.url(&format!("/admin/v1/tenants/{id}/apiKeys/{key_id}")),
+        &[("Authorization", &admin)],
+        None,
+    );
     assert_eq!(del.status, 204, "{}", del.body);
     assert_eq!(whoami(&second), 401);
     assert_eq!(whoami(&first), 200);
@@ -56,7 +61,11 @@ fn a_tenant_never_sees_another_tenants_data() {
     let (host, _dir) = Host::start(HostOptions::default());
     let (_, a_key) = create_tenant(&host, "A");
     let (_, b_key) = create_tenant(&host, "B");
-    let created = post_json(&host.url(NOTES), &[("Authorization", &bearer(&a_key))], &json!({"text": "secret of A", "author": "alice"}));
+    let created = post_json(
+        &host.url(NOTES),
+        &[("Authorization", &bearer(&a_key))],
+        &json!({"text": "secret of A", "author": "alice"}),
+    );
     assert_eq!(created.status, 201, "{}", created.body);
     let id = created.json()["id"].as_str().unwrap().to_string();
     let path = format!("{NOTES}/{id}");
@@ -64,7 +73,12 @@ fn a_tenant_never_sees_another_tenants_data() {
     assert_eq!(send("GET", &host.url(&path), &[("Authorization", &bearer(&b_key))], None).status, 404);
     let list_b = send("GET", &host.url(NOTES), &[("Authorization", &bearer(&b_key))], None);
     assert_eq!(list_b.header("x-total-count"), Some("0"));
-    let patch = send("PATCH", &host.url(&path), &[("Authorization", &bearer(&b_key)), ("Content-Type", "application/merge-patch+json")], Some(br#"{"text":"pwned"}"#));
+    let patch = send(
+        "PATCH",
+        &host.url(&path),
+        &[("Authorization", &bearer(&b_key)), ("Content-Type", "application/merge-patch+json")],
+        Some(br#"{"text":"pwned"}"#),
+    );
     assert_eq!(patch.status, 404);
     assert_eq!(send("DELETE", &host.url(&path), &[("Authorization", &bearer(&b_key))], None).status, 404);
     let still = send("GET", &host.url(&path), &[("Authorization", &bearer(&a_key))], None);
@@ -82,27 +96,47 @@ fn fifty_concurrent_duplicates_make_one_resource() {
             let (url, auth, barrier) = (host.url(NOTES), bearer(&key), barrier.clone());
             std::thread::spawn(move || {
                 barrier.wait();
-                post_json(&url, &[("Authorization", &auth), ("Idempotency-Key", "order-123")], &json!({"text": "once", "author": "bob"}))
+                post_json(
+                    &url,
+                    &[("Authorization", &auth), ("Idempotency-Key", "order-123")],
+                    &json!({"text": "once", "author": "bob"}),
+                )
             })
         })
         .collect();
     let answers: Vec<Answer> = threads.into_iter().map(|t| t.join().unwrap()).collect();
     let created: Vec<&Answer> = answers.iter().filter(|a| a.status == 201).collect();
     assert!(!created.is_empty());
-    assert!(answers.iter().all(|a| a.status == 201 || a.status == 409), "{:?}", answers.iter().map(|a| a.status).collect::<Vec<_>>());
-    let ids: std::collections::HashSet<String> = created.iter().map(|a| a.json()["id"].as_str().unwrap().to_string()).collect();
+    assert!(
+        answers.iter().all(|a| a.status == 201 || a.status == 409),
+        "{:?}",
+        answers.iter().map(|a| a.status).collect::<Vec<_>>()
+    );
+    let ids: std::collections::HashSet<String> =
+        created.iter().map(|a| a.json()["id"].as_str().unwrap().to_string()).collect();
     assert_eq!(ids.len(), 1, "every 201 must carry the same resource");
     let list = send("GET", &host.url(NOTES), &[("Authorization", &bearer(&key))], None);
     assert_eq!(list.header("x-total-count"), Some("1"), "{}", list.body);
 
     // Later: the same key and body replays the first answer; another body is refused.
-    let again = post_json(&host.url(NOTES), &[("Authorization", &bearer(&key)), ("Idempotency-Key", "order-123")], &json!({"text": "once", "author": "bob"}));
+    let again = post_json(
+        &host.url(NOTES),
+        &[("Authorization", &bearer(&key)), ("Idempotency-Key", "order-123")],
+        &json!({"text": "once", "author": "bob"}),
+    );
     assert_eq!(again.status, 201);
     assert_eq!(again.json()["id"].as_str().unwrap(), ids.iter().next().unwrap());
     assert_eq!(again.header("idempotent-replayed"), Some("true"));
-    let other = post_json(&host.url(NOTES), &[("Authorization", &bearer(&key)), ("Idempotency-Key", "order-123")], &json!({"text": "twice", "author": "bob"}));
+    let other = post_json(
+        &host.url(NOTES),
+        &[("Authorization", &bearer(&key)), ("Idempotency-Key", "order-123")],
+        &json!({"text": "twice", "author": "bob"}),
+    );
     assert!(other.status == 422 || other.status == 409, "{}", other.body);
-    assert_eq!(send("GET", &host.url(NOTES), &[("Authorization", &bearer(&key))], None).header("x-total-count"), Some("1"));
+    assert_eq!(
+        send("GET", &host.url(NOTES), &[("Authorization", &bearer(&key))], None).header("x-total-count"),
+        Some("1")
+    );
 }
 
 #[test]
@@ -111,7 +145,11 @@ fn lists_page_filter_and_select_fields_the_tmf_way() {
     let (_, key) = create_tenant(&host, "D");
     let auth = bearer(&key);
     for (i, author) in ["ann", "ben", "ann", "cid", "ann"].iter().enumerate() {
-        let a = post_json(&host.url(NOTES), &[("Authorization", &auth)], &json!({"text": format!("note {i}"), "author": author}));
+        let a = post_json(
+            &host.url(NOTES),
+            &[("Authorization", &auth)],
+            &json!({"text": format!("note {i}"), "author": author}),
+        );
         assert_eq!(a.status, 201, "{}", a.body);
     }
     let page = send("GET", &host.url(&format!("{NOTES}?offset=1&limit=2")), &[("Authorization", &auth)], None);
@@ -133,7 +171,12 @@ fn lists_page_filter_and_select_fields_the_tmf_way() {
     assert_eq!(bad.status, 400);
     assert!(bad.json()["message"].as_str().unwrap().contains("limit"));
 
-    let malformed = send("POST", &host.url(NOTES), &[("Authorization", &auth), ("Content-Type", "application/json")], Some(b"{\"text\": "));
+    let malformed = send(
+        "POST",
+        &host.url(NOTES),
+        &[("Authorization", &auth), ("Content-Type", "application/json")],
+        Some(b"{\"text\": "),
+    );
     assert_eq!(malformed.status, 400);
     assert_eq!(malformed.json()["@type"], "Error");
     // Nothing was created by the bad request.

@@ -1,1 +1,5 @@
-//! x
+//! bss-domain: the pure business logic of the BSS — no I/O, no wasm, no SDK — so it is tested
+//! natively and fast (`cargo test -p bss-domain`). Starts with money; catalog, pricing, orders,
+//! rating and billing land here as their issues are done.
+
+pub mod money;

@@ -90,6 +90,9 @@ impl Host {
             .arg("--data")
             .arg(data)
             .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--no-build"])
+            // Compiled components are shared by every test host: compiling is the slow part.
+            .arg("--cache-dir")
+            .arg(workspace_root().join("target/bss-test-cache"))
             .args(&opts.args)
             .env("BSS_VAR_ADMIN_KEY", ADMIN_KEY)
             .env("BSS_LOG", "info")
@@ -196,7 +199,13 @@ pub fn send(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&[u8
     send_with(&agent(), method, url, headers, body)
 }
 
-pub fn send_with(agent: &ureq::Agent, method: &str, url: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Answer {
+pub fn send_with(
+    agent: &ureq::Agent,
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> Answer {
     let mut req = agent.request(method, url);
     for (k, v) in headers {
         req = req.set(k, v);
@@ -211,7 +220,8 @@ pub fn send_with(agent: &ureq::Agent, method: &str, url: &str, headers: &[(&str,
         Err(e) => panic!("{method} {url}: {e}"),
     };
     let status = resp.status();
-    let headers = resp.headers_names().into_iter().filter_map(|n| resp.header(&n).map(|v| (n.clone(), v.to_string()))).collect();
+    let headers =
+        resp.headers_names().into_iter().filter_map(|n| resp.header(&n).map(|v| (n.clone(), v.to_string()))).collect();
     let body = resp.into_string().unwrap_or_default();
     Answer { status, body, headers }
 }
@@ -241,7 +251,8 @@ pub fn eventually<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Optio
 /// Create a tenant through the admin API; returns (tenant id, API key).
 pub fn create_tenant(host: &Host, name: &str) -> (String, String) {
     let bearer = format!("Bearer {ADMIN_KEY}");
-    let a = post_json(&host.url("/admin/v1/tenants"), &[("Authorization", &bearer)], &serde_json::json!({"name": name}));
+    let a =
+        post_json(&host.url("/admin/v1/tenants"), &[("Authorization", &bearer)], &serde_json::json!({"name": name}));
     assert_eq!(a.status, 201, "creating tenant: {}", a.body);
     let v = a.json();
     (v["id"].as_str().unwrap().to_string(), v["apiKey"].as_str().unwrap().to_string())

@@ -73,7 +73,11 @@ async fn handle(app: &AppCtx, req: hyper::Request<hyper::body::Incoming>) -> hyp
                 }
             }
         }
-        (&Method::POST, ["admin", "queue", "dead", consumer, id, "replay"]) => match app.queue.replay(consumer, id).await {
+        (&Method::POST, ["admin", "queue", "dead", consumer, id, "replay"]) => match app
+            .queue
+            .replay(consumer, id)
+            .await
+        {
             Ok(()) => {
                 if let Some(n) = app.wake.get(*consumer) {
                     n.notify_one();

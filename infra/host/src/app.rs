@@ -10,7 +10,7 @@ use crate::metrics::Metrics;
 use crate::outbound::AllowedHost;
 use crate::queue::dispatcher::{ConsumerRuntime, DispatchEnv};
 use crate::queue::{Queue, redis::RedisQueue, sqlite::SqliteQueue};
-use crate::runtime::{EngineOptions, engine, linker, load_component, start_epoch_ticker, stub_unknown_imports};
+use crate::runtime::{EngineOptions, Engines, linker, load, start_epoch_ticker, stub_unknown_imports};
 use crate::runtime_config::{Backend, RuntimeConfig};
 use crate::server::{HttpComponent, HttpPre, HttpServer, Limits};
 use crate::state::{AppCtx, ComponentCtx};
@@ -30,6 +30,7 @@ use tokio::sync::{Notify, Semaphore, watch};
 pub struct HostConfig {
     pub manifest: PathBuf,
     pub data_dir: PathBuf,
+    pub cache_dir: PathBuf,
     pub listen: SocketAddr,
     pub admin_listen: Option<SocketAddr>,
     pub runtime_config: Option<PathBuf>,
@@ -68,8 +69,15 @@ pub fn build_components(manifest: &Manifest) -> anyhow::Result<()> {
 fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating data folder {}", dir.display()))?;
     let path = dir.join("bss-host.lock");
-    let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).with_context(|| format!("opening {}", path.display()))?;
-    f.try_lock().map_err(|_| anyhow!("data folder {} is in use by another bss-host (lock {})", dir.display(), path.display()))?;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    f.try_lock().map_err(|_| {
+        anyhow!("data folder {} is in use by another bss-host (lock {})", dir.display(), path.display())
+    })?;
     Ok(f)
 }
 
@@ -86,8 +94,16 @@ async fn open_stores(
     let mut stores = HashMap::new();
     for label in labels {
         if label != "default" && !config.key_value_store.contains_key(&label) {
-            let users: Vec<&str> = manifest.components.values().filter(|c| c.key_value_stores.contains(&label)).map(|c| c.id.as_str()).collect();
-            bail!("key-value store {label:?} (used by {}) is not defined; add [key_value_store.{label}] to the runtime config", users.join(", "));
+            let users: Vec<&str> = manifest
+                .components
+                .values()
+                .filter(|c| c.key_value_stores.contains(&label))
+                .map(|c| c.id.as_str())
+                .collect();
+            bail!(
+                "key-value store {label:?} (used by {}) is not defined; add [key_value_store.{label}] to the runtime config",
+                users.join(", ")
+            );
         }
         let store = match config.store(&label) {
             Backend::Sqlite { path: None } => KvStore::Sqlite(Arc::new(SqliteKv::new(embedded.clone(), &label))),
@@ -146,38 +162,55 @@ pub async fn start(cfg: HostConfig) -> anyhow::Result<RunningHost> {
     let kv = open_stores(&manifest, &runtime_config, &embedded, cfg.sqlite_sync).await?;
     let queue = match &runtime_config.queue {
         None | Some(Backend::Sqlite { path: None }) => Queue::Sqlite(Arc::new(SqliteQueue::new(embedded.clone()))),
-        Some(Backend::Sqlite { path: Some(p) }) => Queue::Sqlite(Arc::new(SqliteQueue::new(Arc::new(SqliteDb::open(p, cfg.sqlite_sync)?)))),
+        Some(Backend::Sqlite { path: Some(p) }) => {
+            Queue::Sqlite(Arc::new(SqliteQueue::new(Arc::new(SqliteDb::open(p, cfg.sqlite_sync)?))))
+        }
         Some(Backend::Redis { url }) => Queue::Redis(Arc::new(RedisQueue::connect(url).await?)),
     };
     tracing::info!(backend = ?queue, "queue ready");
 
-    let engine = engine(&cfg.engine)?;
-    start_epoch_ticker(&engine);
-    let base_linker = linker(&engine)?;
-    let cache_dir = cfg.data_dir.join("cache");
-    let wake: HashMap<String, Arc<Notify>> = manifest.consumers.iter().map(|c| (c.component.clone(), Arc::new(Notify::new()))).collect();
-    let app = Arc::new(AppCtx { manifest: manifest.clone(), kv, queue, variables, metrics: Metrics::new(), wake: wake.clone() });
+    let engines = Engines::new(&cfg.engine)?;
+    start_epoch_ticker(&engines.sync);
+    start_epoch_ticker(&engines.concurrent);
+    let sync_linker = linker(&engines.sync, false)?;
+    let concurrent_linker = linker(&engines.concurrent, true)?;
+    let cache_dir = cfg.cache_dir.clone();
+    let wake: HashMap<String, Arc<Notify>> =
+        manifest.consumers.iter().map(|c| (c.component.clone(), Arc::new(Notify::new()))).collect();
+    let app = Arc::new(AppCtx {
+        manifest: manifest.clone(),
+        kv,
+        queue,
+        variables,
+        metrics: Metrics::new(),
+        wake: wake.clone(),
+    });
 
     let mut http_components = HashMap::new();
     let mut consumers = Vec::new();
     let routed: std::collections::HashSet<&str> = manifest.routes.iter().map(|r| r.component.as_str()).collect();
     for c in manifest.components.values() {
         let t = Instant::now();
-        let engine2 = engine.clone();
-        let (source, cache) = (c.source.clone(), cache_dir.clone());
-        let (component, cached) = tokio::task::spawn_blocking(move || load_component(&engine2, &source, &cache))
+        let (engines2, source, cache) = (engines.clone(), c.source.clone(), cache_dir.clone());
+        let loaded = tokio::task::spawn_blocking(move || load(&engines2, &source, &cache))
             .await?
             .with_context(|| format!("component {}", c.id))?;
-        let mut linker = base_linker.clone();
+        let (engine, component, cached) = (loaded.engine, loaded.component, loaded.cached);
+        let mut linker = if loaded.concurrent { concurrent_linker.clone() } else { sync_linker.clone() };
         let pre = match linker.instantiate_pre(&component) {
             Ok(pre) => pre,
             Err(_) => {
-                let stubbed = stub_unknown_imports(&mut linker, &engine, &component).with_context(|| format!("linking component {}", c.id))?;
+                let stubbed = stub_unknown_imports(&mut linker, &engine, &component)
+                    .with_context(|| format!("linking component {}", c.id))?;
                 tracing::warn!(component = %c.id, ?stubbed, "imports the host does not provide trap when called");
                 linker.instantiate_pre(&component).map_err(|e| anyhow!("linking component {}: {e:?}", c.id))?
             }
         };
-        let allowed = c.allowed_outbound_hosts.iter().map(|h| AllowedHost::parse(h).map_err(|e| anyhow!(e))).collect::<anyhow::Result<Vec<_>>>()?;
+        let allowed = c
+            .allowed_outbound_hosts
+            .iter()
+            .map(|h| AllowedHost::parse(h).map_err(|e| anyhow!(e)))
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let ctx = Arc::new(ComponentCtx {
             id: c.id.as_str().into(),
             kv_labels: c.key_value_stores.clone(),
@@ -195,25 +228,35 @@ pub async fn start(cfg: HostConfig) -> anyhow::Result<RunningHost> {
                     ),
                 },
             };
-            http_components.insert(c.id.clone(), HttpComponent { ctx: ctx.clone(), pre: http });
+            http_components.insert(c.id.clone(), HttpComponent { engine: engine.clone(), ctx: ctx.clone(), pre: http });
         }
         for spec in manifest.consumers.iter().filter(|s| s.component == c.id) {
-            let consumer_pre = crate::bindings::PlatformPre::new(pre.clone())
-                .map_err(|e| anyhow!("component {} is a queue consumer but does not export bss:messaging/handler: {e:?}", c.id))?;
-            consumers.push(Arc::new(ConsumerRuntime { spec: spec.clone(), ctx: ctx.clone(), pre: consumer_pre, wake: wake[&c.id].clone() }));
+            let consumer_pre = crate::bindings::PlatformPre::new(pre.clone()).map_err(|e| {
+                anyhow!("component {} is a queue consumer but does not export bss:messaging/handler: {e:?}", c.id)
+            })?;
+            consumers.push(Arc::new(ConsumerRuntime {
+                engine: engine.clone(),
+                spec: spec.clone(),
+                ctx: ctx.clone(),
+                pre: consumer_pre,
+                wake: wake[&c.id].clone(),
+            }));
         }
-        tracing::info!(component = %c.id, cached, elapsed_ms = t.elapsed().as_millis() as u64, "component loaded");
+        tracing::info!(component = %c.id, cached, wasip3 = loaded.concurrent, elapsed_ms = t.elapsed().as_millis() as u64, "component loaded");
     }
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut tasks = Vec::new();
-    let env = DispatchEnv { engine: engine.clone(), app: app.clone(), handler_timeout: cfg.handler_timeout, memory_max_bytes: cfg.limits.memory_max_bytes };
+    let env = DispatchEnv {
+        app: app.clone(),
+        handler_timeout: cfg.handler_timeout,
+        memory_max_bytes: cfg.limits.memory_max_bytes,
+    };
     for c in consumers {
         tasks.push(tokio::spawn(crate::queue::dispatcher::run(env.clone(), c, shutdown_rx.clone())));
     }
 
     let server = Arc::new(HttpServer {
-        engine,
         app: app.clone(),
         components: http_components,
         in_flight: Arc::new(Semaphore::new(cfg.limits.in_flight_max)),
@@ -249,7 +292,12 @@ pub async fn start(cfg: HostConfig) -> anyhow::Result<RunningHost> {
 }
 
 /// Accept connections until shutdown, then give open connections `grace` to finish.
-async fn serve_http(listener: TcpListener, server: Arc<HttpServer>, mut shutdown: watch::Receiver<bool>, grace: Duration) {
+async fn serve_http(
+    listener: TcpListener,
+    server: Arc<HttpServer>,
+    mut shutdown: watch::Receiver<bool>,
+    grace: Duration,
+) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder.keep_alive(true).max_buf_size(64 * 1024);

@@ -48,11 +48,14 @@ pub struct CasHandle {
     current: Versioned,
 }
 
-/// Link every interface of this module into `linker`.
-pub fn add_to_linker(linker: &mut wasmtime::component::Linker<HostState>) -> wasmtime::Result<()> {
+/// Link every interface of this module into `linker`; `spin:key-value@3.0.0` (whose functions
+/// are WIT `async`) only on a concurrent engine.
+pub fn add_to_linker(linker: &mut wasmtime::component::Linker<HostState>, concurrent: bool) -> wasmtime::Result<()> {
     kv2::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
     vars2::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
-    kv3::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
+    if concurrent {
+        kv3::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
+    }
     wkv::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
     watomics::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
     wbatch::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
@@ -105,11 +108,20 @@ impl kv2::HostStore for HostState {
         })
     }
 
-    async fn get(&mut self, h: Resource<KvHandle>, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, kv2::Error>> {
+    async fn get(
+        &mut self,
+        h: Resource<KvHandle>,
+        key: String,
+    ) -> wasmtime::Result<Result<Option<Vec<u8>>, kv2::Error>> {
         Ok(self.store_of(&h)?.get(&key).await.map_err(kv2_err))
     }
 
-    async fn set(&mut self, h: Resource<KvHandle>, key: String, value: Vec<u8>) -> wasmtime::Result<Result<(), kv2::Error>> {
+    async fn set(
+        &mut self,
+        h: Resource<KvHandle>,
+        key: String,
+        value: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), kv2::Error>> {
         Ok(self.store_of(&h)?.set(&key, &value).await.map_err(kv2_err))
     }
 
@@ -140,7 +152,9 @@ async fn all_keys(store: &KvStore) -> Result<Vec<String>, KvError> {
         let page = store.list_keys("", cursor.as_deref(), crate::kv::LIST_PAGE_MAX).await?;
         keys.extend(page.keys);
         if keys.len() > ALL_KEYS_MAX {
-            return Err(KvError::Invalid(format!("store holds more than {ALL_KEYS_MAX} keys; use wasi:keyvalue list-keys")));
+            return Err(KvError::Invalid(format!(
+                "store holds more than {ALL_KEYS_MAX} keys; use wasi:keyvalue list-keys"
+            )));
         }
         match page.cursor {
             Some(c) => cursor = Some(c),
@@ -157,7 +171,10 @@ const ALL_KEYS_MAX: usize = 100_000;
 impl vars2::Host for HostState {
     async fn get(&mut self, name: String) -> wasmtime::Result<Result<String, vars2::Error>> {
         if !crate::variables::Variables::declares(&self.app.manifest, &self.component.id, &name) {
-            return Ok(Err(vars2::Error::Undefined(format!("no variable {name:?} for component {}", self.component.id))));
+            return Ok(Err(vars2::Error::Undefined(format!(
+                "no variable {name:?} for component {}",
+                self.component.id
+            ))));
         }
         Ok(match self.app.variables.get(&self.component.id, &name) {
             Some(v) => Ok(v.to_string()),
@@ -198,19 +215,36 @@ impl<T> kv3::HostStoreWithStore<T> for HasSelf<HostState> {
         })
     }
 
-    async fn get(acc: &Accessor<T, Self>, h: Resource<KvHandle>, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, kv3::Error>> {
+    async fn get(
+        acc: &Accessor<T, Self>,
+        h: Resource<KvHandle>,
+        key: String,
+    ) -> wasmtime::Result<Result<Option<Vec<u8>>, kv3::Error>> {
         Ok(store_in(acc, &h)?.get(&key).await.map_err(kv3_err))
     }
 
-    async fn set(acc: &Accessor<T, Self>, h: Resource<KvHandle>, key: String, value: Vec<u8>) -> wasmtime::Result<Result<(), kv3::Error>> {
+    async fn set(
+        acc: &Accessor<T, Self>,
+        h: Resource<KvHandle>,
+        key: String,
+        value: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), kv3::Error>> {
         Ok(store_in(acc, &h)?.set(&key, &value).await.map_err(kv3_err))
     }
 
-    async fn delete(acc: &Accessor<T, Self>, h: Resource<KvHandle>, key: String) -> wasmtime::Result<Result<(), kv3::Error>> {
+    async fn delete(
+        acc: &Accessor<T, Self>,
+        h: Resource<KvHandle>,
+        key: String,
+    ) -> wasmtime::Result<Result<(), kv3::Error>> {
         Ok(store_in(acc, &h)?.delete(&key).await.map_err(kv3_err))
     }
 
-    async fn exists(acc: &Accessor<T, Self>, h: Resource<KvHandle>, key: String) -> wasmtime::Result<Result<bool, kv3::Error>> {
+    async fn exists(
+        acc: &Accessor<T, Self>,
+        h: Resource<KvHandle>,
+        key: String,
+    ) -> wasmtime::Result<Result<bool, kv3::Error>> {
         Ok(store_in(acc, &h)?.exists(&key).await.map_err(kv3_err))
     }
 
@@ -252,11 +286,20 @@ impl wkv::Host for HostState {
 }
 
 impl wkv::HostBucket for HostState {
-    async fn get(&mut self, h: Resource<KvHandle>, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, wkv::Error>> {
+    async fn get(
+        &mut self,
+        h: Resource<KvHandle>,
+        key: String,
+    ) -> wasmtime::Result<Result<Option<Vec<u8>>, wkv::Error>> {
         Ok(self.store_of(&h)?.get(&key).await.map_err(wkv_err))
     }
 
-    async fn set(&mut self, h: Resource<KvHandle>, key: String, value: Vec<u8>) -> wasmtime::Result<Result<(), wkv::Error>> {
+    async fn set(
+        &mut self,
+        h: Resource<KvHandle>,
+        key: String,
+        value: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), wkv::Error>> {
         Ok(self.store_of(&h)?.set(&key, &value).await.map_err(wkv_err))
     }
 
@@ -285,11 +328,20 @@ impl wkv::HostBucket for HostState {
 }
 
 impl watomics::Host for HostState {
-    async fn increment(&mut self, h: Resource<KvHandle>, key: String, delta: i64) -> wasmtime::Result<Result<i64, wkv::Error>> {
+    async fn increment(
+        &mut self,
+        h: Resource<KvHandle>,
+        key: String,
+        delta: i64,
+    ) -> wasmtime::Result<Result<i64, wkv::Error>> {
         Ok(self.store_of(&h)?.increment(&key, delta).await.map_err(wkv_err))
     }
 
-    async fn swap(&mut self, cas: Resource<CasHandle>, value: Vec<u8>) -> wasmtime::Result<Result<(), watomics::CasError>> {
+    async fn swap(
+        &mut self,
+        cas: Resource<CasHandle>,
+        value: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), watomics::CasError>> {
         let CasHandle { store, key, current } = self.table.delete(cas)?;
         match store.swap(&key, current.version, &value).await {
             Ok(true) => Ok(Ok(())),
@@ -308,7 +360,11 @@ impl watomics::Host for HostState {
 }
 
 impl watomics::HostCas for HostState {
-    async fn new(&mut self, bucket: Resource<KvHandle>, key: String) -> wasmtime::Result<Result<Resource<CasHandle>, wkv::Error>> {
+    async fn new(
+        &mut self,
+        bucket: Resource<KvHandle>,
+        key: String,
+    ) -> wasmtime::Result<Result<Resource<CasHandle>, wkv::Error>> {
         let store = self.store_of(&bucket)?;
         let current = match store.get_versioned(&key).await {
             Ok(v) => v,
@@ -344,7 +400,11 @@ impl wbatch::Host for HostState {
         Ok(self.store_of(&h)?.set_many(&key_values).await.map_err(wkv_err))
     }
 
-    async fn delete_many(&mut self, h: Resource<KvHandle>, keys: Vec<String>) -> wasmtime::Result<Result<(), wkv::Error>> {
+    async fn delete_many(
+        &mut self,
+        h: Resource<KvHandle>,
+        keys: Vec<String>,
+    ) -> wasmtime::Result<Result<(), wkv::Error>> {
         Ok(self.store_of(&h)?.delete_many(&keys).await.map_err(wkv_err))
     }
 }
@@ -354,7 +414,10 @@ impl wbatch::Host for HostState {
 impl mtypes::Host for HostState {}
 
 impl producer::Host for HostState {
-    async fn publish(&mut self, msg: mtypes::OutgoingMessage) -> wasmtime::Result<Result<String, mtypes::PublishError>> {
+    async fn publish(
+        &mut self,
+        msg: mtypes::OutgoingMessage,
+    ) -> wasmtime::Result<Result<String, mtypes::PublishError>> {
         let id = msg.id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
         let new = NewMessage { id: id.clone(), subject: msg.subject, body: msg.body, ordering_key: msg.ordering_key };
         let consumers = self.app.manifest.consumers_of(&new.subject);

@@ -39,6 +39,9 @@ struct UpArgs {
     /// Data folder: the embedded database, the compiled-component cache, the lock file.
     #[arg(long, default_value = ".bss", env = "BSS_DATA")]
     data: PathBuf,
+    /// Where compiled components are cached (default: <data>/cache). Several hosts may share it.
+    #[arg(long, env = "BSS_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
     /// Address of the admin port (/metrics, queue admin). Never expose it: it has no auth.
     #[arg(long, default_value = "127.0.0.1:3001", env = "BSS_ADMIN_LISTEN")]
     admin_listen: SocketAddr,
@@ -60,6 +63,9 @@ struct UpArgs {
     /// Largest request body, in bytes (413 past it).
     #[arg(long, default_value_t = 4 << 20)]
     body_max_bytes: usize,
+    /// Largest response body a component may produce, in bytes (500 past it).
+    #[arg(long, default_value_t = 64 << 20)]
+    response_max_bytes: usize,
     /// Requests handled at once (503 with Retry-After past it).
     #[arg(long, default_value_t = 512)]
     in_flight_max: usize,
@@ -103,6 +109,7 @@ async fn up(a: UpArgs) -> anyhow::Result<()> {
     let memory_max_bytes = a.memory_max_mib << 20;
     let cfg = HostConfig {
         manifest: a.manifest,
+        cache_dir: a.cache_dir.unwrap_or_else(|| a.data.join("cache")),
         data_dir: a.data,
         listen: a.listen,
         admin_listen: (!a.no_admin).then_some(a.admin_listen),
@@ -113,6 +120,7 @@ async fn up(a: UpArgs) -> anyhow::Result<()> {
             body_max_bytes: a.body_max_bytes,
             in_flight_max: a.in_flight_max,
             memory_max_bytes,
+            response_max_bytes: a.response_max_bytes,
         },
         handler_timeout: Duration::from_millis(a.handler_timeout_ms),
         engine: EngineOptions { pooling: !a.no_pooling, instances_max: a.instances_max, memory_max_bytes },

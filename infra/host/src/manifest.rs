@@ -172,7 +172,9 @@ impl Route {
         }
         let (base, wildcard) = match pattern.strip_suffix("/...") {
             Some(base) => (base.to_string(), true),
-            None if pattern.contains("...") => return Err(format!("route {pattern:?}: '...' is only allowed as a final '/...'")),
+            None if pattern.contains("...") => {
+                return Err(format!("route {pattern:?}: '...' is only allowed as a final '/...'"));
+            }
             None => (pattern.trim_end_matches('/').to_string(), false),
         };
         Ok(Route { pattern: pattern.to_string(), base, wildcard, component: component.to_string() })
@@ -194,7 +196,11 @@ impl Route {
 /// Pick the route for `path`: an exact route beats a wildcard of the same base, a longer base
 /// beats a shorter one.
 pub fn route_for<'a>(routes: &'a [Route], path: &str) -> Option<&'a Route> {
-    routes.iter().filter_map(|r| r.matches(path).map(|len| (len, !r.wildcard, r))).max_by_key(|(len, exact, _)| (*len, *exact)).map(|(_, _, r)| r)
+    routes
+        .iter()
+        .filter_map(|r| r.matches(path).map(|len| (len, !r.wildcard, r)))
+        .max_by_key(|(len, exact, _)| (*len, *exact))
+        .map(|(_, _, r)| r)
 }
 
 fn err_at(file: &Path, what: impl std::fmt::Display) -> anyhow::Error {
@@ -227,8 +233,7 @@ impl Manifest {
 
         let mut components = BTreeMap::new();
         for (id, value) in raw.component {
-            let c: RawComponent =
-                value.try_into().map_err(|e| err_at(path, format!("[component.{id}]: {e}")))?;
+            let c: RawComponent = value.try_into().map_err(|e| err_at(path, format!("[component.{id}]: {e}")))?;
             let _ = (&c.description, &c.files);
             for store in &c.key_value_stores {
                 if store.is_empty() {
@@ -249,7 +254,9 @@ impl Manifest {
                     if !raw.variables.contains_key(&referenced) {
                         bail!(err_at(
                             path,
-                            format!("[component.{id}.variables] {name}: refers to undefined application variable {referenced:?}")
+                            format!(
+                                "[component.{id}.variables] {name}: refers to undefined application variable {referenced:?}"
+                            )
                         ));
                     }
                 }
@@ -283,7 +290,10 @@ impl Manifest {
             if let Some(dup) = routes.iter().find(|r| r.base == route.base && r.wildcard == route.wildcard) {
                 bail!(err_at(
                     path,
-                    format!("[[trigger.http]] route {:?} of {} duplicates the route of {}", t.route, t.component, dup.component)
+                    format!(
+                        "[[trigger.http]] route {:?} of {} duplicates the route of {}",
+                        t.route, t.component, dup.component
+                    )
                 ));
             }
             routes.push(route);
@@ -291,7 +301,9 @@ impl Manifest {
 
         let mut consumers = Vec::new();
         for (i, t) in raw.trigger.queue.iter().enumerate() {
-            let at = |field: &str, e: String| err_at(path, format!("[[trigger.queue]] #{} ({}) {field}: {e}", i + 1, t.component));
+            let at = |field: &str, e: String| {
+                err_at(path, format!("[[trigger.queue]] #{} ({}) {field}: {e}", i + 1, t.component))
+            };
             if !components.contains_key(&t.component) {
                 bail!(at("component", format!("no [component.{}]", t.component)));
             }
@@ -301,7 +313,9 @@ impl Manifest {
             for s in &t.subjects {
                 let ok = !s.is_empty()
                     && s.split('.').all(|tok| {
-                        tok == "*" || tok == ">" || (!tok.is_empty() && tok.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-".contains(&b)))
+                        tok == "*"
+                            || tok == ">"
+                            || (!tok.is_empty() && tok.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-".contains(&b)))
                     })
                     && !s.split('.').rev().skip(1).any(|tok| tok == ">");
                 if !ok {
@@ -328,7 +342,12 @@ impl Manifest {
             if !(1..=CONSUMER_CONCURRENCY_MAX).contains(&concurrency) {
                 bail!(at("concurrency", format!("{concurrency} is not in 1..={CONSUMER_CONCURRENCY_MAX}")));
             }
-            consumers.push(Consumer { component: t.component.clone(), subjects: t.subjects.clone(), retry, concurrency });
+            consumers.push(Consumer {
+                component: t.component.clone(),
+                subjects: t.subjects.clone(),
+                retry,
+                concurrency,
+            });
         }
 
         Ok(Manifest {

@@ -66,8 +66,12 @@ impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("bss");
         let requests = Family::<RequestLabels, Counter>::default();
-        let request_seconds = Family::<ComponentLabels, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
-        let instantiate_seconds = Family::<ComponentLabels, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let request_seconds = Family::<ComponentLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        let instantiate_seconds = Family::<ComponentLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
         let published = Family::<ComponentLabels, Counter>::default();
         let deliveries = Family::<DeliveryLabels, Counter>::default();
         let rejected = Family::<DeliveryLabels, Counter>::default();
@@ -75,12 +79,28 @@ impl Metrics {
         let queue_dead = Gauge::default();
         let in_flight = Gauge::default();
         registry.register("http_requests", "HTTP requests answered, by component and status", requests.clone());
-        registry.register("http_request_duration_seconds", "HTTP request latency, by component", request_seconds.clone());
-        registry.register("instantiate_duration_seconds", "Time to instantiate a component", instantiate_seconds.clone());
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency, by component",
+            request_seconds.clone(),
+        );
+        registry.register(
+            "instantiate_duration_seconds",
+            "Time to instantiate a component",
+            instantiate_seconds.clone(),
+        );
         registry.register("http_requests_in_flight", "HTTP requests being handled", in_flight.clone());
         registry.register("queue_published", "Messages published, by publishing component", published.clone());
-        registry.register("queue_deliveries", "Queue deliveries, by consumer and outcome (ack, retry, dead)", deliveries.clone());
-        registry.register("http_rejected", "Requests refused by the host before a component ran, by reason", rejected.clone());
+        registry.register(
+            "queue_deliveries",
+            "Queue deliveries, by consumer and outcome (ack, retry, dead)",
+            deliveries.clone(),
+        );
+        registry.register(
+            "http_rejected",
+            "Requests refused by the host before a component ran, by reason",
+            rejected.clone(),
+        );
         registry.register("queue_pending", "Deliveries waiting or in progress", queue_pending.clone());
         registry.register("queue_dead_letters", "Deliveries in the dead-letter list", queue_dead.clone());
         Metrics(Arc::new(Inner {

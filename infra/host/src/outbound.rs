@@ -45,7 +45,8 @@ impl AllowedHost {
             Some(p) => Some(p.parse::<u16>().map_err(|_| format!("{entry:?}: bad port {p:?}"))?),
         };
         let host = host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
-        if host.is_empty() || (host.contains('*') && host != "*" && !host.starts_with("*.")) || host[1..].contains('*') {
+        if host.is_empty() || (host.contains('*') && host != "*" && !host.starts_with("*.")) || host[1..].contains('*')
+        {
             return Err(format!("{entry:?}: host must be a name, an address, '*' or '*.domain'"));
         }
         Ok(AllowedHost { scheme: scheme.to_string(), host, port })
@@ -60,7 +61,11 @@ impl AllowedHost {
         let port_ok = self.port.is_none_or(|p| p == port);
         let host_ok = match self.host.strip_prefix("*.") {
             _ if self.host == "*" => true,
-            Some(suffix) => host.len() > suffix.len() + 1 && host.ends_with(suffix) && host.as_bytes()[host.len() - suffix.len() - 1] == b'.',
+            Some(suffix) => {
+                host.len() > suffix.len() + 1
+                    && host.ends_with(suffix)
+                    && host.as_bytes()[host.len() - suffix.len() - 1] == b'.'
+            }
             None => self.host == host,
         };
         scheme_ok && port_ok && host_ok
@@ -122,8 +127,12 @@ pub struct OutboundHooks {
 }
 
 type SendFuture = Box<
-    dyn Future<Output = wasmtime_wasi_http::Result<(http::Response<WasiBody>, Box<dyn Future<Output = Result<(), HttpError>> + Send>)>>
-        + Send,
+    dyn Future<
+            Output = wasmtime_wasi_http::Result<(
+                http::Response<WasiBody>,
+                Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+            )>,
+        > + Send,
 >;
 
 impl WasiHttpHooks for OutboundHooks {
@@ -155,10 +164,7 @@ impl WasiHttpHooks for OutboundHooks {
                 return Err(HttpError::HttpRequestDenied);
             }
             let (res, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
-            Ok((
-                res.map(BodyExt::boxed_unsync),
-                Box::new(io) as Box<dyn Future<Output = Result<(), HttpError>> + Send>,
-            ))
+            Ok((res.map(BodyExt::boxed_unsync), Box::new(io) as Box<dyn Future<Output = Result<(), HttpError>> + Send>))
         })
     }
 }
@@ -202,7 +208,17 @@ mod tests {
 
     #[test]
     fn internal_ranges() {
-        for ip in ["127.0.0.1", "10.0.0.1", "172.16.5.4", "192.168.1.1", "169.254.169.254", "100.64.0.1", "::1", "fd00::1", "::ffff:10.0.0.1"] {
+        for ip in [
+            "127.0.0.1",
+            "10.0.0.1",
+            "172.16.5.4",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "::1",
+            "fd00::1",
+            "::ffff:10.0.0.1",
+        ] {
             assert!(is_internal(ip.parse().unwrap()), "{ip}");
         }
         for ip in ["8.8.8.8", "1.1.1.1", "2001:4860::8888"] {

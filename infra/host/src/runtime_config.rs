@@ -42,7 +42,8 @@ pub enum Backend {
 
 impl RuntimeConfig {
     pub fn load(path: &Path) -> anyhow::Result<RuntimeConfig> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading runtime config {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading runtime config {}", path.display()))?;
         let mut config: RuntimeConfig =
             toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         // Relative paths are relative to the file, as in Spin.

@@ -30,6 +30,7 @@ pub enum HttpPre {
 }
 
 pub struct HttpComponent {
+    pub engine: Engine,
     pub ctx: Arc<ComponentCtx>,
     pub pre: HttpPre,
 }
@@ -41,10 +42,11 @@ pub struct Limits {
     pub body_max_bytes: usize,
     pub in_flight_max: usize,
     pub memory_max_bytes: usize,
+    /// Largest response body a component may produce (500 past it).
+    pub response_max_bytes: usize,
 }
 
 pub struct HttpServer {
-    pub engine: Engine,
     pub app: Arc<AppCtx>,
     pub components: std::collections::HashMap<String, HttpComponent>,
     pub limits: Limits,
@@ -72,7 +74,11 @@ pub fn full(bytes: Bytes) -> Body {
 
 impl HttpServer {
     /// Answer one request. Never fails: every failure becomes an HTTP error answer.
-    pub async fn handle(self: Arc<Self>, req: hyper::Request<hyper::body::Incoming>, client: SocketAddr) -> hyper::Response<Body> {
+    pub async fn handle(
+        self: Arc<Self>,
+        req: hyper::Request<hyper::body::Incoming>,
+        client: SocketAddr,
+    ) -> hyper::Response<Body> {
         let started = Instant::now();
         let method = req.method().clone();
         let path = req.uri().path().to_string();
@@ -83,7 +89,11 @@ impl HttpServer {
         };
         let Ok(_permit) = self.in_flight.clone().try_acquire_owned() else {
             self.app.metrics.rejected("overloaded");
-            let mut r = error_response(StatusCode::SERVICE_UNAVAILABLE, "OVERLOADED", "too many requests in flight; retry shortly");
+            let mut r = error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "OVERLOADED",
+                "too many requests in flight; retry shortly",
+            );
             r.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
             return r;
         };
@@ -97,25 +107,49 @@ impl HttpServer {
         response
     }
 
-    async fn dispatch(self: Arc<Self>, req: hyper::Request<hyper::body::Incoming>, route: &crate::manifest::Route, client: SocketAddr) -> hyper::Response<Body> {
+    async fn dispatch(
+        self: Arc<Self>,
+        req: hyper::Request<hyper::body::Incoming>,
+        route: &crate::manifest::Route,
+        client: SocketAddr,
+    ) -> hyper::Response<Body> {
         let (mut parts, body) = req.into_parts();
         let max = self.limits.body_max_bytes;
-        let declared = parts.headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+        let declared = parts
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|n| n > max as u64) {
             self.app.metrics.rejected("too_large");
-            return error_response(StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE", &format!("request body exceeds {max} bytes"));
+            return error_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "PAYLOAD_TOO_LARGE",
+                &format!("request body exceeds {max} bytes"),
+            );
         }
         let bytes = match Limited::new(body, max).collect().await {
             Ok(b) => b.to_bytes(),
             Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
                 self.app.metrics.rejected("too_large");
-                return error_response(StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE", &format!("request body exceeds {max} bytes"));
+                return error_response(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "PAYLOAD_TOO_LARGE",
+                    &format!("request body exceeds {max} bytes"),
+                );
             }
-            Err(e) => return error_response(StatusCode::BAD_REQUEST, "BAD_REQUEST", &format!("could not read the request body: {e}")),
+            Err(e) => {
+                return error_response(
+                    StatusCode::BAD_REQUEST,
+                    "BAD_REQUEST",
+                    &format!("could not read the request body: {e}"),
+                );
+            }
         };
 
         // Spin's request headers, and an absolute URI (wasi:http needs an authority).
-        let host = parts.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost").to_string();
+        let host =
+            parts.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost").to_string();
         let path_and_query = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").to_string();
         let full_url = format!("http://{host}{path_and_query}");
         let path_info = if route.wildcard { parts.uri.path()[route.base.len()..].to_string() } else { String::new() };
@@ -145,15 +179,19 @@ impl HttpServer {
         };
         let timeout = self.limits.request_timeout;
         let result = match &component.pre {
-            HttpPre::P2(pre) => self.call_p2(pre.clone(), &component.ctx, req).await,
-            HttpPre::P3(pre) => self.call_p3(pre.clone(), &component.ctx, req).await,
+            HttpPre::P2(pre) => self.call_p2(component, pre.clone(), req).await,
+            HttpPre::P3(pre) => self.call_p3(component, pre.clone(), req).await,
         };
         match result {
             Ok(r) => r,
             Err(e) if is_deadline(&e) => {
                 self.app.metrics.rejected("timeout");
                 tracing::warn!(component = %route.component, "stopped after {timeout:?}");
-                error_response(StatusCode::GATEWAY_TIMEOUT, "TIMEOUT", &format!("the request did not complete within {} ms", timeout.as_millis()))
+                error_response(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "TIMEOUT",
+                    &format!("the request did not complete within {} ms", timeout.as_millis()),
+                )
             }
             Err(e) => {
                 tracing::error!(component = %route.component, "request failed: {e:?}");
@@ -164,52 +202,64 @@ impl HttpServer {
 
     async fn call_p2(
         &self,
+        component: &HttpComponent,
         pre: wasmtime_wasi_http::p2::bindings::ProxyPre<HostState>,
-        ctx: &Arc<ComponentCtx>,
         req: hyper::Request<Full<Bytes>>,
     ) -> anyhow::Result<hyper::Response<Body>> {
         let timeout = self.limits.request_timeout;
-        let mut store = new_store(&self.engine, &self.app, ctx, self.limits.memory_max_bytes, timeout);
+        let ctx = &component.ctx;
+        let mut store = new_store(&component.engine, &self.app, ctx, self.limits.memory_max_bytes, timeout);
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let req = store.data_mut().http().new_incoming_request(Scheme::Http, req)?;
         let out = store.data_mut().http().new_response_outparam(sender)?;
-        let metrics = self.app.metrics.clone();
-        let id = ctx.id.clone();
-        // The guest keeps running after it sent the response head (it streams the body), so it
-        // runs in a task of its own; the time limit applies to all of it.
-        let task = tokio::task::spawn(async move {
+        let body_max = self.limits.response_max_bytes;
+        // Run the guest and read its response in the same task: the guest streams the body
+        // after the head, so both must make progress together. The body is collected (up to
+        // `response_max_bytes`), which saves a task and a cross-thread wake-up per request.
+        let app = &self.app;
+        // The store moves into the guest future and is dropped the moment the guest is done, so
+        // a guest that trapped or never answered closes its response channel right away.
+        let guest = async move {
             let t = Instant::now();
             let proxy = pre.instantiate_async(&mut store).await?;
-            metrics.instantiated(&id, t.elapsed());
-            proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out).await
-        });
-        match tokio::time::timeout(timeout + Duration::from_secs(1), receiver).await {
-            Ok(Ok(Ok(resp))) => Ok(resp.map(|b| b.map_err(|e| anyhow!("response body: {e:?}")).boxed_unsync())),
-            Ok(Ok(Err(code))) => Err(anyhow!("guest returned error code {code:?}")),
-            Ok(Err(_)) => match task.await {
-                Ok(Ok(())) => Err(anyhow!("the component returned without setting a response")),
-                Ok(Err(e)) => Err(anyhow::Error::from(e)),
-                Err(e) => Err(anyhow!("the component task failed: {e}")),
-            },
-            Err(_) => {
-                task.abort();
-                Err(anyhow::Error::new(crate::runtime::DeadlineExceeded(timeout)))
-            }
+            app.metrics.instantiated(&ctx.id, t.elapsed());
+            proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out).await?;
+            anyhow::Ok(())
+        };
+        let response = async {
+            let Ok(head) = receiver.await else { return Ok(None) };
+            let resp = head.map_err(|code| anyhow!("guest returned error code {code:?}"))?;
+            let (parts, body) = resp.into_parts();
+            let bytes =
+                Limited::new(body, body_max).collect().await.map_err(|e| anyhow!("response body: {e}"))?.to_bytes();
+            anyhow::Ok(Some(hyper::Response::from_parts(parts, full(bytes))))
+        };
+        let both = async { tokio::join!(guest, response) };
+        match tokio::time::timeout(timeout + Duration::from_secs(1), both).await {
+            Ok((_, Ok(Some(resp)))) => Ok(resp),
+            Ok((Err(e), _)) => Err(e),
+            Ok((Ok(()), Ok(None))) => Err(anyhow!("the component returned without setting a response")),
+            Ok((Ok(()), Err(e))) => Err(e),
+            Err(_) => Err(anyhow::Error::new(crate::runtime::DeadlineExceeded(timeout))),
         }
     }
 
     async fn call_p3(
         &self,
+        component: &HttpComponent,
         pre: wasmtime_wasi_http::p3::bindings::ServicePre<HostState>,
-        ctx: &Arc<ComponentCtx>,
         req: hyper::Request<Full<Bytes>>,
     ) -> anyhow::Result<hyper::Response<Body>> {
         let timeout = self.limits.request_timeout;
-        let mut store = new_store(&self.engine, &self.app, ctx, self.limits.memory_max_bytes, timeout);
+        let ctx = &component.ctx;
+        let mut store = new_store(&component.engine, &self.app, ctx, self.limits.memory_max_bytes, timeout);
         let t = Instant::now();
         let service = pre.instantiate_async(&mut store).await?;
         self.app.metrics.instantiated(&ctx.id, t.elapsed());
-        let (req, req_io) = wasmtime_wasi_http::p3::Request::from_http(store.data_mut().http().hooks, req.map(|b| b.map_err(wasmtime_wasi_http::Error::from)));
+        let (req, req_io) = wasmtime_wasi_http::p3::Request::from_http(
+            store.data_mut().http().hooks,
+            req.map(|b| b.map_err(wasmtime_wasi_http::Error::from)),
+        );
         let call = store.run_concurrent(async move |acc| -> wasmtime::Result<hyper::Response<Body>> {
             let res = match service.handle(acc, req).await? {
                 Ok(res) => res,

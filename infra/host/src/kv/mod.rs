@@ -169,10 +169,9 @@ impl KvStore {
 pub(crate) fn parse_counter(value: Option<&[u8]>) -> KvResult<i64> {
     match value {
         None => Ok(0),
-        Some(bytes) => std::str::from_utf8(bytes)
-            .ok()
-            .and_then(|s| s.trim().parse::<i64>().ok())
-            .ok_or(KvError::NotAnInteger),
+        Some(bytes) => {
+            std::str::from_utf8(bytes).ok().and_then(|s| s.trim().parse::<i64>().ok()).ok_or(KvError::NotAnInteger)
+        }
     }
 }
 

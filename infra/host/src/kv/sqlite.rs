@@ -51,8 +51,8 @@ impl SqliteKv {
 
     pub async fn set(&self, key: &str, value: &[u8]) -> KvResult<()> {
         self.db
-            .write(|tx| {
-                tx.prepare_cached(UPSERT)?.execute(params![self.label, key, value, self.db.next_kv_version() as i64])
+            .write_one(|c| {
+                c.prepare_cached(UPSERT)?.execute(params![self.label, key, value, self.db.next_kv_version() as i64])
             })
             .map(drop)
             .map_err(backend)
@@ -60,14 +60,18 @@ impl SqliteKv {
 
     pub async fn delete(&self, key: &str) -> KvResult<()> {
         self.db
-            .write(|tx| tx.prepare_cached("DELETE FROM kv WHERE store = ?1 AND key = ?2")?.execute(params![self.label, key]))
+            .write_one(|c| {
+                c.prepare_cached("DELETE FROM kv WHERE store = ?1 AND key = ?2")?.execute(params![self.label, key])
+            })
             .map(drop)
             .map_err(backend)
     }
 
     pub async fn exists(&self, key: &str) -> KvResult<bool> {
         self.db
-            .read(|c| c.prepare_cached("SELECT 1 FROM kv WHERE store = ?1 AND key = ?2")?.exists(params![self.label, key]))
+            .read(|c| {
+                c.prepare_cached("SELECT 1 FROM kv WHERE store = ?1 AND key = ?2")?.exists(params![self.label, key])
+            })
             .map_err(backend)
     }
 
@@ -86,9 +90,7 @@ impl SqliteKv {
         let mut keys: Vec<String> = self
             .db
             .read(|c| {
-                c.prepare_cached(sql)?
-                    .query_map(params![self.label, from, (limit + 1) as i64], |r| r.get(0))?
-                    .collect()
+                c.prepare_cached(sql)?.query_map(params![self.label, from, (limit + 1) as i64], |r| r.get(0))?.collect()
             })
             .map_err(backend)?;
         let in_prefix = keys.iter().take_while(|k| k.starts_with(prefix)).count();
@@ -100,7 +102,7 @@ impl SqliteKv {
 
     pub async fn swap(&self, key: &str, expected_version: u64, value: &[u8]) -> KvResult<bool> {
         self.db
-            .write(|tx| {
+            .write_one(|tx| {
                 let version = self.db.next_kv_version() as i64;
                 let changed = if expected_version == 0 {
                     tx.prepare_cached(

@@ -22,6 +22,7 @@ const POLL_MAX: Duration = Duration::from_millis(500);
 const ERROR_PAUSE: Duration = Duration::from_secs(1);
 
 pub struct ConsumerRuntime {
+    pub engine: Engine,
     pub spec: Consumer,
     pub ctx: Arc<ComponentCtx>,
     pub pre: PlatformPre<HostState>,
@@ -30,7 +31,6 @@ pub struct ConsumerRuntime {
 
 #[derive(Clone)]
 pub struct DispatchEnv {
-    pub engine: Engine,
     pub app: Arc<AppCtx>,
     pub handler_timeout: Duration,
     pub memory_max_bytes: usize,
@@ -97,7 +97,8 @@ async fn deliver(env: &DispatchEnv, consumer: &ConsumerRuntime, d: Delivery) {
     let outcome = match result {
         Ok(()) => Outcome::Ack,
         Err(error) => {
-            let retry_at_ms = (d.attempt < policy.max_attempts).then(|| now_ms() + policy.backoff(d.attempt).as_millis() as u64);
+            let retry_at_ms =
+                (d.attempt < policy.max_attempts).then(|| now_ms() + policy.backoff(d.attempt).as_millis() as u64);
             Outcome::Failed { error, retry_at_ms }
         }
     };
@@ -122,7 +123,7 @@ async fn deliver(env: &DispatchEnv, consumer: &ConsumerRuntime, d: Delivery) {
 
 /// Run the handler; `Err` carries the reason kept with a retry or a dead letter.
 async fn call_handler(env: &DispatchEnv, consumer: &ConsumerRuntime, d: &Delivery) -> Result<(), String> {
-    let mut store = new_store(&env.engine, &env.app, &consumer.ctx, env.memory_max_bytes, env.handler_timeout);
+    let mut store = new_store(&consumer.engine, &env.app, &consumer.ctx, env.memory_max_bytes, env.handler_timeout);
     let msg = crate::bindings::bss::messaging::types::Message {
         id: d.message_id.clone(),
         subject: d.subject.clone(),

@@ -102,7 +102,11 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        RetryPolicy { max_attempts: 5, backoff_initial: Duration::from_millis(500), backoff_max: Duration::from_secs(300) }
+        RetryPolicy {
+            max_attempts: 5,
+            backoff_initial: Duration::from_millis(500),
+            backoff_max: Duration::from_secs(300),
+        }
     }
 }
 
@@ -119,7 +123,10 @@ impl RetryPolicy {
 pub enum Outcome {
     Ack,
     /// Retry at `retry_at_ms`, or dead-letter when `retry_at_ms` is `None`.
-    Failed { error: String, retry_at_ms: Option<u64> },
+    Failed {
+        error: String,
+        retry_at_ms: Option<u64>,
+    },
 }
 
 /// A subject pattern: exact, `a.*` (one more token) or `a.>` (one or more tokens).

@@ -63,7 +63,7 @@ impl SqliteQueue {
             .write(|tx| {
                 // Due, and either unordered or the head (lowest seq) of its ordering key among the
                 // pending ones. A leased head is pending but not due, so it blocks its key.
-                let rows: Vec<(String, String, Vec<u8>, Option<String>, i64, i64)> = tx
+                let due: Vec<Delivery> = tx
                     .prepare_cached(
                         "SELECT d.message_id, m.subject, m.body, d.ordering_key, d.attempts, m.published_at_ms
                            FROM q_delivery d JOIN q_message m ON m.id = d.message_id
@@ -75,26 +75,24 @@ impl SqliteQueue {
                           LIMIT ?3",
                     )?
                     .query_map(params![consumer, now, limit as i64], |r| {
-                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+                        Ok(Delivery {
+                            consumer: consumer.to_string(),
+                            message_id: r.get(0)?,
+                            subject: r.get(1)?,
+                            body: r.get(2)?,
+                            ordering_key: r.get(3)?,
+                            attempt: r.get::<_, i64>(4)? as u32 + 1,
+                            published_at_ms: r.get::<_, i64>(5)? as u64,
+                        })
                     })?
                     .collect::<rusqlite::Result<_>>()?;
                 let mut lease_stmt = tx.prepare_cached(
                     "UPDATE q_delivery SET due_at_ms = ?3, attempts = attempts + 1 WHERE consumer = ?1 AND message_id = ?2",
                 )?;
-                let mut out = Vec::with_capacity(rows.len());
-                for (message_id, subject, body, ordering_key, attempts, published_at_ms) in rows {
-                    lease_stmt.execute(params![consumer, message_id, lease_end])?;
-                    out.push(Delivery {
-                        consumer: consumer.to_string(),
-                        message_id,
-                        subject,
-                        body,
-                        ordering_key,
-                        attempt: attempts as u32 + 1,
-                        published_at_ms: published_at_ms as u64,
-                    });
+                for d in &due {
+                    lease_stmt.execute(params![consumer, d.message_id, lease_end])?;
                 }
-                Ok(out)
+                Ok(due)
             })
             .map_err(backend)
     }

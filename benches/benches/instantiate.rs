@@ -1,0 +1,69 @@
+//! Per-request instantiation time of a real component (`tc_kvtest.wasm`, spin-sdk 5.2), with the
+//! pooling allocator and with on-demand allocation: a fresh `Store` plus `instantiate_async`,
+//! exactly what bss-host does for every request. Run with
+//! `cargo build --target wasm32-wasip2 --release -p tc-kvtest && cargo bench -p bss-bench --bench instantiate`.
+
+use bss_host::db::{SqliteDb, SyncMode};
+use bss_host::kv::{KvStore, sqlite::SqliteKv};
+use bss_host::manifest::Manifest;
+use bss_host::metrics::Metrics;
+use bss_host::queue::{Queue, sqlite::SqliteQueue};
+use bss_host::runtime::{EngineOptions, engine, linker, load_component, new_store};
+use bss_host::state::{AppCtx, ComponentCtx};
+use bss_host::variables::Variables;
+use criterion::{Criterion, criterion_group, criterion_main};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn bench(c: &mut Criterion) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let wasm = root.join("target/wasm32-wasip2/release/tc_kvtest.wasm");
+    assert!(wasm.exists(), "build it first: cargo build --target wasm32-wasip2 --release -p tc-kvtest");
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = Manifest::parse(
+        "spin_manifest_version = 2\n[application]\nname = \"bench\"\n[component.kvtest]\nsource = \"x.wasm\"\nkey_value_stores = [\"default\"]\n",
+        Path::new("spin.toml"),
+        Path::new("."),
+    )
+    .unwrap();
+    let db = Arc::new(SqliteDb::open(&dir.path().join("bss.sqlite"), SyncMode::Normal).unwrap());
+    let app = Arc::new(AppCtx {
+        variables: Variables::resolve(&manifest, |_| None).unwrap(),
+        manifest,
+        kv: HashMap::from([("default".to_string(), KvStore::Sqlite(Arc::new(SqliteKv::new(db.clone(), "default"))))]),
+        queue: Queue::Sqlite(Arc::new(SqliteQueue::new(db))),
+        metrics: Metrics::new(),
+        wake: HashMap::new(),
+    });
+    let ctx = Arc::new(ComponentCtx {
+        id: "kvtest".into(),
+        kv_labels: vec!["default".into()],
+        allowed_hosts: Arc::new(Vec::new()),
+        environment: Vec::new(),
+    });
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let mut group = c.benchmark_group("instantiate");
+    for pooling in [true, false] {
+        let opts = EngineOptions { pooling, ..EngineOptions::default() };
+        let engine = engine(&opts, false).unwrap();
+        bss_host::runtime::start_epoch_ticker(&engine);
+        let (component, _) = load_component(&engine, &wasm, &dir.path().join("cache")).unwrap();
+        let pre = linker(&engine, false).unwrap().instantiate_pre(&component).unwrap();
+        let proxy = wasmtime_wasi_http::p2::bindings::ProxyPre::new(pre).unwrap();
+        let name = if pooling { "pooling" } else { "on-demand" };
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                rt.block_on(async {
+                    let mut store = new_store(&engine, &app, &ctx, opts.memory_max_bytes, Duration::from_secs(10));
+                    proxy.instantiate_async(&mut store).await.unwrap();
+                })
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,249 @@
+//! The HTTP edge: a plain request context ([`Ctx`]) and answer ([`Reply`]) that the pure modules
+//! work on, and the adapters to spin-sdk's `Request`/`Response`/`Router`.
+//!
+//! A function registers its routes with [`handler`], which builds the [`Ctx`], calls the route
+//! function (`Fn(&Ctx, &Params) -> Result<Reply, ApiError>`) and maps its error through
+//! [`ApiError::into_reply`]. [`not_found`] and [`method_not_allowed`] answer TMF error bodies for
+//! the fallbacks:
+//!
+//! ```ignore
+//! let mut router = Router::new();
+//! router.get("/tmf-api/notes/v4/note/:id", bss_kit::http::handler(get_note));
+//! router.any("/tmf-api/notes/v4/note/:id", bss_kit::http::method_not_allowed);
+//! router.any("/*", bss_kit::http::not_found);
+//! ```
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use spin_sdk::http::{Params, Request, Response};
+
+use crate::error::ApiError;
+
+/// An answer: status, headers (lower-case names) and body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// HTTP status.
+    pub status: u16,
+    /// Header names and values; names are lower case.
+    pub headers: Vec<(String, String)>,
+    /// Body bytes.
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    /// A reply with a status and a body, no headers.
+    pub fn new(status: u16, body: impl Into<Vec<u8>>) -> Self {
+        Self { status, headers: Vec::new(), body: body.into() }
+    }
+
+    /// A JSON reply.
+    pub fn json<T: Serialize + ?Sized>(status: u16, value: &T) -> Result<Self, ApiError> {
+        let body = serde_json::to_vec(value).map_err(|e| ApiError::internal(format!("serialising reply: {e}")))?;
+        Ok(Self::new(status, body).with_header("content-type", "application/json"))
+    }
+
+    /// A plain-text reply.
+    pub fn text(status: u16, text: impl Into<String>) -> Self {
+        Self::new(status, text.into()).with_header("content-type", "text/plain; charset=utf-8")
+    }
+
+    /// 204 No Content.
+    pub fn no_content() -> Self {
+        Self::new(204, Vec::new())
+    }
+
+    /// Adds (or replaces) a header.
+    pub fn with_header(mut self, name: &str, value: impl Into<String>) -> Self {
+        let name = name.to_ascii_lowercase();
+        self.headers.retain(|(n, _)| *n != name);
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    /// A header's value (case-insensitive name).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+impl From<ApiError> for Reply {
+    fn from(e: ApiError) -> Self {
+        e.into_reply()
+    }
+}
+
+impl From<Reply> for Response {
+    fn from(r: Reply) -> Self {
+        let mut b = Response::builder();
+        b.status(r.status);
+        for (n, v) in r.headers {
+            b.header(n, v);
+        }
+        b.body(r.body);
+        b.build()
+    }
+}
+
+/// The one mapping of a route's outcome to a response.
+pub fn respond(outcome: Result<Reply, ApiError>) -> Response {
+    outcome.unwrap_or_else(ApiError::into_reply).into()
+}
+
+/// Everything a route function needs from the request, in plain types (testable natively).
+#[derive(Debug, Clone, Default)]
+pub struct Ctx {
+    /// Method, upper case (`GET`, `POST`...).
+    pub method: String,
+    /// Path without the query, as sent (`/admin/v1/tenants`).
+    pub path: String,
+    /// The raw query string without `?` (still percent-encoded).
+    pub query: String,
+    /// Headers, names lower case.
+    pub headers: Vec<(String, String)>,
+    /// Body bytes.
+    pub body: Vec<u8>,
+}
+
+impl Ctx {
+    /// A context from its parts (tests and non-Spin callers).
+    pub fn new(method: &str, path_and_query: &str, headers: &[(&str, &str)], body: impl Into<Vec<u8>>) -> Self {
+        let (path, query) = path_and_query.split_once('?').unwrap_or((path_and_query, ""));
+        Self {
+            method: method.to_ascii_uppercase(),
+            path: path.into(),
+            query: query.into(),
+            headers: headers.iter().map(|(n, v)| (n.to_ascii_lowercase(), (*v).to_string())).collect(),
+            body: body.into(),
+        }
+    }
+
+    /// The context of a spin-sdk request.
+    pub fn from_request(req: &Request) -> Self {
+        Self {
+            method: req.method().to_string().to_ascii_uppercase(),
+            path: req.path().to_string(),
+            query: req.query().to_string(),
+            headers: req
+                .headers()
+                .filter_map(|(n, v)| v.as_str().map(|v| (n.to_ascii_lowercase(), v.to_string())))
+                .collect(),
+            body: req.body().to_vec(),
+        }
+    }
+
+    /// A header's value (case-insensitive name; the first one if repeated).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    /// The decoded query parameters, in order.
+    pub fn query_pairs(&self) -> Vec<(String, String)> {
+        form_urlencoded::parse(self.query.as_bytes()).into_owned().collect()
+    }
+
+    /// The first value of a query parameter.
+    pub fn query_param(&self, name: &str) -> Option<String> {
+        form_urlencoded::parse(self.query.as_bytes()).find(|(n, _)| n == name).map(|(_, v)| v.into_owned())
+    }
+
+    /// The body parsed as JSON into `T`; every problem is a 400 (see [`crate::json::parse_json`]).
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
+        crate::json::parse_json(self.header("content-type"), &self.body)
+    }
+}
+
+/// Wraps a route function for [`spin_sdk::http::Router`]: builds the [`Ctx`] and maps the error.
+pub fn handler<F>(f: F) -> impl Fn(Request, Params) -> Response + 'static
+where
+    F: Fn(&Ctx, &Params) -> Result<Reply, ApiError> + 'static,
+{
+    move |req: Request, params: Params| {
+        let ctx = Ctx::from_request(&req);
+        respond(f(&ctx, &params))
+    }
+}
+
+/// Fallback route: 404 with a TMF body.
+pub fn not_found(req: Request, _params: Params) -> Response {
+    respond(Err(ApiError::not_found(format!("no route for {} {}", req.method(), req.path()))))
+}
+
+/// Fallback for a known path with another method: 405 with a TMF body.
+pub fn method_not_allowed(req: Request, _params: Params) -> Response {
+    respond(Err(ApiError::method_not_allowed(format!("{} is not allowed on {}", req.method(), req.path()))))
+}
+
+/// A path parameter, percent-decoded; a missing one is a 404 (the route cannot match without it).
+pub fn param(params: &Params, name: &str) -> Result<String, ApiError> {
+    let raw = params.get(name).ok_or_else(|| ApiError::not_found(format!("missing path parameter {name}")))?;
+    percent_decode(raw).ok_or_else(|| ApiError::bad_request(format!("path parameter {name} is not valid UTF-8")))
+}
+
+/// The trailing wildcard of a route (`/kvtest/kv/*`), percent-decoded.
+pub fn wildcard(params: &Params) -> Result<String, ApiError> {
+    let raw = params.wildcard().unwrap_or_default();
+    percent_decode(raw).ok_or_else(|| ApiError::bad_request("path is not valid UTF-8 after percent-decoding"))
+}
+
+/// Decodes `%XX` escapes (not `+`: that is only a space in query strings). `None` if the result
+/// is not UTF-8; malformed escapes are kept as they are.
+pub fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let (Some(h), Some(l)) = (hex_val(bytes[i + 1]), hex_val(bytes[i + 2]))
+        {
+            out.push(h << 4 | l);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn hex_val(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("a%2Fb%20c").as_deref(), Some("a/b c"));
+        assert_eq!(percent_decode("100%").as_deref(), Some("100%"));
+        assert_eq!(percent_decode("%zz%4").as_deref(), Some("%zz%4"));
+        assert_eq!(percent_decode("caf%C3%A9").as_deref(), Some("café"));
+        assert_eq!(percent_decode("%FF"), None);
+        assert_eq!(percent_decode("a+b").as_deref(), Some("a+b"));
+    }
+
+    #[test]
+    fn ctx_parts() {
+        let c = Ctx::new("post", "/x/y?a=1&b=two%20words&a=3", &[("Content-Type", "application/json")], "{}");
+        assert_eq!(c.method, "POST");
+        assert_eq!(c.path, "/x/y");
+        assert_eq!(c.header("content-type"), Some("application/json"));
+        assert_eq!(c.query_param("b").as_deref(), Some("two words"));
+        assert_eq!(c.query_param("a").as_deref(), Some("1"));
+        assert_eq!(c.query_pairs().len(), 3);
+    }
+
+    #[test]
+    fn reply_headers_replace() {
+        let r = Reply::no_content().with_header("X-A", "1").with_header("x-a", "2");
+        assert_eq!(r.headers, vec![("x-a".to_string(), "2".to_string())]);
+        assert_eq!(r.header("X-A"), Some("2"));
+    }
+}
