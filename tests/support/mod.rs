@@ -271,21 +271,43 @@ pub struct Redis {
 }
 
 impl Redis {
+    /// Start a server, failing with a clear message when `redis-server` is not installed. A port
+    /// taken between choosing it and the server binding it is retried on another port.
     pub fn start() -> Redis {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .current_dir(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server is needed by this test: apt-get install redis-server (.ci/run installs it)");
-        let url = format!("redis://127.0.0.1:{port}");
-        eventually(Duration::from_secs(10), "redis-server to accept connections", || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
-        });
-        Redis { child, url, _dir: dir }
+        let mut last_failure = String::new();
+        for _ in 0..5 {
+            let dir = tempfile::tempdir().expect("temp dir for redis-server");
+            let port = free_port();
+            let spawned = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .arg("--dir")
+                .arg(dir.path())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn();
+            let child = match spawned {
+                Ok(child) => child,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    panic!("redis-server is needed by this test: apt-get install redis-server (.ci/run installs it)")
+                }
+                Err(e) => panic!("cannot start redis-server: {e}"),
+            };
+            let mut redis = Redis { child, url: format!("redis://127.0.0.1:{port}"), _dir: dir };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            last_failure = format!("redis-server on port {port} did not answer PING within 10 s");
+            while Instant::now() < deadline {
+                if let Ok(Some(status)) = redis.child.try_wait() {
+                    last_failure = format!("redis-server on port {port} exited with {status}");
+                    break;
+                }
+                if redis_pings(port) {
+                    return redis;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        panic!("could not start redis-server: {last_failure}");
     }
 
     /// A runtime config putting the default store and the queue on this server.
@@ -298,6 +320,15 @@ impl Redis {
         .unwrap();
         p
     }
+}
+
+/// Whether a Redis server answers PING on `port` (a bare TCP accept could be another process).
+fn redis_pings(port: u16) -> bool {
+    use std::io::{Read as _, Write as _};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return false };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    let mut answer = [0u8; 7];
+    stream.write_all(b"PING\r\n").is_ok() && stream.read_exact(&mut answer).is_ok() && &answer == b"+PONG\r\n"
 }
 
 impl Drop for Redis {

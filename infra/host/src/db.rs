@@ -34,6 +34,12 @@ CREATE TABLE IF NOT EXISTS kv (
     PRIMARY KEY (store, key)
 ) WITHOUT ROWID;
 
+-- version_floor: the highest version a deleted key had; versions restart above it.
+CREATE TABLE IF NOT EXISTS kv_meta (
+    name  TEXT    PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
+
 CREATE TABLE IF NOT EXISTS q_message (
     seq             INTEGER PRIMARY KEY AUTOINCREMENT,
     id              TEXT    NOT NULL UNIQUE,
@@ -104,7 +110,12 @@ impl SqliteDb {
         };
         let writer = open()?;
         writer.execute_batch(SCHEMA).context("creating the schema")?;
-        let kv_version: i64 = writer.query_row("SELECT COALESCE(MAX(version), 0) FROM kv", [], |r| r.get(0))?;
+        let kv_version: i64 = writer.query_row(
+            "SELECT MAX(COALESCE((SELECT MAX(version) FROM kv), 0),
+                        COALESCE((SELECT value FROM kv_meta WHERE name = 'version_floor'), 0))",
+            [],
+            |r| r.get(0),
+        )?;
         let readers = (0..READERS).map(|_| open().map(Mutex::new)).collect::<anyhow::Result<Vec<_>>>()?;
         Ok(SqliteDb {
             writer: Mutex::new(writer),

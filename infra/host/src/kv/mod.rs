@@ -33,7 +33,8 @@ pub enum KvError {
 
 pub type KvResult<T> = Result<T, KvError>;
 
-/// A value with the version it was read at. `version == 0` means the key is absent.
+/// A value with the version it was read at. `version == 0` means the key is absent. Versions
+/// of a key only grow and are never reused, not even after a delete and a re-create.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Versioned {
     pub value: Option<Vec<u8>>,

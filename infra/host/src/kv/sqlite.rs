@@ -59,12 +59,7 @@ impl SqliteKv {
     }
 
     pub async fn delete(&self, key: &str) -> KvResult<()> {
-        self.db
-            .write_one(|c| {
-                c.prepare_cached("DELETE FROM kv WHERE store = ?1 AND key = ?2")?.execute(params![self.label, key])
-            })
-            .map(drop)
-            .map_err(backend)
+        self.delete_many(&[key.to_string()]).await
     }
 
     pub async fn exists(&self, key: &str) -> KvResult<bool> {
@@ -171,12 +166,43 @@ impl SqliteKv {
     pub async fn delete_many(&self, keys: &[String]) -> KvResult<()> {
         self.db
             .write(|tx| {
+                // Remember the highest version that leaves the table, so that a restart never
+                // hands out a version a deleted key once had (see `SqliteDb::open`).
+                let mut floor = tx.prepare_cached(
+                    "INSERT INTO kv_meta (name, value) SELECT 'version_floor', version FROM kv WHERE store = ?1 AND key = ?2
+                     ON CONFLICT (name) DO UPDATE SET value = MAX(value, excluded.value)",
+                )?;
                 let mut stmt = tx.prepare_cached("DELETE FROM kv WHERE store = ?1 AND key = ?2")?;
                 for k in keys {
+                    floor.execute(params![self.label, k])?;
                     stmt.execute(params![self.label, k])?;
                 }
                 Ok(())
             })
             .map_err(backend)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::SyncMode;
+
+    #[tokio::test]
+    async fn versions_are_never_reused_across_a_delete_and_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bss.sqlite");
+        let kv = SqliteKv::new(Arc::new(SqliteDb::open(&path, SyncMode::Normal).unwrap()), "default");
+        kv.set("a", b"1").await.unwrap();
+        kv.set("b", b"1").await.unwrap();
+        let highest = kv.get_versioned("b").await.unwrap().version;
+        kv.delete("b").await.unwrap();
+        drop(kv);
+        let kv = SqliteKv::new(Arc::new(SqliteDb::open(&path, SyncMode::Normal).unwrap()), "default");
+        kv.set("b", b"2").await.unwrap();
+        let recreated = kv.get_versioned("b").await.unwrap().version;
+        assert!(recreated > highest, "version {recreated} reused (deleted key had {highest})");
+        // A swap against the version read before the delete must fail.
+        assert!(!kv.swap("b", highest, b"stale").await.unwrap());
     }
 }

@@ -74,7 +74,8 @@ pub struct DeliveryInfo {
     pub subject: String,
     pub ordering_key: Option<String>,
     pub state: DeliveryState,
-    /// Failed attempts so far.
+    /// Deliveries handed out so far (claims, including one whose lease is still running on
+    /// SQLite); reset to 0 by a replay.
     pub attempts: u32,
     pub published_at_ms: u64,
     pub next_attempt_at_ms: u64,
@@ -212,7 +213,9 @@ impl Queue {
         dispatch!(self, b => b.claim(consumer, limit, lease).await)
     }
 
-    /// Record what happened to a leased delivery.
+    /// Record what happened to a leased delivery. `delivery` must be the one `claim` returned:
+    /// its `attempt` fences the report, so a late report for a lease that expired and was
+    /// handed to another claimer, or a repeated report, changes nothing.
     pub async fn complete(&self, delivery: &Delivery, outcome: &Outcome) -> QueueResult<()> {
         dispatch!(self, b => b.complete(delivery, outcome).await)
     }
@@ -222,7 +225,8 @@ impl Queue {
         dispatch!(self, b => b.list(state, limit.clamp(1, LIST_MAX)).await)
     }
 
-    /// Put a dead letter back in the pending list with its attempts reset.
+    /// Put a dead letter back in the pending list with its attempts reset, due now. With an
+    /// ordering key it goes to the back of its key: later messages already went past it.
     pub async fn replay(&self, consumer: &str, message_id: &str) -> QueueResult<()> {
         dispatch!(self, b => b.replay(consumer, message_id).await)
     }

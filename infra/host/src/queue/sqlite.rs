@@ -35,13 +35,22 @@ impl SqliteQueue {
                 if !fresh || consumers.is_empty() {
                     return Ok(fresh);
                 }
-                tx.prepare_cached(
-                    "INSERT INTO q_message (id, subject, body, ordering_key, published_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-                )?
-                .execute(params![msg.id, msg.subject, msg.body, msg.ordering_key, now as i64])?;
+                // An id forgotten by q_seen (past the window) may still be queued, e.g. as a dead
+                // letter: then this publish is a duplicate too.
+                let stored = tx
+                    .prepare_cached(
+                        "INSERT INTO q_message (id, subject, body, ordering_key, published_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)
+                         ON CONFLICT (id) DO NOTHING",
+                    )?
+                    .execute(params![msg.id, msg.subject, msg.body, msg.ordering_key, now as i64])?;
+                if stored == 0 {
+                    return Ok(false);
+                }
                 let seq = tx.last_insert_rowid();
+                // A consumer named twice gets one delivery (as on Redis), not a constraint error.
                 let mut stmt = tx.prepare_cached(
-                    "INSERT INTO q_delivery (consumer, message_id, seq, ordering_key, due_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    "INSERT INTO q_delivery (consumer, message_id, seq, ordering_key, due_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (consumer, message_id) DO NOTHING",
                 )?;
                 for consumer in consumers {
                     stmt.execute(params![consumer, msg.id, seq, msg.ordering_key, now as i64])?;
@@ -173,11 +182,16 @@ impl SqliteQueue {
         let changed = self
             .db
             .write(|tx| {
+                // A fresh sequence number puts it behind everything already published on its
+                // ordering key (the same as the Redis backend), and ahead of what comes next.
+                tx.execute("UPDATE sqlite_sequence SET seq = seq + 1 WHERE name = 'q_message'", [])?;
+                let seq: i64 =
+                    tx.query_row("SELECT seq FROM sqlite_sequence WHERE name = 'q_message'", [], |r| r.get(0))?;
                 tx.prepare_cached(
-                    "UPDATE q_delivery SET state = 0, attempts = 0, due_at_ms = ?3
+                    "UPDATE q_delivery SET state = 0, attempts = 0, due_at_ms = ?3, seq = ?4
                       WHERE consumer = ?1 AND message_id = ?2 AND state = 1",
                 )?
-                .execute(params![consumer, message_id, now])
+                .execute(params![consumer, message_id, now, seq])
             })
             .map_err(backend)?;
         if changed == 0 {
@@ -214,5 +228,25 @@ impl SqliteQueue {
             })
             .map(|v| v.flatten().map(|ms| ms as u64))
             .map_err(backend)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::SyncMode;
+
+    #[tokio::test]
+    async fn an_id_forgotten_by_the_dedup_window_but_still_queued_is_a_duplicate() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(SqliteDb::open(&dir.path().join("bss.sqlite"), SyncMode::Normal).unwrap());
+        let q = SqliteQueue::new(db.clone());
+        let msg = NewMessage { id: "m1".into(), subject: "a.b".into(), body: b"{}".to_vec(), ordering_key: None };
+        assert!(q.publish(&msg, &["c".to_string()]).await.unwrap());
+        // As if the window had passed while the message sat in the queue (a dead letter, say).
+        db.write(|tx| tx.execute("DELETE FROM q_seen", [])).unwrap();
+        assert!(!q.publish(&msg, &["c".to_string()]).await.unwrap());
+        let claimed = q.claim("c", 10, Duration::from_secs(5)).await.unwrap();
+        assert_eq!(claimed.len(), 1, "one delivery, not two");
     }
 }
