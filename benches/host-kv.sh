@@ -2,7 +2,8 @@
 # KV round-trip load test: bss-host serving the kvtest component against the same logic in a
 # native hyper server (native-kv), on this machine, in one run, with wrk on the same cores.
 # Usage: benches/host-kv.sh [duration_secs=10] [connections=64]
-# Prints requests/s and p50/p99 latency for: native, bss-host (pooling), bss-host (on-demand).
+# Prints requests/s and p50/p99 latency for: native, bss-host (pooling), bss-host (on-demand),
+# and bss-host (pooling) without the per-request log line, to show what that line costs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 duration_secs=${1:-10}
@@ -31,22 +32,23 @@ run() { # name url
     rps=$(awk '/^Requests\/sec/ {print $2}' "$work/$1.txt")
     p50=$(awk '$1 == "50%" {print $2}' "$work/$1.txt")
     p99=$(awk '$1 == "99%" {print $2}' "$work/$1.txt")
-    printf '| %-22s | %10s | %8s | %8s |\n' "$1" "$rps" "$p50" "$p99"
+    printf '| %-36s | %10s | %8s | %8s |\n' "$1" "$rps" "$p50" "$p99"
 }
 
 wait_up() { for _ in $(seq 1 200); do curl -sf "$1" >/dev/null 2>&1 && return 0; sleep 0.05; done; echo "server at $1 did not start" >&2; exit 1; }
 
-echo "| server                 | requests/s |      p50 |      p99 |"
-echo "|------------------------|-----------:|---------:|---------:|"
+echo "| server                               | requests/s |      p50 |      p99 |"
+echo "|--------------------------------------|-----------:|---------:|---------:|"
 ./target/release/native-kv 127.0.0.1:3190 "$work/native" >/dev/null &
 wait_up http://127.0.0.1:3190/kvtest/roundtrip/warm
 run native http://127.0.0.1:3190/kvtest/roundtrip/bench
 kill %1; wait %1 2>/dev/null || true
 
-for mode in pooling on-demand; do
+for mode in pooling on-demand "pooling, no request log"; do
     extra=(); [ "$mode" = on-demand ] && extra=(--no-pooling)
-    ./target/release/bss-host up --no-build --no-admin --manifest "$work/spin.toml" \
-        --data "$work/$mode" --listen 127.0.0.1:3191 "${extra[@]}" >/dev/null 2>&1 &
+    log=info; [ "$mode" = "pooling, no request log" ] && log=warn
+    BSS_LOG=$log ./target/release/bss-host up --no-build --no-admin --manifest "$work/spin.toml" \
+        --data "$work/${mode//[ ,]/-}" --listen 127.0.0.1:3191 "${extra[@]}" >/dev/null 2>&1 &
     wait_up http://127.0.0.1:3191/kvtest/roundtrip/warm
     run "bss-host ($mode)" http://127.0.0.1:3191/kvtest/roundtrip/bench
     kill %%; wait 2>/dev/null || true
