@@ -173,6 +173,21 @@ impl Drop for Host {
     }
 }
 
+/// Run a `bss-host` command that is expected to stop by itself (a start-up error); kill it and
+/// fail the test if it is still running after 60 s, instead of hanging the suite.
+pub fn run_to_exit(cmd: &mut Command) -> std::process::Output {
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawning bss-host");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("bss-host kept running; it was expected to stop with an error");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
 /// An HTTP answer: status, headers we care about, body.
 #[derive(Debug, Clone)]
 pub struct Answer {
