@@ -142,3 +142,20 @@ fn redis_queue_delivers_after_kill_9() {
     let data = tempfile::tempdir().unwrap();
     survives_kill_9(HostOptions::default().arg("--runtime-config").arg(rc.to_str().unwrap()), data.path());
 }
+
+#[test]
+fn sigterm_lets_deliveries_in_progress_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = Host::start_in(dir.path(), HostOptions::default());
+    let id = publish(&host, json!({"subject": "test.slow", "body": {"sleepMs": 1500}}));
+    // The consumer counts the attempt when it starts: wait until it is running, then stop.
+    eventually(WAIT, "the slow delivery to start", || (delivery(&host, &id)["attempts"] == 1).then_some(()));
+    let status = host.terminate();
+    assert!(status.success(), "{status:?}");
+    // It finished during the drain: after a restart it is done and was never handed out again.
+    let host = Host::start_in(dir.path(), HostOptions::default());
+    let d = delivery(&host, &id);
+    assert_eq!(d["succeeded"], true, "{d}");
+    assert_eq!(d["attempts"], 1, "{d}");
+    assert!(get(&host.admin("/admin/queue/pending")).json().as_array().unwrap().is_empty());
+}
