@@ -32,14 +32,7 @@ const KEYS: &str = "/admin/v1/tenants/:id/apiKeys";
 const KEY: &str = "/admin/v1/tenants/:id/apiKeys/:keyId";
 const WHOAMI: &str = "/admin/v1/whoami";
 
-/// The exported handler (the generated export glue is `unsafe`, hence the scoped allow).
-#[allow(unsafe_code)]
-mod component {
-    #[spin_sdk::http_component]
-    fn handle(req: spin_sdk::http::Request) -> spin_sdk::http::Response {
-        super::route(req)
-    }
-}
+bss_kit::export_http!(route);
 
 fn route(req: Request) -> Response {
     let mut router = Router::new();

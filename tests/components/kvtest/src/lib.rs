@@ -15,14 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use spin_sdk::http::{Params, Request, Response, Router};
 
-/// The exported handler (the generated export glue is `unsafe`, hence the scoped allow).
-#[allow(unsafe_code)]
-mod component {
-    #[spin_sdk::http_component]
-    fn handle(req: spin_sdk::http::Request) -> spin_sdk::http::Response {
-        super::route(req)
-    }
-}
+bss_kit::export_http!(route);
 
 /// Default bound of `/kvtest/cas-incr` attempts.
 const CAS_INCR_ATTEMPTS: u32 = 100;

@@ -30,14 +30,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use spin_sdk::http::{Params, Request, Response, Router};
 
-/// The exported handler (the generated export glue is `unsafe`, hence the scoped allow).
-#[allow(unsafe_code)]
-mod component {
-    #[spin_sdk::http_component]
-    fn handle(req: spin_sdk::http::Request) -> spin_sdk::http::Response {
-        super::route(req)
-    }
-}
+bss_kit::export_http!(route);
 
 const BASE: &str = "/tmf-api/notes/v4/note";
 const ITEM: &str = "/tmf-api/notes/v4/note/:id";

@@ -24,14 +24,7 @@ use spin_sdk::http::{Params, Request, Response, Router};
 #[path = "../../queueconsumer/src/keys.rs"]
 mod keys;
 
-/// The exported handler (the generated export glue is `unsafe`, hence the scoped allow).
-#[allow(unsafe_code)]
-mod component {
-    #[spin_sdk::http_component]
-    fn handle(req: spin_sdk::http::Request) -> spin_sdk::http::Response {
-        super::route(req)
-    }
-}
+bss_kit::export_http!(route);
 
 fn route(req: Request) -> Response {
     let mut r = Router::new();
