@@ -66,11 +66,13 @@ fn deliveries(_: &Ctx, params: &Params) -> Result<Reply, ApiError> {
     let id = wildcard(params)?;
     let store = open_store()?;
     let kv = store.backend();
+    // `ok` first: the consumer counts the attempt before it marks success, so an `ok` seen here
+    // comes with its attempt already counted (the other order can read 0 attempts, succeeded).
+    let succeeded = kv.exists(&keys::ok_key(&id))?;
     let attempts = match kv.get(&keys::attempts_key(&id))? {
         Some(b) => String::from_utf8_lossy(&b).trim().parse::<i64>().unwrap_or(-1),
         None => 0,
     };
-    let succeeded = kv.exists(&keys::ok_key(&id))?;
     let meta = kv.get(&keys::meta_key(&id))?.and_then(|b| serde_json::from_slice::<Value>(&b).ok());
     Reply::json(200, &json!({"id": id, "attempts": attempts, "succeeded": succeeded, "meta": meta}))
 }
