@@ -107,14 +107,7 @@ fn variables_come_from_the_manifest_and_the_environment() {
 fn a_required_variable_without_value_stops_the_host_with_its_name() {
     build_components();
     let dir = tempfile::tempdir().unwrap();
-    let out = run_to_exit(
-        std::process::Command::new(env!("CARGO_BIN_EXE_bss-host"))
-            .args(["up", "--no-build", "--listen", "127.0.0.1:0", "--no-admin", "--manifest"])
-            .arg(test_manifest())
-            .arg("--data")
-            .arg(dir.path())
-            .env_remove("BSS_VAR_ADMIN_KEY"),
-    );
+    let out = run_to_exit(up_command(&test_manifest(), dir.path()).env_remove("BSS_VAR_ADMIN_KEY"));
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("BSS_VAR_ADMIN_KEY"),
@@ -215,13 +208,7 @@ fn a_manifest_error_names_the_file_the_component_and_the_field() {
         "spin_manifest_version = 2\n[application]\nname = \"x\"\n[[trigger.http]]\nroute = \"nope\"\ncomponent = \"c\"\n[component.c]\nsource = \"c.wasm\"\n",
     )
     .unwrap();
-    let out = run_to_exit(
-        std::process::Command::new(env!("CARGO_BIN_EXE_bss-host"))
-            .args(["up", "--no-build", "--no-admin", "--listen", "127.0.0.1:0", "--manifest"])
-            .arg(&manifest)
-            .arg("--data")
-            .arg(dir.path().join("data")),
-    );
+    let out = run_to_exit(&mut up_command(&manifest, &dir.path().join("data")));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("spin.toml") && err.contains("(c) route") && err.contains("nope"), "{err}");

@@ -156,14 +156,7 @@ fn sqlite_data_survives_a_kill_9() {
         assert_eq!(get(&host.url(&format!("/kvtest/kv/durable-{i}"))).body, format!("{i}"));
     }
     // A second host on the same data folder is refused while the first runs.
-    let out = run_to_exit(
-        std::process::Command::new(env!("CARGO_BIN_EXE_bss-host"))
-            .args(["up", "--no-build", "--no-admin", "--listen", "127.0.0.1:0", "--manifest"])
-            .arg(test_manifest())
-            .arg("--data")
-            .arg(dir.path())
-            .env("BSS_VAR_ADMIN_KEY", ADMIN_KEY),
-    );
+    let out = run_to_exit(up_command(&test_manifest(), dir.path()).env("BSS_VAR_ADMIN_KEY", ADMIN_KEY));
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("in use by another bss-host"));
 }

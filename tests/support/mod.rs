@@ -173,6 +173,17 @@ impl Drop for Host {
     }
 }
 
+/// `bss-host up` on `manifest` and `data`, without build, admin port or fixed port: for tests of
+/// start-up errors, run with [`run_to_exit`].
+pub fn up_command(manifest: &Path, data: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_bss-host"));
+    cmd.args(["up", "--no-build", "--no-admin", "--listen", "127.0.0.1:0", "--manifest"])
+        .arg(manifest)
+        .arg("--data")
+        .arg(data);
+    cmd
+}
+
 /// Run a `bss-host` command that is expected to stop by itself (a start-up error); kill it and
 /// fail the test if it is still running after 60 s, instead of hanging the suite.
 pub fn run_to_exit(cmd: &mut Command) -> std::process::Output {

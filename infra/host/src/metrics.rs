@@ -21,6 +21,11 @@ struct ComponentLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RejectLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DeliveryLabels {
     consumer: String,
     outcome: &'static str,
@@ -40,7 +45,7 @@ struct Inner {
     instantiate_seconds: Family<ComponentLabels, Histogram, fn() -> Histogram>,
     published: Family<ComponentLabels, Counter>,
     deliveries: Family<DeliveryLabels, Counter>,
-    rejected: Family<DeliveryLabels, Counter>,
+    rejected: Family<RejectLabels, Counter>,
     queue_pending: Gauge,
     queue_dead: Gauge,
     in_flight: Gauge,
@@ -74,7 +79,7 @@ impl Metrics {
         );
         let published = Family::<ComponentLabels, Counter>::default();
         let deliveries = Family::<DeliveryLabels, Counter>::default();
-        let rejected = Family::<DeliveryLabels, Counter>::default();
+        let rejected = Family::<RejectLabels, Counter>::default();
         let queue_pending = Gauge::default();
         let queue_dead = Gauge::default();
         let in_flight = Gauge::default();
@@ -127,7 +132,7 @@ impl Metrics {
 
     /// A request the host answered itself (`not_found`, `too_large`, `overloaded`, `timeout`).
     pub fn rejected(&self, reason: &'static str) {
-        self.0.rejected.get_or_create(&DeliveryLabels { consumer: String::new(), outcome: reason }).inc();
+        self.0.rejected.get_or_create(&RejectLabels { reason }).inc();
     }
 
     pub fn instantiated(&self, component: &str, elapsed: Duration) {
