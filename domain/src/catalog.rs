@@ -1,0 +1,1 @@
+//! The product catalog (placeholder while it is written).

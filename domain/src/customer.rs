@@ -1,0 +1,1 @@
+//! Customers, accounts and hierarchies (placeholder while it is written).

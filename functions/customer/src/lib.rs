@@ -1,0 +1,1 @@
+//! `customer`: placeholder while the component is written.
