@@ -3,7 +3,7 @@
 //! `Idempotency-Key` handling, domain events and random ids. Test with `cargo test -p bss-kit`.
 //!
 //! The pure logic ([`error`], [`json`], [`list`], [`auth`], [`kv`], [`idempotency`], [`events`],
-//! [`tenancy`], [`ids`]) runs natively and is unit-tested there, against [`kv::MemKv`]; the thin
+//! [`tenancy`], [`ids`], [`resource`]) runs natively and is unit-tested there, against [`kv::MemKv`]; the thin
 //! platform layer ([`wasi_kv`], [`events::publish_event`], [`auth::authenticate_admin`],
 //! [`http::handler`]) calls spin-sdk / WASI imports, which only work inside a component.
 
@@ -16,6 +16,7 @@ pub mod ids;
 pub mod json;
 pub mod kv;
 pub mod list;
+pub mod resource;
 pub mod tenancy;
 pub mod wasi_kv;
 

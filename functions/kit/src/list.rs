@@ -10,7 +10,8 @@
 //! - `sort=a,-b`: ascending by `a`, then descending by `b`; items without the attribute come last.
 //!   Without `sort` the collection's own order (key order) is kept.
 //! - Every other parameter is an attribute filter, all of them ANDed:
-//!   - `attr=v` equality; `attr=v1,v2` means `v1` OR `v2`; `attr.eq=v` is the same.
+//!   - `attr=v` equality; `attr=v1,v2` means `v1` OR `v2`; `attr.eq=v` is the same. A value in
+//!     double quotes (`attr="v1,v2"`) is one literal value: quotes removed, no comma split.
 //!   - `attr.ne=v` (or `attr!=v`): not equal; a comma list means none of them; an absent attribute
 //!     is "not equal".
 //!   - `attr.gt`, `attr.gte`, `attr.lt`, `attr.lte` (or `attr>v`, `attr>=v`, `attr<v`, `attr<=v`):
@@ -278,11 +279,16 @@ fn parse_filter(key: &str, value: &str) -> Result<Filter, ApiError> {
             None => (key, Op::Eq, value),
         }
     };
-    Ok(Filter {
-        path: split_path(attr, "filter attribute")?,
-        op,
-        values: value.split(',').map(str::to_string).collect(),
-    })
+    Ok(Filter { path: split_path(attr, "filter attribute")?, op, values: filter_values(value) })
+}
+
+/// The values of a filter: a comma list, or one literal value in double quotes (`"a,b"`; the TMF
+/// conformance kits quote times this way).
+fn filter_values(value: &str) -> Vec<String> {
+    match value.strip_prefix('"').and_then(|v| v.strip_suffix('"')) {
+        Some(literal) if value.len() >= 2 => vec![literal.to_string()],
+        _ => value.split(',').map(str::to_string).collect(),
+    }
 }
 
 /// The values at `path` in `v`, descending into arrays on the way (and flattening a final array).
@@ -423,6 +429,14 @@ mod tests {
         assert_eq!(q, ListQuery::default());
         assert_eq!(q.limit, DEFAULT_LIMIT);
         assert_eq!(ids(""), ["1", "2", "3"]);
+    }
+
+    #[test]
+    fn quoted_values_are_literal() {
+        assert_eq!(ids("createdAt=%222024-02-01T00:00:00Z%22"), ["3"]);
+        assert_eq!(ids("name=%22alpha,beta%22"), Vec::<String>::new());
+        assert_eq!(ids("name=alpha,beta"), ["1", "2"]);
+        assert_eq!(ids("name=%22"), Vec::<String>::new());
     }
 
     #[test]

@@ -1,1 +1,0 @@
-//! The product catalog (placeholder while it is written).

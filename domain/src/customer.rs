@@ -1,1 +1,0 @@
-//! Customers, accounts and hierarchies (placeholder while it is written).

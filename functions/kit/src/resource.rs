@@ -1,0 +1,709 @@
+//! TMF resources stored as their JSON documents: the create / get / list / patch / delete every
+//! TM Forum API shares, written once.
+//!
+//! A [`Kind`] names a resource (`productOffering` under `/tmf-api/productCatalogManagement/v4`).
+//! Documents live at `t/<tenant>/<collection>/<id>` as [`Versioned`] JSON values, so attributes the
+//! component does not model are kept as the client sent them. What differs per resource — the
+//! validation of a new or changed document, what forbids a delete, what to do after a change
+//! (audit) — comes from the component's [`Hooks`].
+//!
+//! Server-owned attributes (stamped by [`stamp_new`] and [`apply_patch`]):
+//! - `id` is assigned by the server; a create that sends one is refused (400) except through
+//!   [`Resources::upsert`] (imports keep their ids).
+//! - `href` is `<base>/<collection>/<id>`; `@type` defaults to the kind's type name.
+//! - `lastUpdate` is the time of the last write (RFC 3339 UTC, milliseconds).
+//! - A PATCH may not change `id` or `href` (400); it is an RFC 7386 merge patch; a `null` `@type`
+//!   restores the default.
+//!
+//! Each write returns a [`Change`] (before and after documents); [`emit`] publishes the TMF
+//! event for it (`<Type>CreateEvent`, `<Type>AttributeValueChangeEvent` — plus
+//! `<Type>StateChangeEvent` when `lifecycleStatus`, `status` or `state` changed — and
+//! `<Type>DeleteEvent`) with the payload `{"<collection>": document}`.
+//!
+//! The operations take a [`Store`] over any backend, so they run natively in tests against
+//! [`crate::kv::MemKv`]; only [`emit`] needs the component's imports.
+
+use serde_json::{Map, Value, json};
+
+use crate::auth::Tenant;
+use crate::error::ApiError;
+use crate::http::{Ctx, Reply};
+use crate::ids::{new_id, now_rfc3339};
+use crate::json::merge_patch;
+use crate::kv::{KvBackend, Store, StoreError, TenantStore, Versioned};
+use crate::list::ListQuery;
+
+/// Most documents of one collection a list (or a referential check) reads.
+pub const MAX_LISTED: usize = 10_000;
+
+/// Attributes whose change is a state change (a `StateChangeEvent` besides the value change).
+pub const STATE_ATTRIBUTES: &[&str] = &["lifecycleStatus", "status", "state"];
+
+/// A resource type of a TMF API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Kind {
+    /// KV collection and path segment (`productOffering`).
+    pub collection: &'static str,
+    /// Default `@type` and event name stem (`ProductOffering`).
+    pub type_name: &'static str,
+    /// API base path without a trailing slash (`/tmf-api/productCatalogManagement/v4`).
+    pub base_path: &'static str,
+    /// Event domain: the first segment of the event subject (`catalog`).
+    pub domain: &'static str,
+}
+
+impl Kind {
+    /// The collection path (`/tmf-api/.../productOffering`).
+    pub fn path(&self) -> String {
+        format!("{}/{}", self.base_path, self.collection)
+    }
+
+    /// The route of one item, for spin-sdk's router (`/tmf-api/.../productOffering/:id`).
+    pub fn item_route(&self) -> String {
+        format!("{}/{}/:id", self.base_path, self.collection)
+    }
+
+    /// A document's `href`.
+    pub fn href(&self, id: &str) -> String {
+        format!("{}/{}/{id}", self.base_path, self.collection)
+    }
+
+    /// A reference to a document: `{id, href, @referredType}` (plus `name` when it has one).
+    pub fn reference(&self, doc: &Value) -> Value {
+        let id = doc.get("id").cloned().unwrap_or(Value::Null);
+        let mut out = json!({"id": id, "href": id.as_str().map(|i| self.href(i)), "@referredType": self.type_name});
+        if let Some(name) = doc.get("name") {
+            out["name"] = name.clone();
+        }
+        out
+    }
+}
+
+/// What a write did: the document before and after (`None` for absent).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    /// The resource type.
+    pub kind: Kind,
+    /// The document before the write (`None` on create).
+    pub before: Option<Value>,
+    /// The document after the write (`None` on delete).
+    pub after: Option<Value>,
+    /// The stored version after the write (`0` on delete).
+    pub version: u64,
+}
+
+impl Change {
+    /// `created`, `updated` or `deleted`.
+    pub fn action(&self) -> &'static str {
+        match (&self.before, &self.after) {
+            (None, _) => "created",
+            (Some(_), Some(_)) => "updated",
+            (Some(_), None) => "deleted",
+        }
+    }
+
+    /// The document's id.
+    pub fn id(&self) -> &str {
+        self.after.as_ref().or(self.before.as_ref()).and_then(|d| d.get("id")).and_then(Value::as_str).unwrap_or("")
+    }
+
+    /// The state attributes whose value differs between before and after.
+    pub fn state_changed(&self) -> bool {
+        let (Some(before), Some(after)) = (&self.before, &self.after) else { return false };
+        STATE_ATTRIBUTES.iter().any(|a| before.get(a) != after.get(a))
+    }
+
+    /// The TMF event types of the change, in publishing order.
+    pub fn event_types(&self) -> Vec<String> {
+        let t = self.kind.type_name;
+        match self.action() {
+            "created" => vec![format!("{t}CreateEvent")],
+            "deleted" => vec![format!("{t}DeleteEvent")],
+            _ if self.state_changed() => vec![format!("{t}AttributeValueChangeEvent"), format!("{t}StateChangeEvent")],
+            _ => vec![format!("{t}AttributeValueChangeEvent")],
+        }
+    }
+}
+
+/// What a component decides per resource. Every hook has a permissive default.
+pub trait Hooks<B: KvBackend> {
+    /// Checks — and may normalise (defaults, canonical forms) — a document about to be stored.
+    /// `before` is the stored document on a patch and `None` on a create or an upsert of a new id.
+    /// An error refuses the write; nothing is stored.
+    fn validate(
+        &self,
+        _env: &Env<'_, B>,
+        _kind: &Kind,
+        _before: Option<&Value>,
+        next: Value,
+    ) -> Result<Value, ApiError> {
+        Ok(next)
+    }
+
+    /// Refuses a delete (e.g. 409 while other documents refer to this one).
+    fn before_delete(&self, _env: &Env<'_, B>, _kind: &Kind, _doc: &Value) -> Result<(), ApiError> {
+        Ok(())
+    }
+
+    /// Runs after a write is stored (audit trails, denormalised indexes). An error is answered,
+    /// but the write stays: hooks must be idempotent, as a client's retry may run them again.
+    fn after_write(&self, _env: &Env<'_, B>, _change: &Change) -> Result<(), ApiError> {
+        Ok(())
+    }
+}
+
+/// Hooks that accept everything.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoHooks;
+
+impl<B: KvBackend> Hooks<B> for NoHooks {}
+
+/// The caller's view of the store: the tenant and its documents.
+#[derive(Debug, Clone, Copy)]
+pub struct Env<'a, B> {
+    /// The whole store (tenant-scope it with [`Env::resources`]).
+    pub store: &'a Store<B>,
+    /// The authenticated caller.
+    pub tenant: &'a Tenant,
+}
+
+impl<'a, B: KvBackend> Env<'a, B> {
+    /// An environment for `tenant`.
+    pub fn new(store: &'a Store<B>, tenant: &'a Tenant) -> Self {
+        Self { store, tenant }
+    }
+
+    /// The tenant's documents of `kind`.
+    pub fn resources(&self, kind: Kind) -> Resources<'a, B> {
+        Resources { docs: self.store.tenant(&self.tenant.tenant_id), kind }
+    }
+}
+
+/// The documents of one kind for one tenant.
+#[derive(Debug)]
+pub struct Resources<'a, B> {
+    docs: TenantStore<'a, B>,
+    kind: Kind,
+}
+
+fn store_error(kind: &Kind, id: &str, e: StoreError) -> ApiError {
+    match e {
+        StoreError::NotFound(_) => not_found(kind, id),
+        other => other.into(),
+    }
+}
+
+/// The 404 of a missing document.
+pub fn not_found(kind: &Kind, id: &str) -> ApiError {
+    ApiError::not_found(format!("{} {id} does not exist", kind.collection))
+}
+
+impl<B: KvBackend> Resources<'_, B> {
+    /// The kind.
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// The document, if any.
+    pub fn find(&self, id: &str) -> Result<Option<Versioned<Value>>, ApiError> {
+        Ok(self.docs.get(self.kind.collection, id)?)
+    }
+
+    /// The document; 404 naming it if absent.
+    pub fn get(&self, id: &str) -> Result<Versioned<Value>, ApiError> {
+        self.find(id)?.ok_or_else(|| not_found(&self.kind, id))
+    }
+
+    /// Every document of the kind (at most [`MAX_LISTED`]), in id order.
+    pub fn all(&self) -> Result<Vec<Value>, ApiError> {
+        Ok(self.docs.list::<Value>(self.kind.collection, MAX_LISTED)?.into_iter().map(|d| d.data).collect())
+    }
+
+    /// Creates a document from a client's body: stamps it ([`stamp_new`]), validates it, stores it.
+    pub fn create<H: Hooks<B>>(&self, env: &Env<'_, B>, hooks: &H, body: Value) -> Result<Change, ApiError> {
+        let id = new_id();
+        let doc = stamp_new(&self.kind, body, &id, &now_rfc3339())?;
+        let doc = hooks.validate(env, &self.kind, None, doc)?;
+        let stored = self.docs.create(self.kind.collection, &id, doc).map_err(|e| store_error(&self.kind, &id, e))?;
+        let change = Change { kind: self.kind, before: None, after: Some(stored.data), version: stored.version };
+        hooks.after_write(env, &change)?;
+        Ok(change)
+    }
+
+    /// Writes a document under its own `id` (imports): created if new, replaced otherwise.
+    /// Validated like a create (`before` is the stored document, if any).
+    pub fn upsert<H: Hooks<B>>(&self, env: &Env<'_, B>, hooks: &H, body: Value) -> Result<Change, ApiError> {
+        let id = match body.get("id") {
+            Some(Value::String(id)) if crate::kv::valid_segment(id) => id.clone(),
+            _ => {
+                return Err(ApiError::unprocessable(format!(
+                    "a {} to import needs an id of 1 to 128 characters [A-Za-z0-9._:-]",
+                    self.kind.collection
+                )));
+            }
+        };
+        let before = self.find(&id)?.map(|d| d.data);
+        let mut body = body;
+        if let Value::Object(map) = &mut body {
+            map.remove("id");
+        }
+        let mut doc = stamp_new(&self.kind, body, &id, &now_rfc3339())?;
+        if let Some(b) = &before
+            && same_ignoring_last_update(b, &doc)
+        {
+            // Re-importing an unchanged document must change nothing, not even lastUpdate.
+            doc = b.clone();
+        }
+        let doc = hooks.validate(env, &self.kind, before.as_ref(), doc)?;
+        if before.as_ref() == Some(&doc) {
+            let version = self.find(&id)?.map(|d| d.version).unwrap_or(0);
+            return Ok(Change { kind: self.kind, before: before.clone(), after: before, version });
+        }
+        let stored = self.docs.put(self.kind.collection, &id, doc).map_err(|e| store_error(&self.kind, &id, e))?;
+        let change = Change { kind: self.kind, before, after: Some(stored.data), version: stored.version };
+        hooks.after_write(env, &change)?;
+        Ok(change)
+    }
+
+    /// Applies a merge patch ([`apply_patch`]) with a CAS retry loop. `if_match` (a stored
+    /// version, from `If-Match`) refuses the patch with 412 when the document moved on.
+    pub fn patch<H: Hooks<B>>(
+        &self,
+        env: &Env<'_, B>,
+        hooks: &H,
+        id: &str,
+        patch: &Value,
+        if_match: Option<u64>,
+    ) -> Result<Change, ApiError> {
+        let mut before = None;
+        let stored = self
+            .docs
+            .update::<Value, _>(self.kind.collection, id, |current| {
+                if let Some(expected) = if_match
+                    && expected != current.version
+                {
+                    return Err(ApiError::precondition_failed(format!(
+                        "{} {id} is at version {}, not {expected}",
+                        self.kind.collection, current.version
+                    )));
+                }
+                let next = apply_patch(&self.kind, &current.data, patch, &now_rfc3339())?;
+                let next = hooks.validate(env, &self.kind, Some(&current.data), next)?;
+                before = Some(current.data.clone());
+                Ok(next)
+            })
+            .map_err(|e| store_error(&self.kind, id, e))?;
+        let change = Change { kind: self.kind, before, after: Some(stored.data), version: stored.version };
+        hooks.after_write(env, &change)?;
+        Ok(change)
+    }
+
+    /// Replaces a document by a function of it (server-side actions such as a state transition or
+    /// a price change), validated like a patch.
+    pub fn modify<H, F>(&self, env: &Env<'_, B>, hooks: &H, id: &str, mut change: F) -> Result<Change, ApiError>
+    where
+        H: Hooks<B>,
+        F: FnMut(&Value) -> Result<Value, ApiError>,
+    {
+        let mut before = None;
+        let stored = self
+            .docs
+            .update::<Value, _>(self.kind.collection, id, |current| {
+                let mut next = change(&current.data)?;
+                restamp(&self.kind, &mut next, id, &now_rfc3339());
+                let next = hooks.validate(env, &self.kind, Some(&current.data), next)?;
+                before = Some(current.data.clone());
+                Ok(next)
+            })
+            .map_err(|e| store_error(&self.kind, id, e))?;
+        let change = Change { kind: self.kind, before, after: Some(stored.data), version: stored.version };
+        hooks.after_write(env, &change)?;
+        Ok(change)
+    }
+
+    /// Deletes a document after [`Hooks::before_delete`] agreed; 404 if absent.
+    pub fn delete<H: Hooks<B>>(&self, env: &Env<'_, B>, hooks: &H, id: &str) -> Result<Change, ApiError> {
+        let doc = self.get(id)?;
+        hooks.before_delete(env, &self.kind, &doc.data)?;
+        if !self.docs.delete(self.kind.collection, id)? {
+            return Err(not_found(&self.kind, id));
+        }
+        let change = Change { kind: self.kind, before: Some(doc.data), after: None, version: 0 };
+        hooks.after_write(env, &change)?;
+        Ok(change)
+    }
+}
+
+fn same_ignoring_last_update(a: &Value, b: &Value) -> bool {
+    let strip = |v: &Value| {
+        let mut v = v.clone();
+        if let Value::Object(m) = &mut v {
+            m.remove("lastUpdate");
+        }
+        v
+    };
+    strip(a) == strip(b)
+}
+
+fn as_object(body: Value, what: &str) -> Result<Map<String, Value>, ApiError> {
+    match body {
+        Value::Object(m) => Ok(m),
+        other => Err(ApiError::bad_request(format!("{what} must be a JSON object, not {}", json_type(&other)))
+            .with_code("INVALID_BODY")),
+    }
+}
+
+/// The JSON type name of a value, for error messages.
+pub fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn restamp(kind: &Kind, doc: &mut Value, id: &str, now: &str) {
+    if let Value::Object(m) = doc {
+        m.insert("id".into(), json!(id));
+        m.insert("href".into(), json!(kind.href(id)));
+        if !matches!(m.get("@type"), Some(Value::String(_))) {
+            m.insert("@type".into(), json!(kind.type_name));
+        }
+        m.insert("lastUpdate".into(), json!(now));
+    }
+}
+
+/// A new document from a create body: refuses a client `id`/`href` and sets `id`, `href`,
+/// `@type` (if absent) and `lastUpdate`.
+pub fn stamp_new(kind: &Kind, body: Value, id: &str, now: &str) -> Result<Value, ApiError> {
+    let map = as_object(body, "the body")?;
+    for server_owned in ["id", "href"] {
+        if map.get(server_owned).is_some_and(|v| !v.is_null()) {
+            return Err(ApiError::bad_request(format!(
+                "{server_owned} is assigned by the server; leave it out of a create"
+            ))
+            .with_code("SERVER_OWNED_ATTRIBUTE"));
+        }
+    }
+    let mut doc = Value::Object(map);
+    restamp(kind, &mut doc, id, now);
+    Ok(doc)
+}
+
+/// The document after a merge patch: `id`/`href` may not change (400), the rest merges
+/// (RFC 7386), `lastUpdate` is set.
+pub fn apply_patch(kind: &Kind, current: &Value, patch: &Value, now: &str) -> Result<Value, ApiError> {
+    let Value::Object(p) = patch else {
+        return Err(ApiError::bad_request(format!("a merge patch must be a JSON object, not {}", json_type(patch)))
+            .with_code("INVALID_BODY"));
+    };
+    for server_owned in ["id", "href"] {
+        if let Some(v) = p.get(server_owned)
+            && current.get(server_owned) != Some(v)
+        {
+            return Err(
+                ApiError::bad_request(format!("{server_owned} cannot be changed")).with_code("SERVER_OWNED_ATTRIBUTE")
+            );
+        }
+    }
+    let id = current.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
+    let mut next = current.clone();
+    merge_patch(&mut next, patch);
+    restamp(kind, &mut next, &id, now);
+    Ok(next)
+}
+
+/// The version named by `If-Match: "<n>"` (or `W/"<n>"`); `None` without the header or for `*`.
+pub fn if_match(ctx: &Ctx) -> Result<Option<u64>, ApiError> {
+    let Some(raw) = ctx.header("if-match") else { return Ok(None) };
+    let raw = raw.trim();
+    if raw == "*" {
+        return Ok(None);
+    }
+    let tag = raw.strip_prefix("W/").unwrap_or(raw).trim_matches('"');
+    tag.parse()
+        .map(Some)
+        .map_err(|_| ApiError::bad_request(format!("If-Match must be an ETag this API issued (\"<n>\"), not {raw}")))
+}
+
+/// The `ETag` of a stored version.
+pub fn etag(version: u64) -> String {
+    format!("\"{version}\"")
+}
+
+/// 200 with the document after a change (and its `ETag`).
+pub fn ok_reply(change: &Change) -> Result<Reply, ApiError> {
+    let doc = change.after.as_ref().ok_or_else(|| ApiError::internal("replying with a deleted document"))?;
+    Ok(Reply::json(200, doc)?.with_header("etag", etag(change.version)))
+}
+
+/// 201 with the created document, `Location` and `ETag`.
+pub fn created_reply(change: &Change) -> Result<Reply, ApiError> {
+    let mut reply = ok_reply(change)?;
+    reply.status = 201;
+    Ok(reply.with_header("location", change.kind.href(change.id())))
+}
+
+/// 200 with a stored document and its `ETag`.
+pub fn doc_reply(doc: &Versioned<Value>) -> Result<Reply, ApiError> {
+    Ok(Reply::json(200, &doc.data)?.with_header("etag", etag(doc.version)))
+}
+
+/// The TMF list answer for `docs` under the request's query (`fields`, paging, filters, sort).
+pub fn list_reply(ctx: &Ctx, docs: Vec<Value>) -> Result<Reply, ApiError> {
+    ListQuery::parse(&ctx.query)?.apply(docs).into_reply()
+}
+
+/// The generic routes of a kind, callable without a server: each is a plain function of the
+/// store, the caller and the request.
+pub mod routes {
+    use super::*;
+
+    /// `POST <collection>`: 201 with the document.
+    pub fn create<B: KvBackend, H: Hooks<B>>(
+        env: &Env<'_, B>,
+        hooks: &H,
+        kind: Kind,
+        ctx: &Ctx,
+    ) -> Result<(Reply, Change), ApiError> {
+        let body: Value = ctx.json()?;
+        let change = env.resources(kind).create(env, hooks, body)?;
+        Ok((created_reply(&change)?, change))
+    }
+
+    /// `GET <collection>`: the TMF list.
+    pub fn list<B: KvBackend>(env: &Env<'_, B>, kind: Kind, ctx: &Ctx) -> Result<Reply, ApiError> {
+        list_reply(ctx, env.resources(kind).all()?)
+    }
+
+    /// `GET <collection>/{id}`: the document (a `fields` selection applies) or 404.
+    pub fn get<B: KvBackend>(env: &Env<'_, B>, kind: Kind, ctx: &Ctx, id: &str) -> Result<Reply, ApiError> {
+        let doc = env.resources(kind).get(id)?;
+        let query = ListQuery::parse(&ctx.query)?;
+        Ok(Reply::json(200, &query.project(doc.data))?.with_header("etag", etag(doc.version)))
+    }
+
+    /// `PATCH <collection>/{id}`: merge patch, 200 with the document.
+    pub fn patch<B: KvBackend, H: Hooks<B>>(
+        env: &Env<'_, B>,
+        hooks: &H,
+        kind: Kind,
+        ctx: &Ctx,
+        id: &str,
+    ) -> Result<(Reply, Change), ApiError> {
+        let patch: Value = ctx.json()?;
+        let change = env.resources(kind).patch(env, hooks, id, &patch, if_match(ctx)?)?;
+        Ok((ok_reply(&change)?, change))
+    }
+
+    /// `DELETE <collection>/{id}`: 204.
+    pub fn delete<B: KvBackend, H: Hooks<B>>(
+        env: &Env<'_, B>,
+        hooks: &H,
+        kind: Kind,
+        id: &str,
+    ) -> Result<(Reply, Change), ApiError> {
+        let change = env.resources(kind).delete(env, hooks, id)?;
+        Ok((Reply::no_content(), change))
+    }
+}
+
+/// Publishes the TMF events of a change. The write is stored by then, so a publishing failure is
+/// logged rather than answered (the client's retry would repeat a write that succeeded).
+pub fn emit(tenant: &Tenant, change: &Change) {
+    let Some(doc) = change.after.as_ref().or(change.before.as_ref()) else { return };
+    let payload = json!({ change.kind.collection: doc });
+    for event_type in change.event_types() {
+        if let Err(e) = crate::events::publish_event_keyed(
+            change.kind.domain,
+            &event_type,
+            &tenant.tenant_id,
+            &payload,
+            Some(change.id()),
+        ) {
+            eprintln!("bss: publishing {event_type} for {} {}: {e}", change.kind.collection, change.id());
+        }
+    }
+}
+
+/// Runs `f` for the authenticated tenant of the request, with the component's store (wasm).
+pub fn with_env<T>(
+    ctx: &Ctx,
+    f: impl FnOnce(&Env<'_, crate::wasi_kv::WasiKv>) -> Result<T, ApiError>,
+) -> Result<T, ApiError> {
+    let store = crate::wasi_kv::open_store()?;
+    let tenant = crate::auth::authenticate_tenant(&store, ctx)?;
+    f(&Env::new(&store, &tenant))
+}
+
+/// Registers the five TMF routes of `kind` on a spin-sdk router: `POST`/`GET` on the collection
+/// (the create honours `Idempotency-Key`), `GET`/`PATCH`/`DELETE` on an item, 405 for other
+/// methods. Every write publishes its events ([`emit`]).
+pub fn register<H>(router: &mut spin_sdk::http::Router, kind: Kind, hooks: H)
+where
+    H: Hooks<crate::wasi_kv::WasiKv> + Clone + 'static,
+{
+    use crate::http::{handler, method_not_allowed, param};
+    let (path, item) = (kind.path(), kind.item_route());
+    let h = hooks.clone();
+    router.post(
+        &path,
+        handler(move |ctx, _| {
+            with_env(ctx, |env| {
+                let scope = crate::idempotency::tenant_scope(&env.tenant.tenant_id);
+                crate::idempotency::idempotent(env.store.backend(), &scope, ctx, || {
+                    let (reply, change) = routes::create(env, &h, kind, ctx)?;
+                    emit(env.tenant, &change);
+                    Ok(reply)
+                })
+            })
+        }),
+    );
+    router.get(&path, handler(move |ctx, _| with_env(ctx, |env| routes::list(env, kind, ctx))));
+    router.get(&item, handler(move |ctx, p| with_env(ctx, |env| routes::get(env, kind, ctx, &param(p, "id")?))));
+    let h = hooks.clone();
+    router.patch(
+        &item,
+        handler(move |ctx, p| {
+            with_env(ctx, |env| {
+                let (reply, change) = routes::patch(env, &h, kind, ctx, &param(p, "id")?)?;
+                emit(env.tenant, &change);
+                Ok(reply)
+            })
+        }),
+    );
+    router.delete(
+        &item,
+        handler(move |ctx, p| {
+            with_env(ctx, |env| {
+                let (reply, change) = routes::delete(env, &hooks, kind, &param(p, "id")?)?;
+                emit(env.tenant, &change);
+                Ok(reply)
+            })
+        }),
+    );
+    router.any(&path, method_not_allowed);
+    router.any(&item, method_not_allowed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kv::MemKv;
+
+    const OFFER: Kind = Kind {
+        collection: "productOffering",
+        type_name: "ProductOffering",
+        base_path: "/tmf-api/productCatalogManagement/v4",
+        domain: "catalog",
+    };
+
+    fn tenant() -> Tenant {
+        Tenant { tenant_id: "t1".into(), key_id: "k1".into() }
+    }
+
+    /// Names must be present and non-empty; `price` may not be negative.
+    struct NameRequired;
+
+    impl<B: KvBackend> Hooks<B> for NameRequired {
+        fn validate(&self, _: &Env<'_, B>, _: &Kind, _: Option<&Value>, next: Value) -> Result<Value, ApiError> {
+            match next.get("name") {
+                Some(Value::String(s)) if !s.trim().is_empty() => Ok(next),
+                _ => Err(ApiError::unprocessable("name is mandatory")),
+            }
+        }
+        fn before_delete(&self, _: &Env<'_, B>, _: &Kind, doc: &Value) -> Result<(), ApiError> {
+            if doc["lifecycleStatus"] == "active" {
+                return Err(ApiError::conflict("an active offering cannot be deleted"));
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn create_stamps_and_validates() {
+        let store = Store::new(MemKv::default());
+        let t = tenant();
+        let env = Env::new(&store, &t);
+        let docs = env.resources(OFFER);
+        let c = docs.create(&env, &NameRequired, json!({"name": "Mobile S"})).unwrap();
+        let doc = c.after.clone().unwrap();
+        let id = c.id().to_string();
+        assert_eq!(doc["href"], format!("/tmf-api/productCatalogManagement/v4/productOffering/{id}"));
+        assert_eq!(doc["@type"], "ProductOffering");
+        assert!(doc["lastUpdate"].as_str().unwrap().ends_with('Z'));
+        assert_eq!(c.event_types(), vec!["ProductOfferingCreateEvent"]);
+        assert_eq!(docs.get(&id).unwrap().data, doc);
+
+        let e = docs.create(&env, &NameRequired, json!({"name": " "})).unwrap_err();
+        assert_eq!(e.status, 422);
+        let e = docs.create(&env, &NameRequired, json!({"id": "x", "name": "n"})).unwrap_err();
+        assert_eq!(e.status, 400);
+        let e = docs.create(&env, &NameRequired, json!([1])).unwrap_err();
+        assert_eq!(e.status, 400);
+        assert_eq!(docs.all().unwrap().len(), 1, "refused creates store nothing");
+    }
+
+    #[test]
+    fn patch_merges_keeps_ids_and_checks_versions() {
+        let store = Store::new(MemKv::default());
+        let t = tenant();
+        let env = Env::new(&store, &t);
+        let docs = env.resources(OFFER);
+        let id = docs.create(&env, &NameRequired, json!({"name": "A", "lifecycleStatus": "inDesign", "x": 1})).unwrap();
+        let id = id.id().to_string();
+
+        let c =
+            docs.patch(&env, &NameRequired, &id, &json!({"lifecycleStatus": "active", "x": null}), Some(1)).unwrap();
+        let after = c.after.clone().unwrap();
+        assert_eq!(after["lifecycleStatus"], "active");
+        assert!(after.get("x").is_none());
+        assert_eq!(c.version, 2);
+        assert_eq!(
+            c.event_types(),
+            vec!["ProductOfferingAttributeValueChangeEvent", "ProductOfferingStateChangeEvent"]
+        );
+
+        assert_eq!(docs.patch(&env, &NameRequired, &id, &json!({"name": "B"}), Some(1)).unwrap_err().status, 412);
+        assert_eq!(docs.patch(&env, &NameRequired, &id, &json!({"id": "other"}), None).unwrap_err().status, 400);
+        assert_eq!(docs.patch(&env, &NameRequired, &id, &json!({"name": null}), None).unwrap_err().status, 422);
+        assert_eq!(docs.patch(&env, &NameRequired, "nope", &json!({"name": "B"}), None).unwrap_err().status, 404);
+        assert_eq!(docs.get(&id).unwrap().data, after, "refused patches change nothing");
+
+        assert_eq!(docs.delete(&env, &NameRequired, &id).unwrap_err().status, 409);
+        docs.patch(&env, &NameRequired, &id, &json!({"lifecycleStatus": "retired"}), None).unwrap();
+        let d = docs.delete(&env, &NameRequired, &id).unwrap();
+        assert_eq!(d.event_types(), vec!["ProductOfferingDeleteEvent"]);
+        assert_eq!(docs.get(&id).unwrap_err().status, 404);
+    }
+
+    #[test]
+    fn upsert_keeps_ids_and_is_idempotent() {
+        let store = Store::new(MemKv::default());
+        let t = tenant();
+        let env = Env::new(&store, &t);
+        let docs = env.resources(OFFER);
+        let first = docs.upsert(&env, &NoHooks, json!({"id": "po-1", "name": "A"})).unwrap();
+        assert_eq!(first.action(), "created");
+        let again = docs.upsert(&env, &NoHooks, json!({"id": "po-1", "name": "A"})).unwrap();
+        assert_eq!(again.before, again.after, "re-importing the same document changes nothing");
+        assert_eq!(docs.get("po-1").unwrap().version, 1);
+        let changed = docs.upsert(&env, &NoHooks, json!({"id": "po-1", "name": "B"})).unwrap();
+        assert_eq!(changed.action(), "updated");
+        assert_eq!(docs.get("po-1").unwrap().version, 2);
+        assert_eq!(docs.upsert(&env, &NoHooks, json!({"id": "a/b", "name": "x"})).unwrap_err().status, 422);
+    }
+
+    #[test]
+    fn if_match_forms() {
+        let ctx = |v: &str| Ctx::new("PATCH", "/x", &[("If-Match", v)], "");
+        assert_eq!(if_match(&ctx("\"3\"")).unwrap(), Some(3));
+        assert_eq!(if_match(&ctx("W/\"4\"")).unwrap(), Some(4));
+        assert_eq!(if_match(&ctx("*")).unwrap(), None);
+        assert_eq!(if_match(&ctx("abc")).unwrap_err().status, 400);
+        assert_eq!(if_match(&Ctx::new("PATCH", "/x", &[], "")).unwrap(), None);
+    }
+}
