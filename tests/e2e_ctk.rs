@@ -1,0 +1,48 @@
+//! The TM Forum conformance kits against the real host: starts bss-host with the test app, creates
+//! a tenant and runs `ctk/run tmf620 <base> -H "Authorization: Bearer <key>"`, which must end with
+//! `N passed, 0 failed`. Run with `cargo test -p bss-host --test e2e_ctk`.
+//!
+//! The kits live beside the repository (`../shared/ctk`, or `$BSS_CTK_DIR`); they run on node
+//! (newman is installed by the kit's runner on first use), so this test needs `node` and `npm`.
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::Command;
+use support::*;
+
+fn ctk_runner() -> PathBuf {
+    let dir =
+        std::env::var_os("BSS_CTK_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("../shared/ctk"));
+    let run = dir.join("run");
+    assert!(
+        run.exists(),
+        "the TM Forum conformance kits are not at {} (set BSS_CTK_DIR to the folder holding `run`)",
+        dir.display()
+    );
+    run
+}
+
+/// Runs one kit against `base`; the runner's output and its last line.
+fn run_kit(kit: &str, base: &str, key: &str) -> (bool, String, String) {
+    let out = Command::new("python3")
+        .arg(ctk_runner())
+        .args([kit, base, "-H", &format!("Authorization: Bearer {key}")])
+        .output()
+        .expect("running the conformance kit (python3)");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let last = stdout.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default().to_string();
+    let text = format!("{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), last, text)
+}
+
+#[test]
+fn tmf620_product_catalog_conformance_kit_passes() {
+    let (host, _dir) = Host::start(HostOptions::default());
+    let (_, key) = create_tenant(&host, "CTK");
+    let base = host.url("/tmf-api/productCatalogManagement/v4/");
+    let (ok, last, text) = run_kit("tmf620", &base, &key);
+    assert!(ok && last.ends_with(" passed, 0 failed"), "TMF620 kit failed: {last}\n{text}");
+    let passed: u32 = last.split_whitespace().next().and_then(|n| n.parse().ok()).unwrap_or(0);
+    assert!(passed > 100, "the kit ran too few assertions: {last}");
+}
