@@ -33,6 +33,9 @@ use super::rule::{Fired, PricingRule, apply_rules};
 use super::{Kind, Lifecycle, Problem, Snapshot};
 use crate::money::{Currency, Money, RoundingRule};
 
+/// A kind of charge: price type and recurring period.
+type ChargeKey = (PriceType, Option<(PeriodType, u32)>);
+
 /// Most items in one basket.
 pub const MAX_ITEMS: usize = 100;
 /// Most existing products considered.
@@ -342,7 +345,9 @@ pub fn price(basket: &Basket, snap: &Snapshot, rounding: RoundingRule) -> Result
             .filter_map(|d| PriceView::read(d).ok())
             .filter(|p| p.lifecycle != Lifecycle::Retired && p.valid_for.contains(basket.at))
             .collect();
-        let mut charged = 0;
+        // Charges by (type, period): each must be sold in the basket's currency, or the basket
+        // would silently miss a charge.
+        let mut charges: BTreeMap<ChargeKey, (Vec<String>, bool)> = BTreeMap::new();
         for p in &prices {
             if p.price_type == PriceType::Usage {
                 if let Some(t) = &p.tariff_id {
@@ -355,11 +360,15 @@ pub fn price(basket: &Basket, snap: &Snapshot, rounding: RoundingRule) -> Result
                 }
                 continue;
             }
-            charged += 1;
+            let period =
+                (p.price_type == PriceType::Recurring).then(|| p.period_type.map(|t| (t, p.period_length))).flatten();
+            let charge = charges.entry((p.price_type, period)).or_default();
+            charge.0.push(format!("{:?}", p.name));
             let Some(version) = p.current_version(basket.at) else { continue };
             if version.price.currency != basket.currency {
                 continue;
             }
+            charge.1 = true;
             let applicable: Vec<&PricingRule> =
                 rules.iter().filter(|r| r.applies(&o.id, p.price_type, &present, basket.at)).collect();
             let (net_unit, fired) = apply_rules(version.price, &applicable);
@@ -382,16 +391,20 @@ pub fn price(basket: &Basket, snap: &Snapshot, rounding: RoundingRule) -> Result
                 tax_category: p.tax_category.clone(),
             });
         }
-        if charged > 0 && !lines.iter().any(|l| l.item == i) {
-            problems.push(Problem::new(
-                "currency",
-                format!(
-                    "offering {} has no price in {} at {}",
-                    q(snap, &o.id),
-                    basket.currency,
-                    basket.at.to_rfc3339()
-                ),
-            ));
+        for ((price_type, _), (names, sold)) in charges {
+            if !sold {
+                problems.push(Problem::new(
+                    "currency",
+                    format!(
+                        "offering {} has no {} price in {} at {} ({})",
+                        q(snap, &o.id),
+                        price_type.as_str(),
+                        basket.currency,
+                        basket.at.to_rfc3339(),
+                        names.join(", ")
+                    ),
+                ));
+            }
         }
     }
     if !problems.is_empty() {
@@ -403,7 +416,7 @@ pub fn price(basket: &Basket, snap: &Snapshot, rounding: RoundingRule) -> Result
 
 /// Sums of lines per price type and period (in first-seen order of the key).
 pub fn totals(lines: &[Line], currency: Currency) -> Vec<Total> {
-    let mut sums: BTreeMap<(PriceType, Option<(PeriodType, u32)>), Money> = BTreeMap::new();
+    let mut sums: BTreeMap<ChargeKey, Money> = BTreeMap::new();
     for l in lines {
         let e = sums.entry((l.price_type, l.period)).or_insert_with(|| Money::zero(currency));
         e.amount += l.amount.amount;
@@ -568,7 +581,7 @@ mod tests {
         // No price in the currency.
         let mut usd = b.clone();
         usd.currency = Currency::new("USD").unwrap();
-        assert_eq!(rules(&price(&usd, &s, RoundingRule::HalfEven).unwrap_err()), ["currency", "currency"]);
+        assert_eq!(rules(&price(&usd, &s, RoundingRule::HalfEven).unwrap_err()), ["currency", "currency", "currency"]);
     }
 
     proptest! {

@@ -1,1 +1,154 @@
-//! `catalog`: placeholder while the component is written.
+//! `catalog`: the product catalog component (TMF620 v4 under
+//! `/tmf-api/productCatalogManagement/v4/`). Build with
+//! `cargo build --target wasm32-wasip2 --release -p catalog`; tested end to end by
+//! `cargo test -p bss-host --test e2e_catalog` and by the TM Forum kit (`../shared/ctk/run tmf620`).
+//!
+//! Thin: the generic TMF resource layer (`bss_kit::resource`) does create / list / get / merge
+//! PATCH / DELETE, ids, `href`, `lastUpdate`, ETags, `Idempotency-Key` and events (domain
+//! `catalog`); the domain (`bss_domain::catalog`) decides what is valid. This crate wires them:
+//!
+//! - Resources (TMF620): `catalog`, `category`, `productSpecification`, `productOffering`,
+//!   `productOfferingPrice`; BSS extensions with the same conventions: `tariff` (usage rating
+//!   definition) and `pricingRule` (cross-product discounts).
+//! - Every write is validated against the tenant's whole catalog ([`CatalogHooks::validate`]:
+//!   references exist, lifecycle transitions, activation completeness); a refused write answers
+//!   422 naming each problem and stores nothing. `lifecycleStatus` defaults to `inDesign`.
+//! - A delete of a resource still referred to by a non-retired resource answers 409 naming the
+//!   referrers.
+//! - `POST productOfferingPrice/{id}/priceChange` `{"price": {"unit", "value"}, "effectiveFrom"}`
+//!   appends a price version (extension; an active price's amount changes only this way).
+//! - `POST basketCheck` (extension): relationship/eligibility check and pricing of a basket;
+//!   200 with lines, fired rules and totals, or 422 listing every violation.
+//! - `GET exportCatalog` / `POST importCatalog` (extension): the catalog as one JSON document;
+//!   an import is validated whole, then upserted by id (re-importing changes nothing).
+//!
+//! Limits: the kit's 1 MiB JSON bodies and 10,000 documents per collection; 100 basket items;
+//! 5,000 documents per import. Checks read the tenant's whole catalog (7 list reads per write),
+//! which suits catalogs of thousands of documents, not millions.
+
+mod api;
+
+use bss_domain::catalog::{self as domain, Kind as DomainKind, Problem, Snapshot};
+use bss_kit::ApiError;
+use bss_kit::http::{Reply, handler, method_not_allowed, not_found};
+use bss_kit::kv::KvBackend;
+use bss_kit::resource::{self, Env, Hooks, Kind};
+use serde_json::Value;
+use spin_sdk::http::{Request, Response, Router};
+
+bss_kit::export_http!(route);
+
+/// The API base path.
+pub const BASE: &str = "/tmf-api/productCatalogManagement/v4";
+
+/// The resource-layer kind of a domain kind.
+pub fn kind(k: DomainKind) -> Kind {
+    Kind { collection: k.collection(), type_name: k.type_name(), base_path: BASE, domain: "catalog" }
+}
+
+fn domain_kind(k: &Kind) -> Result<DomainKind, ApiError> {
+    DomainKind::from_collection(k.collection)
+        .ok_or_else(|| ApiError::internal(format!("no catalog kind {}", k.collection)))
+}
+
+fn route(req: Request) -> Response {
+    let mut r = Router::new();
+    for k in DomainKind::ALL {
+        resource::register(&mut r, kind(k), CatalogHooks { price_change: false });
+    }
+    let price_change = format!("{BASE}/productOfferingPrice/:id/priceChange");
+    r.post(&price_change, handler(api::price_change));
+    r.any(&price_change, method_not_allowed);
+    r.post(&format!("{BASE}/basketCheck"), handler(api::basket_check));
+    r.any(&format!("{BASE}/basketCheck"), method_not_allowed);
+    r.get(&format!("{BASE}/exportCatalog"), handler(api::export_catalog));
+    r.any(&format!("{BASE}/exportCatalog"), method_not_allowed);
+    r.post(&format!("{BASE}/importCatalog"), handler(api::import_catalog));
+    r.any(&format!("{BASE}/importCatalog"), method_not_allowed);
+    r.any("/*", not_found);
+    r.handle(req)
+}
+
+/// The tenant's whole catalog.
+pub fn snapshot<B: KvBackend>(env: &Env<'_, B>) -> Result<Snapshot, ApiError> {
+    let mut snap = Snapshot::new();
+    for k in DomainKind::ALL {
+        for doc in env.resources(kind(k)).all()? {
+            snap.insert(k, doc);
+        }
+    }
+    Ok(snap)
+}
+
+/// A TMF error answer whose message joins every problem and whose body also lists them
+/// (`problems: [{field, message}]`).
+pub fn problems_reply(error: ApiError, problems: &[Problem]) -> Reply {
+    let mut reply = error.into_reply();
+    if let Ok(mut body) = serde_json::from_slice::<Value>(&reply.body) {
+        body["problems"] = serde_json::to_value(problems).unwrap_or(Value::Null);
+        reply.body = serde_json::to_vec(&body).unwrap_or_default();
+    }
+    reply
+}
+
+/// 422 naming every problem.
+pub fn invalid(problems: &[Problem]) -> ApiError {
+    ApiError::unprocessable(domain::describe(problems)).with_code("INVALID_RESOURCE")
+}
+
+/// The catalog's rules on every write. `price_change` lets a price's amount change (only the
+/// priceChange action sets it).
+#[derive(Debug, Clone, Copy)]
+pub struct CatalogHooks {
+    /// Whether the write is a priceChange.
+    pub price_change: bool,
+}
+
+impl<B: KvBackend> Hooks<B> for CatalogHooks {
+    fn validate(
+        &self,
+        env: &Env<'_, B>,
+        kind: &Kind,
+        before: Option<&Value>,
+        mut next: Value,
+    ) -> Result<Value, ApiError> {
+        let k = domain_kind(kind)?;
+        if let Value::Object(m) = &mut next {
+            domain::import::defaults(m);
+        }
+        let mut snap = snapshot(env)?;
+        snap.insert(k, next.clone());
+        // A priceChange may change what a patch may not: compare against the previous document
+        // with the new price attributes, so the other rules (lifecycle...) still apply.
+        let previous = before.map(|b| {
+            let mut p = b.clone();
+            if self.price_change {
+                for f in ["price", "priceVersion", "version"] {
+                    match next.get(f) {
+                        Some(v) => p[f] = v.clone(),
+                        None => {
+                            p.as_object_mut().map(|m| m.remove(f));
+                        }
+                    }
+                }
+            }
+            p
+        });
+        domain::validate(k, &next, previous.as_ref(), &snap).map_err(|p| invalid(&p))?;
+        Ok(next)
+    }
+
+    fn before_delete(&self, env: &Env<'_, B>, kind: &Kind, doc: &Value) -> Result<(), ApiError> {
+        let k = domain_kind(kind)?;
+        let id = doc.get("id").and_then(Value::as_str).unwrap_or_default();
+        let referrers = domain::referrers(k, id, &snapshot(env)?);
+        if referrers.is_empty() {
+            return Ok(());
+        }
+        Err(ApiError::conflict(format!(
+            "{k} {id} is still referred to by {}; change or retire them first",
+            referrers.join(", ")
+        ))
+        .with_code("STILL_REFERENCED"))
+    }
+}
