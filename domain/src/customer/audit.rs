@@ -132,10 +132,20 @@ fn walk(old: &Value, new: &Value, path: &mut String, out: &mut Vec<Change>, trun
 
 /// Replaces the personal values of a record with [`ERASED_VALUE`]; whether anything changed.
 pub fn scrub_personal(record: &mut AuditRecord) -> bool {
+    scrub_where(record, |top| !(KEPT_ON_ERASURE.contains(&top) || top == "status"))
+}
+
+/// Replaces the values under the top-level `attributes` only (e.g. a customer's `name` when its
+/// person is erased); whether anything changed.
+pub fn scrub_attributes(record: &mut AuditRecord, attributes: &[&str]) -> bool {
+    scrub_where(record, |top| attributes.contains(&top))
+}
+
+fn scrub_where(record: &mut AuditRecord, personal: impl Fn(&str) -> bool) -> bool {
     let mut changed = false;
     for c in &mut record.changes {
         let top = c.path.trim_start_matches('/').split('/').next().unwrap_or("");
-        if KEPT_ON_ERASURE.contains(&top) || top == "status" {
+        if !personal(top) {
             continue;
         }
         for v in [&mut c.old, &mut c.new] {
@@ -234,5 +244,10 @@ mod tests {
         }
         assert!(text.contains("validated"), "status is not personal: {text}");
         assert!(!scrub_personal(&mut r), "scrubbing twice changes nothing");
+        let (changes, _) = diff(None, Some(&json!({"name": "Ada", "creditLimit": {"unit": "EUR", "value": 1}})));
+        r.changes = changes;
+        assert!(scrub_attributes(&mut r, &["name"]));
+        assert_eq!(r.changes[0].new, json!({"unit": "EUR", "value": 1}));
+        assert_eq!(r.changes[1].new, json!(ERASED_VALUE));
     }
 }

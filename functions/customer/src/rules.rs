@@ -1,0 +1,295 @@
+//! The resource layer's hooks for customer management: validation through `bss_domain::customer`,
+//! references that must resolve, hierarchy checks, delete guards and the audit record of every write.
+
+use bss_domain::customer::account::{AccountType, hierarchy_attributes, ref_ids, related_party_ids, validate_account};
+use bss_domain::customer::audit::{Actor, AuditRecord, diff, record_key, scrub_attributes, scrub_personal};
+use bss_domain::customer::customer_record::{validate_customer, with_defaults};
+use bss_domain::customer::hierarchy::{Forest, HierarchyError, MAX_DEPTH, Node};
+use bss_domain::customer::partner::validate_party_role;
+use bss_domain::customer::party::{validate_individual, validate_organization};
+use bss_domain::customer::{Problem, Ref, RefKind};
+use bss_kit::ApiError;
+use bss_kit::ids::{now_ms, now_rfc3339, random_bytes};
+use bss_kit::kv::KvBackend;
+use bss_kit::resource::{Change, Env, Hooks, Kind, MAX_LISTED};
+use serde_json::Value;
+
+use crate::{
+    ACCOUNT_KINDS, BILLING_ACCOUNT, CUSTOMER_KIND, INDIVIDUAL, ORGANIZATION, PARTY_ACCOUNT, PARTY_ROLE,
+    SETTLEMENT_ACCOUNT,
+};
+
+/// Collection of the audit records.
+pub const AUDIT: &str = "auditRecord";
+/// Most audit records read for one resource.
+pub const MAX_AUDIT_READ: usize = 10_000;
+
+/// The hooks. `erasing` marks the writes of an erasure (validation of the erased form is the
+/// domain's own, and the audit record is scrubbed before it is written).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Rules {
+    /// The write is (part of) an erasure.
+    pub erasing: bool,
+}
+
+/// The answer of a domain refusal.
+pub fn problem(p: Problem) -> ApiError {
+    match p.status() {
+        400 => ApiError::bad_request(p.to_string()).with_code("INVALID_ATTRIBUTE"),
+        409 => ApiError::conflict(p.to_string()),
+        _ => ApiError::unprocessable(p.to_string()),
+    }
+}
+
+/// The kind of a reference.
+pub fn kind_of(r: RefKind) -> Kind {
+    match r {
+        RefKind::Individual => INDIVIDUAL,
+        RefKind::Organization => ORGANIZATION,
+        RefKind::Customer => CUSTOMER_KIND,
+        RefKind::BillingAccount => BILLING_ACCOUNT,
+        RefKind::PartyAccount => PARTY_ACCOUNT,
+        RefKind::SettlementAccount => SETTLEMENT_ACCOUNT,
+    }
+}
+
+fn account_type(kind: &Kind) -> Option<AccountType> {
+    match kind.collection {
+        "billingAccount" => Some(AccountType::Billing),
+        "partyAccount" => Some(AccountType::Party),
+        "settlementAccount" => Some(AccountType::Settlement),
+        _ => None,
+    }
+}
+
+/// Every reference must resolve (422 naming the attribute otherwise).
+pub fn resolve<B: KvBackend>(env: &Env<'_, B>, refs: &[Ref]) -> Result<(), ApiError> {
+    for r in refs {
+        if env.resources(kind_of(r.kind)).find(&r.id)?.is_none() {
+            return Err(problem(r.unresolved()));
+        }
+    }
+    Ok(())
+}
+
+/// The forest of the tenant's accounts of `kind`; 409 when there are more than the layer lists.
+pub fn forest<B: KvBackend>(env: &Env<'_, B>, kind: Kind) -> Result<(Forest, Vec<Value>), ApiError> {
+    let docs = env.resources(kind).all()?;
+    if docs.len() >= MAX_LISTED {
+        return Err(ApiError::conflict(format!(
+            "hierarchy operations support at most {} {} accounts per tenant for now",
+            MAX_LISTED - 1,
+            kind.collection
+        )));
+    }
+    let mut f = Forest::new();
+    for d in &docs {
+        if let Some(id) = d.get("id").and_then(Value::as_str) {
+            let (parent, bill_roll_up) = hierarchy_attributes(d);
+            f.insert(id, Node { parent, bill_roll_up });
+        }
+    }
+    Ok((f, docs))
+}
+
+/// The answer of a refused hierarchy operation.
+pub fn hierarchy_error(e: HierarchyError) -> ApiError {
+    match e {
+        HierarchyError::Broken(_) => ApiError::conflict(e.to_string()),
+        other => ApiError::unprocessable(format!("parentAccount: {other}")),
+    }
+}
+
+fn check_hierarchy<B: KvBackend>(
+    env: &Env<'_, B>,
+    kind: &Kind,
+    before: Option<&Value>,
+    next: &Value,
+    parent: Option<&str>,
+) -> Result<(), ApiError> {
+    let old_parent = before.and_then(|b| hierarchy_attributes(b).0);
+    if before.is_some() && old_parent.as_deref() == parent {
+        return Ok(());
+    }
+    let id = next.get("id").and_then(Value::as_str).unwrap_or_default();
+    let (mut f, _) = forest(env, *kind)?;
+    if before.is_none() {
+        // A new account has no subtree: only its parent's depth matters.
+        if let Some(p) = parent {
+            let depth = f.path_to_root(p).map_err(hierarchy_error)?.len() + 1;
+            if depth > MAX_DEPTH {
+                return Err(hierarchy_error(HierarchyError::TooDeep { depth }));
+            }
+        }
+        return Ok(());
+    }
+    f.move_to(id, parent).map_err(hierarchy_error)
+}
+
+impl<B: KvBackend> Hooks<B> for Rules {
+    fn validate(&self, env: &Env<'_, B>, kind: &Kind, before: Option<&Value>, next: Value) -> Result<Value, ApiError> {
+        match kind.collection {
+            "individual" => {
+                if !self.erasing {
+                    validate_individual(&next, before, chrono::Utc::now().date_naive()).map_err(problem)?;
+                }
+                Ok(next)
+            }
+            "organization" => {
+                validate_organization(&next).map_err(problem)?;
+                Ok(next)
+            }
+            "customer" => {
+                let next = if before.is_none() { with_defaults(next) } else { next };
+                let refs = validate_customer(&next, before).map_err(problem)?;
+                resolve(env, &refs)?;
+                Ok(next)
+            }
+            "partyRole" => {
+                let refs = validate_party_role(&next).map_err(problem)?;
+                resolve(env, &refs)?;
+                Ok(next)
+            }
+            _ => {
+                let t = account_type(kind)
+                    .ok_or_else(|| ApiError::internal(format!("no rules for {}", kind.collection)))?;
+                let info = validate_account(t, &next).map_err(problem)?;
+                resolve(env, &info.refs)?;
+                check_hierarchy(env, kind, before, &next, info.parent.as_deref())?;
+                Ok(next)
+            }
+        }
+    }
+
+    fn before_delete(&self, env: &Env<'_, B>, kind: &Kind, doc: &Value) -> Result<(), ApiError> {
+        let id = doc.get("id").and_then(Value::as_str).unwrap_or_default();
+        let refused = |what: &str, by: &Kind, other: &Value| {
+            let other_id = other.get("id").and_then(Value::as_str).unwrap_or_default();
+            Err(ApiError::conflict(format!(
+                "{} {id} cannot be deleted: {} {other_id} {what}",
+                kind.collection, by.collection
+            )))
+        };
+        match kind.collection {
+            "individual" | "organization" => {
+                for c in env.resources(CUSTOMER_KIND).all()? {
+                    if ref_ids(&c, "engagedParty").iter().any(|r| r == id) {
+                        return refused("is engaged with it", &CUSTOMER_KIND, &c);
+                    }
+                }
+                for r in env.resources(PARTY_ROLE).all()? {
+                    if ref_ids(&r, "engagedParty").iter().any(|x| x == id) {
+                        return refused("is engaged with it", &PARTY_ROLE, &r);
+                    }
+                }
+                for k in ACCOUNT_KINDS {
+                    for a in env.resources(k).all()? {
+                        if related_party_ids(&a).iter().any(|x| x == id) {
+                            return refused("names it as a related party", &k, &a);
+                        }
+                    }
+                }
+            }
+            "customer" => {
+                for k in ACCOUNT_KINDS {
+                    for a in env.resources(k).all()? {
+                        if related_party_ids(&a).iter().any(|x| x == id) {
+                            return refused("names it as a related party", &k, &a);
+                        }
+                    }
+                }
+            }
+            "partyRole" => {}
+            _ => {
+                for a in env.resources(*kind).all()? {
+                    if hierarchy_attributes(&a).0.as_deref() == Some(id) {
+                        return refused("is its child (move or delete the children first)", kind, &a);
+                    }
+                }
+                for by in [CUSTOMER_KIND, PARTY_ROLE] {
+                    for c in env.resources(by).all()? {
+                        if ref_ids(&c, "account").iter().any(|x| x == id) {
+                            return refused("refers to it in account", &by, &c);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn after_write(&self, env: &Env<'_, B>, change: &Change) -> Result<(), ApiError> {
+        let action = match change.action() {
+            "created" => "create",
+            "deleted" => "delete",
+            _ if self.erasing => "erase",
+            _ => {
+                let parent = |d: &Option<Value>| d.as_ref().and_then(|d| hierarchy_attributes(d).0);
+                if account_type(&change.kind).is_some() && parent(&change.before) != parent(&change.after) {
+                    "move"
+                } else {
+                    "patch"
+                }
+            }
+        };
+        let (changes, truncated) = diff(change.before.as_ref(), change.after.as_ref());
+        let at_ms = now_ms();
+        let nonce: String = random_bytes::<4>().iter().map(|b| format!("{b:02x}")).collect();
+        let resource_id = change.id().to_string();
+        let id = record_key(&resource_id, at_ms, &nonce);
+        let mut record = AuditRecord {
+            id: id.clone(),
+            type_name: "AuditRecord".into(),
+            resource_type: change.kind.type_name.into(),
+            resource_id,
+            action: action.into(),
+            actor: Actor { tenant_id: env.tenant.tenant_id.clone(), key_id: env.tenant.key_id.clone() },
+            at: now_rfc3339(),
+            resource_version: change.version,
+            changes,
+            truncated,
+        };
+        if self.erasing {
+            if change.kind.collection == "individual" {
+                scrub_personal(&mut record);
+            } else {
+                scrub_attributes(&mut record, &["name"]);
+            }
+        }
+        let mut doc = serde_json::to_value(&record).map_err(|e| ApiError::internal(e.to_string()))?;
+        doc["href"] = Value::String(format!("{}/{AUDIT}/{id}", crate::CUSTOMER));
+        env.store.tenant(&env.tenant.tenant_id).create(AUDIT, &id, doc)?;
+        Ok(())
+    }
+}
+
+/// Scrubs the audit records of one resource: all personal values (`attributes: None`) or only
+/// those under the given attributes; how many records changed.
+pub fn scrub_trail<B: KvBackend>(
+    env: &Env<'_, B>,
+    resource_id: &str,
+    attributes: Option<&[&str]>,
+) -> Result<usize, ApiError> {
+    let prefix = format!("t/{}/{AUDIT}/{resource_id}:", env.tenant.tenant_id);
+    let mut scrubbed = 0;
+    for (key, doc) in env.store.list::<Value>(&prefix, MAX_AUDIT_READ)? {
+        let mut record: AuditRecord = match serde_json::from_value(doc.data.clone()) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("customer: unreadable audit record {key}: {e}");
+                continue;
+            }
+        };
+        let changed = match attributes {
+            None => scrub_personal(&mut record),
+            Some(a) => scrub_attributes(&mut record, a),
+        };
+        if changed {
+            let mut next = serde_json::to_value(&record).map_err(|e| ApiError::internal(e.to_string()))?;
+            next["href"] = doc.data.get("href").cloned().unwrap_or(Value::Null);
+            env.store.put(&key, next)?;
+            scrubbed += 1;
+        }
+    }
+    Ok(scrubbed)
+}
