@@ -154,6 +154,33 @@ fn every_resource_has_tmf_crud_and_lists() {
     // Unknown route, wrong method.
     assert_eq!(api.get("productThing").status, 404);
     assert_eq!(api.call("PUT", "productOffering", Some(&json!({}))).status, 405);
+    // Idempotency-Key: the same create twice answers the first result and stores one document.
+    let before = api.count("productSpecification");
+    let idem = |body: &str| {
+        send(
+            "POST",
+            &api.url("productSpecification"),
+            &[
+                ("Authorization", api.auth.as_str()),
+                ("Content-Type", "application/json"),
+                ("Idempotency-Key", "spec-42"),
+            ],
+            Some(body.as_bytes()),
+        )
+    };
+    let first = idem(r#"{"name": "Idempotent"}"#);
+    let again = idem(r#"{"name": "Idempotent"}"#);
+    assert_eq!((first.status, again.status), (201, 201), "{}", again.body);
+    assert_eq!(first.json()["id"], again.json()["id"]);
+    assert_eq!(api.count("productSpecification"), before + 1);
+    assert!(idem(r#"{"name": "Other"}"#).status >= 400);
+    // Another tenant sees nothing of this catalog.
+    let (_, other) = create_tenant(&api.host, "Other operator");
+    let other = format!("Bearer {other}");
+    let a = send("GET", &api.url(&format!("productOffering/{offering}")), &[("Authorization", other.as_str())], None);
+    assert_eq!(a.status, 404);
+    let a = send("GET", &api.url("productOffering"), &[("Authorization", other.as_str())], None);
+    assert_eq!(a.header("x-total-count"), Some("0"));
     // No key, no catalog.
     assert_eq!(send("GET", &api.url("productOffering"), &[], None).status, 401);
 }

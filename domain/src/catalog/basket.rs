@@ -585,6 +585,33 @@ mod tests {
     }
 
     proptest! {
+        /// Soundness against an independent oracle: a basket passes the check exactly when the
+        /// resulting products satisfy every requires / addOnOf / excludes rule and every added
+        /// offering is orderable.
+        #[test]
+        fn check_agrees_with_the_rules(adds in prop::collection::vec(0usize..9, 1..5), existing in prop::collection::vec(0usize..9, 0..4)) {
+            let s = snap();
+            let ids = ["bb", "dsl", "tv", "mob-m", "mob-l", "sim", "old", "ent", "bb"];
+            let b = basket(
+                &adds.iter().map(|i| (ids[*i], Action::Add, None)).collect::<Vec<_>>(),
+                &existing.iter().map(|i| ids[*i]).collect::<Vec<_>>(),
+            );
+            let result = resulting_products(&b, &s);
+            let has = |x: &str| result.contains(x);
+            let mut ok = adds.iter().all(|i| ids[*i] != "old");
+            for id in &result {
+                let o = OfferingView::read(s.get(Kind::ProductOffering, id).unwrap()).unwrap();
+                ok &= o.related(RelationshipType::Requires).all(has);
+                ok &= o.related(RelationshipType::Excludes).all(|x| !has(x));
+                let hosts: Vec<&str> = o.related(RelationshipType::AddOnOf).collect();
+                ok &= hosts.is_empty() || hosts.iter().any(|h| has(h));
+            }
+            let violations = check(&b, &s);
+            prop_assert_eq!(violations.is_empty(), ok, "{:?}", violations);
+        }
+    }
+
+    proptest! {
         #[test]
         fn totals_are_sums_of_lines(qty in prop::collection::vec(1u32..50, 1..6), pick in prop::collection::vec(0usize..4, 1..6)) {
             let s = snap();
