@@ -313,7 +313,7 @@ fn lifecycle_references_and_price_versions() {
     assert_eq!(api.get(&format!("productOffering/{offer}")).json()["lifecycleStatus"], "inDesign");
     let a = api.patch(
         &format!("productOfferingPrice/{draft}"),
-        &json!({"price": {"unit": "EUR", "value": 20}, "recurringChargePeriodType": "month",
+        &json!({"price": {"unit": "EUR", "value": 20}, "recurringChargePeriodType": "month", "taxCategory": "standard",
                 "validFor": {"startDateTime": "2026-01-01T00:00:00Z"}, "lifecycleStatus": "active",
                 "grandfathering": {"policy": "keepPurchasedPrice", "durationMonths": 6}}),
     );
@@ -537,4 +537,30 @@ fn sample_catalog_imports_and_the_basket_rules_hold() {
         400,
         &["productOffering"],
     );
+}
+
+/// `bss_queue_published_total{component="catalog"}` from the admin port.
+fn published(api: &Api) -> u64 {
+    let text = get(&api.host.admin("/metrics")).body;
+    text.lines()
+        .find(|l| l.starts_with("bss_queue_published_total") && l.contains("component=\"catalog\""))
+        .and_then(|l| l.rsplit(' ').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+#[test]
+fn writes_publish_catalog_events() {
+    let api = Api::start();
+    let start = published(&api);
+    let id = api.create("productSpecification", json!({"name": "Evented"}));
+    assert_eq!(published(&api), start + 1, "create: ProductSpecificationCreateEvent");
+    assert_eq!(api.patch(&format!("productSpecification/{id}"), &json!({"description": "d"})).status, 200);
+    assert_eq!(published(&api), start + 2, "patch: AttributeValueChangeEvent");
+    assert_eq!(api.patch(&format!("productSpecification/{id}"), &json!({"lifecycleStatus": "active"})).status, 200);
+    assert_eq!(published(&api), start + 4, "state change: AttributeValueChange + StateChange");
+    assert_eq!(api.delete(&format!("productSpecification/{id}")).status, 204);
+    assert_eq!(published(&api), start + 5, "delete: DeleteEvent");
+    // Refused writes publish nothing.
+    assert_eq!(api.post("productSpecification", &json!({"name": ""})).status, 422);
+    assert_eq!(published(&api), start + 5);
 }

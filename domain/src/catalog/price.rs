@@ -5,7 +5,7 @@
 //!   `price {unit, value}`; `recurring` also `recurringChargePeriodType` (day|week|month|year)
 //!   and `recurringChargePeriodLength` (default 1); `usage` carries `tariff {id}`. A price may be
 //!   incomplete while `inDesign` (the TMF kit creates one with only a name and a type); it must be
-//!   complete to become `active` ([`PriceView::completeness`]).
+//!   complete to become `active` ([`PriceView::completeness`]), which includes a `taxCategory`.
 //! - Versions: `priceVersion: [{version, price, validFor: {startDateTime}}]` inside the document,
 //!   oldest first; top-level `version` is the latest version number (a string) and top-level
 //!   `price` the latest version's price. A document without `priceVersion` has one implicit
@@ -256,6 +256,9 @@ impl PriceView {
                 "a recurring price needs a period (day, week, month or year)",
             ));
         }
+        if self.tax_category.as_deref().is_none_or(|t| t.trim().is_empty()) {
+            problems.push(Problem::new("taxCategory", "a price needs a tax category (billing taxes by it)"));
+        }
         problems
     }
 
@@ -398,9 +401,8 @@ mod tests {
         let v = json!({"name": "Recurring Charge", "isBundle": false, "priceType": "recurring"});
         let p = PriceView::read(&v).unwrap();
         let problems = p.completeness();
-        assert_eq!(problems.len(), 2, "{problems:?}");
-        assert_eq!(problems[0].field, "price");
-        assert_eq!(problems[1].field, "recurringChargePeriodType");
+        let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(fields, ["price", "recurringChargePeriodType", "taxCategory"]);
     }
 
     #[test]

@@ -233,7 +233,7 @@ mod tests {
         s.insert(
             Kind::ProductOfferingPrice,
             json!({"id": "p1", "name": "Monthly", "priceType": "recurring",
-            "recurringChargePeriodType": "month", "price": {"unit": "EUR", "value": 20}, "lifecycleStatus": "active"}),
+            "recurringChargePeriodType": "month", "price": {"unit": "EUR", "value": 20}, "taxCategory": "standard", "lifecycleStatus": "active"}),
         );
         s.insert(Kind::ProductOfferingPrice, json!({"id": "p2", "name": "Draft", "priceType": "recurring"}));
         s.insert(
@@ -269,7 +269,7 @@ mod tests {
         let draft = json!({"id": "o2", "name": "X", "productOfferingPrice": [{"id": "p2"}]});
         validate(Kind::ProductOffering, &draft, None, &s).unwrap();
         let p = json!({"id": "p3", "name": "Y", "priceType": "oneTime", "lifecycleStatus": "active"});
-        assert_eq!(fields(validate(Kind::ProductOfferingPrice, &p, None, &s)), ["price"]);
+        assert_eq!(fields(validate(Kind::ProductOfferingPrice, &p, None, &s)), ["price", "taxCategory"]);
     }
 
     #[test]
