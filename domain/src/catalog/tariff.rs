@@ -280,6 +280,30 @@ pub struct Allowance {
     pub overage: Overage,
 }
 
+/// Where and when a usage event happened, for [`Tariff::unit_rate`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UsageEvent<'a> {
+    /// Called number (international format, `+` or `00` allowed).
+    pub destination: Option<&'a str>,
+    /// Visited network (MCC-MNC) when roaming.
+    pub visited_network: Option<&'a str>,
+    /// Local time of the event (for time-of-day / day-of-week periods).
+    pub local_time: Option<NaiveDateTime>,
+}
+
+/// Which part of a tariff gave a rate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateSource {
+    /// `roamingZones[].rate`.
+    RoamingZone,
+    /// `destinationGroups[].rate`.
+    DestinationGroup,
+    /// `periods[].rate`.
+    Period,
+    /// `rate`.
+    Base,
+}
+
 /// The typed view of a `tariff` document.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -528,6 +552,24 @@ impl Tariff {
         self.roaming_zones.iter().find(|z| z.visited_networks.iter().any(|n| n == mcc_mnc))
     }
 
+    /// The rate per rating unit of one usage event, and where it came from: the roaming zone's
+    /// rate when the event happens in a zone that has one, else the destination group's, else
+    /// the time period's, else the base rate. `None` when none applies (a tariff rated by tiers
+    /// only: the rater charges a period's total with [`Tariff::tier_charge`]).
+    pub fn unit_rate(&self, event: &UsageEvent<'_>) -> Option<(Money, RateSource)> {
+        let zone = event.visited_network.and_then(|n| self.roaming_zone(n));
+        if let Some(rate) = zone.and_then(|z| z.rate) {
+            return Some((rate, RateSource::RoamingZone));
+        }
+        if let Some(rate) = event.destination.and_then(|d| self.destination(d)).and_then(|g| g.rate) {
+            return Some((rate, RateSource::DestinationGroup));
+        }
+        if let Some(rate) = event.local_time.and_then(|t| self.period(t)).and_then(|p| p.rate) {
+            return Some((rate, RateSource::Period));
+        }
+        self.rate.map(|r| (r, RateSource::Base))
+    }
+
     /// The period of a local time (the first matching one).
     pub fn period(&self, local: NaiveDateTime) -> Option<&Period> {
         self.periods.iter().find(|p| p.contains(local))
@@ -573,6 +615,22 @@ mod tests {
         assert_eq!(t.period(mon_eve).unwrap().name, "evening");
         assert!(t.period(mon_day).is_none());
         assert_eq!(t.allowances[1].overage, Overage::Block);
+    }
+
+    #[test]
+    fn unit_rate_precedence() {
+        let mut v = voice();
+        v["roamingZones"][0]["rate"] = json!({"unit": "EUR", "value": 0.30});
+        let t = Tariff::read(&v).unwrap();
+        let sat = NaiveDateTime::parse_from_str("2026-03-07 10:00", "%Y-%m-%d %H:%M").unwrap();
+        let rate = |destination, visited_network, local_time| {
+            let (m, src) = t.unit_rate(&UsageEvent { destination, visited_network, local_time }).unwrap();
+            (m.amount, src)
+        };
+        assert_eq!(rate(Some("33612"), Some("26201"), Some(sat)), (d("0.30"), RateSource::RoamingZone));
+        assert_eq!(rate(Some("33612"), None, Some(sat)), (d("0.12"), RateSource::DestinationGroup));
+        assert_eq!(rate(Some("4930"), None, Some(sat)), (d("0.05"), RateSource::Period));
+        assert_eq!(rate(None, Some("99999"), None), (d("0.10"), RateSource::Base));
     }
 
     #[test]
@@ -650,14 +708,15 @@ mod tests {
         }
 
         #[test]
-        fn longest_prefix_wins(number in "[0-9]{4,12}") {
+        fn longest_prefix_wins(number in "(00|\\+)?[0-9]{4,12}") {
             let t = Tariff::read(&voice()).unwrap();
-            if let Some(g) = t.destination(&number) {
-                let best = t.destination_groups.iter().flat_map(|g| g.prefixes.iter()).filter(|p| number.starts_with(p.as_str())).map(String::len).max().unwrap();
-                prop_assert!(g.prefixes.iter().any(|p| p.len() == best && number.starts_with(p.as_str())));
-            } else {
-                prop_assert!(!number.starts_with("33"));
-            }
+            // The oracle: the longest prefix of the national-significant digits, by brute force.
+            let digits = number.strip_prefix('+').or_else(|| number.strip_prefix("00")).unwrap_or(&number);
+            let best = t.destination_groups.iter()
+                .flat_map(|g| g.prefixes.iter().map(move |p| (p, g)))
+                .filter(|(p, _)| digits.starts_with(p.as_str()))
+                .max_by_key(|(p, _)| p.len());
+            prop_assert_eq!(t.destination(&number).map(|g| &g.name), best.map(|(_, g)| &g.name));
         }
     }
 }
