@@ -387,6 +387,12 @@ fn lifecycle_references_and_price_versions() {
     assert_eq!(price_at("2098-12-31T00:00:00Z"), ("1".to_string(), json!(20)));
     assert_eq!(price_at("2099-01-02T00:00:00Z"), ("2".to_string(), json!(24.5)));
 
+    // What the active offering uses cannot be retired under it.
+    assert_error(
+        &api.patch(&format!("productSpecification/{spec}"), &json!({"lifecycleStatus": "retired"})),
+        422,
+        &["cannot retire", "Mobile M"],
+    );
     // Retire: allowed; nothing leaves retired; still readable.
     let a = api.patch(&format!("productOffering/{offer}"), &json!({"lifecycleStatus": "retired"}));
     assert_eq!(a.status, 200, "{}", a.body);

@@ -94,6 +94,27 @@ pub fn validate(kind: Kind, doc: &Value, previous: Option<&Value>, snap: &Snapsh
     {
         problems.push(Problem::new("parentId", "a category cannot be its own parent"));
     }
+    // What an active offering uses cannot be retired under it.
+    if matches!(kind, Kind::ProductSpecification | Kind::ProductOfferingPrice)
+        && d.lifecycle() == Ok(Lifecycle::Retired)
+        && previous.is_none_or(|p| Doc::of(p).is_ok_and(|p| p.lifecycle_or_default() != Lifecycle::Retired))
+    {
+        for o in snap.all(Kind::ProductOffering) {
+            let Ok(od) = Doc::of(o) else { continue };
+            if od.lifecycle_or_default() == Lifecycle::Active
+                && references(Kind::ProductOffering, o).iter().any(|(k, id, _)| *k == kind && id == d.id())
+            {
+                problems.push(Problem::new(
+                    "lifecycleStatus",
+                    format!(
+                        "cannot retire it: the active offering {:?} ({}) uses it; retire or change that offering first",
+                        od.label(),
+                        od.id()
+                    ),
+                ));
+            }
+        }
+    }
     for (to, id, field) in references(kind, doc) {
         if snap.get(to, &id).is_none() {
             problems.push(Problem::new(field, format!("refers to {to} {id}, which does not exist")));
@@ -278,6 +299,25 @@ mod tests {
         let prev = json!({"id": "s1", "name": "Mobile line", "lifecycleStatus": "retired"});
         let next = json!({"id": "s1", "name": "Mobile line", "lifecycleStatus": "active"});
         assert_eq!(fields(validate(Kind::ProductSpecification, &next, Some(&prev), &s)), ["lifecycleStatus"]);
+    }
+
+    #[test]
+    fn what_an_active_offering_uses_cannot_be_retired() {
+        let s = snap();
+        let mut spec = s.get(Kind::ProductSpecification, "s1").unwrap().clone();
+        let prev = spec.clone();
+        spec["lifecycleStatus"] = json!("retired");
+        let e = validate(Kind::ProductSpecification, &spec, Some(&prev), &s).unwrap_err();
+        assert!(e[0].message.contains("\"Mobile M\" (o1)"), "{e:?}");
+        let mut price = s.get(Kind::ProductOfferingPrice, "p1").unwrap().clone();
+        let prev = price.clone();
+        price["lifecycleStatus"] = json!("retired");
+        assert_eq!(fields(validate(Kind::ProductOfferingPrice, &price, Some(&prev), &s)), ["lifecycleStatus"]);
+        // An unused one can.
+        let mut p2 = s.get(Kind::ProductOfferingPrice, "p2").unwrap().clone();
+        let prev = p2.clone();
+        p2["lifecycleStatus"] = json!("retired");
+        validate(Kind::ProductOfferingPrice, &p2, Some(&prev), &s).unwrap();
     }
 
     #[test]
