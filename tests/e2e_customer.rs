@@ -549,9 +549,31 @@ fn single_view_and_audit_trail() {
     assert!(changes.contains(&json!({"path": "/marketSegment", "old": null, "new": "enterprise"})), "{changes:?}");
     let moves = api.get(&format!("{CM}/auditRecord?resourceId={child}&action=move")).json();
     assert_eq!(moves[0]["changes"][0], json!({"path": "/parentAccount", "old": {"id": top}, "new": null}));
+    assert!(trail.as_array().unwrap().iter().all(|r| r["state"] == "recorded"), "{trail}");
+    // Concurrent changes: one record per change that was stored, none left pending by the
+    // attempts that lost a compare-and-swap.
+    let stored: usize = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..8)
+            .map(|i| {
+                let (api, path) = (&api, &path);
+                s.spawn(move || api.patch(path, json!({"marketSegment": format!("segment-{i}")})).status)
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).filter(|s| *s == 200).count()
+    });
+    assert!(stored >= 1);
+    let trail = api.get(&format!("{CM}/auditRecord?resourceId={customer}&limit=1000")).json();
+    let trail = trail.as_array().unwrap();
+    assert_eq!(trail.len(), 2 + stored, "{trail:?}");
+    assert!(trail.iter().all(|r| r["state"] == "recorded"), "{trail:?}");
+    // Records are in time order (milliseconds: two writes within one may list either way).
+    let mut versions: Vec<u64> = trail.iter().map(|r| r["resourceVersion"].as_u64().unwrap()).collect();
+    versions.sort_unstable();
+    assert_eq!(versions, (1..=2 + stored as u64).collect::<Vec<_>>(), "one record per stored version");
+    let path = &path;
     // Refused changes leave no record.
-    assert_error(&api.patch(&path, json!({"status": "initialized"})), 422, &["status"]);
-    assert_eq!(api.count(&format!("{CM}/auditRecord?resourceId={customer}")), 2);
+    assert_error(&api.patch(path, json!({"status": "initialized"})), 422, &["status"]);
+    assert_eq!(api.count(&format!("{CM}/auditRecord?resourceId={customer}")), 2 + stored);
     // Deletes are recorded too.
     assert_eq!(api.delete(&format!("{accounts}/{child}")).status, 204);
     assert_eq!(api.count(&format!("{CM}/auditRecord?resourceId={child}&action=delete")), 1);

@@ -7,7 +7,9 @@
 //!   record's `at` says when. At most [`MAX_CHANGES`] changes are kept per record (`truncated`
 //!   says when more were cut).
 //! - [`AuditRecord`] is what is stored; its key ([`record_key`]) is `<resourceId>:<at in ms,
-//!   zero-padded>-<nonce>`, so listing a resource's records in key order is time order.
+//!   zero-padded>-<nonce>`, so listing a resource's records in key order is time order. A record
+//!   is written ahead of its change ([`PENDING`]) and confirmed after it ([`RECORDED`]), so a
+//!   stopped function never loses one.
 //! - [`scrub_personal`] replaces every old/new value of a record with [`ERASED_VALUE`], except under
 //!   the non-personal attributes of [`super::party::KEPT_ON_ERASURE`] and `status`: used when a
 //!   person is erased, since a trail that keeps the erased name would defeat the erasure.
@@ -69,6 +71,28 @@ pub struct AuditRecord {
     /// Whether changes beyond [`MAX_CHANGES`] were cut.
     #[serde(default)]
     pub truncated: bool,
+    /// [`PENDING`] when written ahead of the change, [`RECORDED`] once the change is stored.
+    pub state: String,
+    /// `lastUpdate` of the document the change started from (`None` for a create).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub based_on: Option<String>,
+}
+
+/// A record written ahead of its change: the change may or may not have been stored (the
+/// function stopped before confirming it).
+pub const PENDING: &str = "pending";
+/// A record whose change is stored.
+pub const RECORDED: &str = "recorded";
+
+/// A short fingerprint (FNV-1a, 8 hex digits) of a document's text: with its `lastUpdate` it
+/// names one write, so the record written ahead and its confirmation share a key.
+pub fn fingerprint(text: &str) -> String {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in text.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    format!("{h:08x}")
 }
 
 /// The key of a record: `<resourceId>:<atMs, 15 digits>-<nonce>` (time-ordered per resource).
@@ -215,6 +239,9 @@ mod tests {
     fn keys_order_by_time() {
         assert!(record_key("r", 999, "z") < record_key("r", 1000, "a"));
         assert_eq!(record_key("r", 5, "n"), "r:000000000000005-n");
+        assert_eq!(fingerprint("abc"), fingerprint("abc"));
+        assert_ne!(fingerprint("abc"), fingerprint("abd"));
+        assert_eq!(fingerprint("").len(), 8);
     }
 
     #[test]
@@ -236,6 +263,8 @@ mod tests {
             resource_version: 2,
             changes,
             truncated: false,
+            state: RECORDED.into(),
+            based_on: None,
         };
         assert!(scrub_personal(&mut r));
         let text = serde_json::to_string(&r).unwrap();

@@ -2,14 +2,16 @@
 //! references that must resolve, hierarchy checks, delete guards and the audit record of every write.
 
 use bss_domain::customer::account::{AccountType, hierarchy_attributes, ref_ids, related_party_ids, validate_account};
-use bss_domain::customer::audit::{Actor, AuditRecord, diff, record_key, scrub_attributes, scrub_personal};
+use bss_domain::customer::audit::{
+    Actor, AuditRecord, PENDING, RECORDED, diff, fingerprint, record_key, scrub_attributes, scrub_personal,
+};
 use bss_domain::customer::customer_record::{validate_customer, with_defaults};
 use bss_domain::customer::hierarchy::{Forest, HierarchyError, MAX_DEPTH, Node};
 use bss_domain::customer::partner::validate_party_role;
 use bss_domain::customer::party::{validate_individual, validate_organization};
 use bss_domain::customer::{Problem, Ref, RefKind};
 use bss_kit::ApiError;
-use bss_kit::ids::{now_ms, now_rfc3339, random_bytes};
+use bss_kit::ids::{now_ms, now_rfc3339};
 use bss_kit::kv::KvBackend;
 use bss_kit::resource::{Change, Env, Hooks, Kind, MAX_LISTED};
 use serde_json::Value;
@@ -128,6 +130,33 @@ fn check_hierarchy<B: KvBackend>(
 
 impl<B: KvBackend> Hooks<B> for Rules {
     fn validate(&self, env: &Env<'_, B>, kind: &Kind, before: Option<&Value>, next: Value) -> Result<Value, ApiError> {
+        let next = self.check(env, kind, before, next)?;
+        // Written ahead: a function stopped between this and the write leaves a pending record,
+        // never a change without one.
+        self.write_audit(env, kind, before, Some(&next), 0, PENDING)?;
+        Ok(next)
+    }
+
+    fn before_delete(&self, env: &Env<'_, B>, kind: &Kind, doc: &Value) -> Result<(), ApiError> {
+        self.guard_delete(env, kind, doc)?;
+        self.write_audit(env, kind, Some(doc), None, 0, PENDING)?;
+        Ok(())
+    }
+
+    fn after_write(&self, env: &Env<'_, B>, change: &Change) -> Result<(), ApiError> {
+        self.write_audit(env, &change.kind, change.before.as_ref(), change.after.as_ref(), change.version, RECORDED)?;
+        Ok(())
+    }
+}
+
+impl Rules {
+    fn check<B: KvBackend>(
+        &self,
+        env: &Env<'_, B>,
+        kind: &Kind,
+        before: Option<&Value>,
+        next: Value,
+    ) -> Result<Value, ApiError> {
         match kind.collection {
             "individual" => {
                 if !self.erasing {
@@ -161,7 +190,7 @@ impl<B: KvBackend> Hooks<B> for Rules {
         }
     }
 
-    fn before_delete(&self, env: &Env<'_, B>, kind: &Kind, doc: &Value) -> Result<(), ApiError> {
+    fn guard_delete<B: KvBackend>(&self, env: &Env<'_, B>, kind: &Kind, doc: &Value) -> Result<(), ApiError> {
         let id = doc.get("id").and_then(Value::as_str).unwrap_or_default();
         let refused = |what: &str, by: &Kind, other: &Value| {
             let other_id = other.get("id").and_then(Value::as_str).unwrap_or_default();
@@ -218,39 +247,83 @@ impl<B: KvBackend> Hooks<B> for Rules {
         Ok(())
     }
 
-    fn after_write(&self, env: &Env<'_, B>, change: &Change) -> Result<(), ApiError> {
-        let action = match change.action() {
-            "created" => "create",
-            "deleted" => "delete",
+    fn action(&self, kind: &Kind, before: Option<&Value>, after: Option<&Value>) -> &'static str {
+        match (before, after) {
+            (None, _) => "create",
+            (_, None) => "delete",
             _ if self.erasing => "erase",
-            _ => {
-                let parent = |d: &Option<Value>| d.as_ref().and_then(|d| hierarchy_attributes(d).0);
-                if account_type(&change.kind).is_some() && parent(&change.before) != parent(&change.after) {
+            (Some(b), Some(a)) => {
+                if account_type(kind).is_some() && hierarchy_attributes(b).0 != hierarchy_attributes(a).0 {
                     "move"
                 } else {
                     "patch"
                 }
             }
+        }
+    }
+
+    /// Writes the audit record of a write: `PENDING` ahead of it, `RECORDED` after it, under the
+    /// same key (`<id>:<lastUpdate ms>-<fingerprint of the new document>`; a delete's pending
+    /// record is found by listing). Confirming a change also removes the pending records of
+    /// attempts that started from the same document and lost the compare-and-swap.
+    fn write_audit<B: KvBackend>(
+        &self,
+        env: &Env<'_, B>,
+        kind: &Kind,
+        before: Option<&Value>,
+        after: Option<&Value>,
+        version: u64,
+        state: &str,
+    ) -> Result<(), ApiError> {
+        let doc_id = |d: Option<&Value>| d.and_then(|d| d.get("id")).and_then(Value::as_str).map(str::to_string);
+        let resource_id = doc_id(after).or_else(|| doc_id(before)).unwrap_or_default();
+        let last_update =
+            |d: Option<&Value>| d.and_then(|d| d.get("lastUpdate")).and_then(Value::as_str).map(str::to_string);
+        let based_on = last_update(before);
+        let docs = env.store.tenant(&env.tenant.tenant_id);
+        let trail_prefix = format!("t/{}/{AUDIT}/{resource_id}:", env.tenant.tenant_id);
+        let (id, at) = match after {
+            Some(a) => {
+                let at = last_update(after).unwrap_or_else(now_rfc3339);
+                let ms = chrono::DateTime::parse_from_rfc3339(&at).map(|t| t.timestamp_millis()).unwrap_or(0);
+                (record_key(&resource_id, u64::try_from(ms).unwrap_or(0), &fingerprint(&a.to_string())), at)
+            }
+            None => {
+                let pending = if state == RECORDED {
+                    env.store
+                        .list::<Value>(&trail_prefix, MAX_AUDIT_READ)?
+                        .into_iter()
+                        .rev()
+                        .find(|(_, d)| d.data["action"] == "delete" && d.data["state"] == PENDING)
+                } else {
+                    None
+                };
+                match pending {
+                    Some((_, d)) => (
+                        d.data["id"].as_str().unwrap_or_default().to_string(),
+                        d.data["at"].as_str().unwrap_or_default().to_string(),
+                    ),
+                    None => (record_key(&resource_id, now_ms(), "delete"), now_rfc3339()),
+                }
+            }
         };
-        let (changes, truncated) = diff(change.before.as_ref(), change.after.as_ref());
-        let at_ms = now_ms();
-        let nonce: String = random_bytes::<4>().iter().map(|b| format!("{b:02x}")).collect();
-        let resource_id = change.id().to_string();
-        let id = record_key(&resource_id, at_ms, &nonce);
+        let (changes, truncated) = diff(before, after);
         let mut record = AuditRecord {
             id: id.clone(),
             type_name: "AuditRecord".into(),
-            resource_type: change.kind.type_name.into(),
-            resource_id,
-            action: action.into(),
+            resource_type: kind.type_name.into(),
+            resource_id: resource_id.clone(),
+            action: self.action(kind, before, after).into(),
             actor: Actor { tenant_id: env.tenant.tenant_id.clone(), key_id: env.tenant.key_id.clone() },
-            at: now_rfc3339(),
-            resource_version: change.version,
+            at,
+            resource_version: version,
             changes,
             truncated,
+            state: state.into(),
+            based_on: based_on.clone(),
         };
         if self.erasing {
-            if change.kind.collection == "individual" {
+            if kind.collection == "individual" {
                 scrub_personal(&mut record);
             } else {
                 scrub_attributes(&mut record, &["name"]);
@@ -258,7 +331,17 @@ impl<B: KvBackend> Hooks<B> for Rules {
         }
         let mut doc = serde_json::to_value(&record).map_err(|e| ApiError::internal(e.to_string()))?;
         doc["href"] = Value::String(format!("{}/{AUDIT}/{id}", crate::CUSTOMER));
-        env.store.tenant(&env.tenant.tenant_id).create(AUDIT, &id, doc)?;
+        docs.put(AUDIT, &id, doc)?;
+        if state == RECORDED && based_on.is_some() {
+            for (key, d) in env.store.list::<Value>(&trail_prefix, MAX_AUDIT_READ)? {
+                let lost = d.data["state"] == PENDING
+                    && d.data["id"].as_str() != Some(id.as_str())
+                    && d.data.get("basedOn").and_then(Value::as_str) == based_on.as_deref();
+                if lost {
+                    env.store.delete(&key)?;
+                }
+            }
+        }
         Ok(())
     }
 }
