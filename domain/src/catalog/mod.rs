@@ -19,6 +19,16 @@
 //!   is refused, naming the referrer ([`referrers`]).
 //! - All checks run against a [`Snapshot`] (the tenant's catalog in memory, or the catalog
 //!   overlaid with an import document), so one code path serves single writes and imports.
+//! - Prices ([`price`]): `priceType` oneTime|recurring|usage; complete (price, period, tariff,
+//!   tax category) before `active`. A price change appends a version effective from a date
+//!   (`priceVersion` inside the document); an active price's amount changes only that way.
+//!   Grandfathering: subscriptions keep the version they bought (for ever, or `durationMonths`
+//!   after the next version) unless the policy is `applyNewPrice` ([`price::applicable_version`]).
+//! - Pricing rules ([`rule`]): the highest-priority applicable rule decides — if it is not
+//!   stackable it applies alone, else every stackable rule compounds in priority order.
+//! - Baskets ([`basket`]): every violated relationship rule is reported, naming the rule; lines are
+//!   rounded once (named [`crate::money::RoundingRule`]) and totals are sums of rounded lines.
+//! - Import ([`import`]): the whole document is validated before anything is written.
 //! - Money is [`crate::money::Money`]; TMF prices `{"unit": "EUR", "value": 12.5}` are read
 //!   exactly through the number's text ([`money_from_json`]), never through `f64` arithmetic.
 

@@ -218,9 +218,10 @@ pub fn import_catalog(ctx: &Ctx, _: &Params) -> Result<Reply, ApiError> {
             if let Err(p) = domain::import::validate_import(&docs, &snapshot(env)?) {
                 return Ok(problems_reply(invalid(&p).with_code("INVALID_CATALOG"), &p));
             }
-            // Validated as a whole above, so each write needs no further check; the order of
-            // `docs` (dependencies first) keeps a partially applied import (a crash) consistent,
-            // and re-running it completes it.
+            // Validated as a whole above, so each write needs no further check. Writes go in
+            // dependency order (tariffs, specifications, prices, offerings, rules, categories,
+            // catalogs); they are not one transaction, so an import cut short (a crash) leaves
+            // part of it written, and re-running the same import completes it.
             let mut counts = Map::new();
             for k in DomainKind::ALL {
                 counts.insert(k.collection().into(), json!({"created": 0, "updated": 0, "unchanged": 0}));
