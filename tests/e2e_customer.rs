@@ -125,6 +125,27 @@ fn parties_are_created_read_listed_changed_and_deleted() {
     assert_eq!(a.header("location"), Some(format!("{people}/{id}").as_str()));
     assert!(a.header("etag").is_some());
 
+    // Idempotency-Key: the same request replays the first answer; the person is created once.
+    let idem = |body: &Value| {
+        send(
+            "POST",
+            &host.url(&people),
+            &[
+                ("Authorization", api.auth.as_str()),
+                ("Content-Type", "application/json"),
+                ("Idempotency-Key", "signup-42"),
+            ],
+            Some(body.to_string().as_bytes()),
+        )
+    };
+    let first = idem(&json!({"fullName": "Once Only"}));
+    assert_eq!(first.status, 201, "{}", first.body);
+    let again = idem(&json!({"fullName": "Once Only"}));
+    assert_eq!((again.status, again.json()["id"].clone()), (201, first.json()["id"].clone()));
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_error(&idem(&json!({"fullName": "Someone Else"})), 422, &["Idempotency-Key"]);
+    assert_eq!(api.count(&format!("{people}?fullName=Once%20Only")), 1);
+
     let got = api.get(&format!("{people}/{id}"));
     assert_eq!(got.status, 200);
     assert_eq!(got.json()["contactMedium"][0]["characteristic"]["emailAddress"], "ada@example.org");
@@ -158,7 +179,7 @@ fn parties_are_created_read_listed_changed_and_deleted() {
 
     assert_eq!(api.delete(&format!("{people}/{id}")).status, 204);
     assert_error(&api.get(&format!("{people}/{id}")), 404, &[&id]);
-    assert_eq!(api.count(&people), 1);
+    assert_eq!(api.count(&people), 2);
 }
 
 #[test]
@@ -390,6 +411,32 @@ fn account_hierarchies_move_in_one_call_and_never_cycle() {
     // An account with children cannot be deleted; a leaf can.
     assert_error(&api.delete(&format!("{accounts}/{b}")), 409, &["child"]);
     assert_eq!(api.delete(&format!("{accounts}/{e}")).status, 204);
+
+    // Concurrent moves that together would close a loop: never both stay.
+    for round in 0..6 {
+        let x = acc(&format!("x{round}"), None, false);
+        let y = acc(&format!("y{round}"), None, false);
+        let statuses: Vec<u16> = std::thread::scope(|s| {
+            let api = &api;
+            let (ax, ay) = (format!("{accounts}/{x}"), format!("{accounts}/{y}"));
+            let (bx, by) = (json!({"parentAccount": {"id": y}}), json!({"parentAccount": {"id": x}}));
+            let one = s.spawn(move || api.patch(&ax, bx).status);
+            let two = s.spawn(move || api.patch(&ay, by).status);
+            vec![one.join().unwrap(), two.join().unwrap()]
+        });
+        assert!(statuses.iter().all(|s| [200, 409, 422].contains(s)), "{statuses:?}");
+        assert!(statuses.iter().filter(|s| **s == 200).count() <= 1, "both moves answered 200: {statuses:?}");
+        let parent =
+            |id: &str| api.get(&format!("{accounts}/{id}")).json()["parentAccount"]["id"].as_str().map(str::to_string);
+        let (px, py) = (parent(&x), parent(&y));
+        assert!(
+            !(px.as_deref() == Some(y.as_str()) && py.as_deref() == Some(x.as_str())),
+            "a cycle stayed in round {round}"
+        );
+        for id in [&x, &y] {
+            assert_eq!(api.get(&format!("{accounts}/{id}/hierarchy")).status, 200);
+        }
+    }
 
     // Bad accounts: each a TMF error, nothing stored.
     let before = api.count(&accounts);

@@ -26,15 +26,20 @@
 //! refused with 422 naming the chain; depth ≤ 64, subtrees ≤ 10,000 accounts. The checks read the
 //! tenant's accounts of that type (at most 10,000 — the kit's `MAX_LISTED`; beyond that hierarchy
 //! changes are refused with 409 rather than checked on a partial forest). Two concurrent moves
-//! that together close a loop are not serialised yet (each is checked against the forest it read).
+//! can each pass their check and together close a loop; so after a move is stored its ancestors
+//! are walked again with fresh reads, and a move that closed a loop is reverted and answered 409
+//! (of two such moves at least the later check sees the loop, so none persists).
 //!
-//! Audit trail: the resource layer calls [`rules::Rules`]'s `after_write` right after a write is
-//! stored, which appends `{id, resourceType, resourceId, action, actor {tenantId, keyId}, at,
-//! resourceVersion, changes [{path, old, new}]}` under `auditRecord/<resourceId>:<ms>-<nonce>`.
-//! If the instance dies between the two writes (trap, time limit, host crash), the change is
-//! stored without its record; the window is one KV write. Writing the record first would need a
-//! resource-layer hook that runs before the store with the version about to be written (not there
-//! yet); with it, a record whose `resourceVersion` was never reached would be a known orphan.
+//! Audit trail: every create, patch, move, erase and delete writes `{id, resourceType,
+//! resourceId, action, actor {tenantId, keyId}, at, resourceVersion, changes [{path, old, new}],
+//! state, basedOn}` under `auditRecord/<resourceId>:<ms>-<fingerprint>` (time-ordered per
+//! resource; `GET .../auditRecord?resourceId=` reads only that key range). The record is written
+//! *ahead* of the change (`state: pending`, from the validation hook, once every rule passed) and
+//! confirmed under the same key after it (`state: recorded`, with the stored version), so a
+//! function that stops between the two (trap, time limit, host crash) leaves a pending record —
+//! the change may or may not have been stored — and never a change without a record. Pending
+//! records of attempts that lost a compare-and-swap (same `basedOn`, another key) are removed when
+//! the winning change is confirmed.
 //!
 //! Erasure (`POST .../individual/{id}/erase`): in this order, so that an erasure is never done
 //! unrecorded — (1) the `erasureRecord` (id = the party's id) is written; (2) the individual is

@@ -145,11 +145,57 @@ impl<B: KvBackend> Hooks<B> for Rules {
 
     fn after_write(&self, env: &Env<'_, B>, change: &Change) -> Result<(), ApiError> {
         self.write_audit(env, &change.kind, change.before.as_ref(), change.after.as_ref(), change.version, RECORDED)?;
-        Ok(())
+        self.recheck_move(env, change)
     }
 }
 
 impl Rules {
+    /// After a move is stored, walks its new ancestors with fresh reads: a concurrent move may have
+    /// closed a loop that neither check could see. Such a move is undone (back under its old
+    /// parent, or detached if that is refused) and answered 409.
+    fn recheck_move<B: KvBackend>(&self, env: &Env<'_, B>, change: &Change) -> Result<(), ApiError> {
+        let (Some(before), Some(after)) = (&change.before, &change.after) else { return Ok(()) };
+        let (old_parent, new_parent) = (hierarchy_attributes(before).0, hierarchy_attributes(after).0);
+        if account_type(&change.kind).is_none() || old_parent == new_parent || new_parent.is_none() {
+            return Ok(());
+        }
+        let id = change.id().to_string();
+        let accounts = env.resources(change.kind);
+        let mut chain = Vec::new();
+        let mut cur = new_parent.clone();
+        while let Some(p) = cur {
+            chain.push(p.clone());
+            if p == id {
+                let set_parent = |parent: Option<String>| {
+                    move |doc: &Value| {
+                        let mut next = doc.clone();
+                        if let Value::Object(m) = &mut next {
+                            match &parent {
+                                Some(op) => m.insert("parentAccount".into(), serde_json::json!({"id": op})),
+                                None => m.remove("parentAccount"),
+                            };
+                        }
+                        Ok(next)
+                    }
+                };
+                if let Err(e) = accounts.modify(env, self, &id, set_parent(old_parent.clone())) {
+                    eprintln!("customer: undoing the move of {id} under its old parent failed ({e}); detaching it");
+                    accounts.modify(env, self, &id, set_parent(None))?;
+                }
+                return Err(ApiError::conflict(format!(
+                    "moving {id} under {} made a cycle with a concurrent move: {}; the move was undone",
+                    new_parent.unwrap_or_default(),
+                    chain.join(" → ")
+                )));
+            }
+            if chain.len() > MAX_DEPTH {
+                break;
+            }
+            cur = accounts.find(&p)?.and_then(|d| hierarchy_attributes(&d.data).0);
+        }
+        Ok(())
+    }
+
     fn check<B: KvBackend>(
         &self,
         env: &Env<'_, B>,
