@@ -422,3 +422,80 @@ pub fn scrub_trail<B: KvBackend>(
     }
     Ok(scrubbed)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bss_kit::Tenant;
+    use bss_kit::kv::{MemKv, Store};
+    use serde_json::json;
+
+    fn trail(store: &Store<MemKv>, id: &str) -> Vec<Value> {
+        store.list::<Value>(&format!("t/t1/{AUDIT}/{id}:"), 100).unwrap().into_iter().map(|(_, d)| d.data).collect()
+    }
+
+    fn setup() -> (Store<MemKv>, Tenant) {
+        (Store::new(MemKv::new()), Tenant { tenant_id: "t1".into(), key_id: "k1".into() })
+    }
+
+    #[test]
+    fn a_function_stopped_before_the_write_leaves_a_pending_record() {
+        let (store, tenant) = setup();
+        let env = Env::new(&store, &tenant);
+        let orgs = env.resources(ORGANIZATION);
+        let created = orgs.create(&env, &Rules::default(), json!({"name": "Acme"})).unwrap();
+        let id = created.id().to_string();
+        // The validation hook runs (and writes ahead), then the function stops: no store.
+        let before = created.after.clone().unwrap();
+        let mut next = before.clone();
+        next["name"] = json!("Acme Two");
+        next["lastUpdate"] = json!("2099-01-01T00:00:00.000Z");
+        Hooks::validate(&Rules::default(), &env, &ORGANIZATION, Some(&before), next).unwrap();
+        let records = trail(&store, &id);
+        assert_eq!(records.len(), 2, "{records:?}");
+        assert_eq!((records[0]["action"].as_str(), records[0]["state"].as_str()), (Some("create"), Some(RECORDED)));
+        assert_eq!((records[1]["action"].as_str(), records[1]["state"].as_str()), (Some("patch"), Some(PENDING)));
+        assert_eq!(records[1]["changes"][0], json!({"path": "/name", "old": "Acme", "new": "Acme Two"}));
+        assert_eq!(orgs.get(&id).unwrap().data["name"], "Acme", "the change itself was not stored");
+    }
+
+    #[test]
+    fn attempts_that_lose_a_compare_and_swap_leave_no_pending_record() {
+        let (store, tenant) = setup();
+        let env = Env::new(&store, &tenant);
+        let orgs = env.resources(ORGANIZATION);
+        let created = orgs.create(&env, &Rules::default(), json!({"name": "Acme"})).unwrap();
+        let id = created.id().to_string();
+        // An attempt validated (and written ahead) from the same document, whose write then lost
+        // the compare-and-swap to the patch below.
+        let before = created.after.clone().unwrap();
+        let mut lost = before.clone();
+        lost["name"] = json!("Acme Lost");
+        lost["lastUpdate"] = json!("2000-01-01T00:00:00.000Z");
+        Hooks::validate(&Rules::default(), &env, &ORGANIZATION, Some(&before), lost).unwrap();
+        assert_eq!(trail(&store, &id).len(), 2);
+        store.backend().lose_next_cas(3);
+        let changed = orgs.patch(&env, &Rules::default(), &id, &json!({"name": "Acme Two"}), None).unwrap();
+        let records = trail(&store, &id);
+        assert_eq!(records.len(), 2, "one record per stored change: {records:?}");
+        assert!(records.iter().all(|r| r["state"] == RECORDED), "{records:?}");
+        assert_eq!(records[1]["resourceVersion"], changed.version);
+    }
+
+    #[test]
+    fn refused_documents_write_nothing() {
+        let (store, tenant) = setup();
+        let env = Env::new(&store, &tenant);
+        let e = env
+            .resources(CUSTOMER_KIND)
+            .create(
+                &env,
+                &Rules::default(),
+                json!({"name": "X", "engagedParty": {"id": "nobody", "@referredType": "Individual"}}),
+            )
+            .unwrap_err();
+        assert_eq!(e.status, 422);
+        assert!(e.message.contains("engagedParty.id: individual nobody does not exist"), "{}", e.message);
+        assert!(store.backend().keys().is_empty(), "{:?}", store.backend().keys());
+    }
+}
