@@ -177,7 +177,18 @@ fn parties_are_created_read_listed_changed_and_deleted() {
     // No key: 401.
     assert_eq!(send("GET", &host.url(&people), &[], None).status, 401);
 
+    // Every write publishes its event (counted by the host per publishing component).
+    let published = || -> u64 {
+        let m = get(&host.admin("/metrics")).body;
+        m.lines()
+            .filter(|l| l.contains("queue_published") && l.contains("component=\"customer\"") && !l.starts_with('#'))
+            .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok())
+            .sum()
+    };
+    let before = published();
+    assert!(before >= 5, "creates and patches published events: {before}");
     assert_eq!(api.delete(&format!("{people}/{id}")).status, 204);
+    assert_eq!(published(), before + 1, "the delete published one event");
     assert_error(&api.get(&format!("{people}/{id}")), 404, &[&id]);
     assert_eq!(api.count(&people), 2);
 }
@@ -634,10 +645,18 @@ fn erasing_a_person_pseudonymises_and_records_it() {
     let person = api.create(&people, ada());
     let customer = api.create(
         &format!("{CM}/customer"),
-        json!({"name": "Ada Lovelace", "engagedParty": {"id": person, "@referredType": "Individual"}}),
+        json!({"name": "Ada Lovelace", "engagedParty": {"id": person, "name": "Ada Lovelace", "@referredType": "Individual"}}),
     );
-    let account =
-        api.create(&format!("{AM}/billingAccount"), billing(&customer, "Customer", json!({"name": "Ada's account"})));
+    let account = api.create(
+        &format!("{AM}/billingAccount"),
+        billing(
+            &customer,
+            "Customer",
+            json!({"name": "Main account", "relatedParty": [
+            {"id": customer, "role": "owner", "@referredType": "Customer"},
+            {"id": person, "name": "Ada Lovelace", "role": "contact", "@referredType": "Individual"}]}),
+        ),
+    );
     assert_eq!(api.patch(&format!("{people}/{person}"), json!({"familyName": "King"})).status, 200);
 
     assert_error(&api.post(&format!("{people}/{person}/erase"), json!({})), 400, &["reason"]);
@@ -666,9 +685,13 @@ fn erasing_a_person_pseudonymises_and_records_it() {
     let c = api.get(&format!("{CM}/customer/{customer}")).json();
     assert_eq!(c["engagedParty"]["id"], person.as_str());
     assert_eq!(c["name"], erased["fullName"]);
-    assert_eq!(api.get(&format!("{AM}/billingAccount/{account}")).status, 200);
+    let acc = api.get(&format!("{AM}/billingAccount/{account}"));
+    assert_eq!(acc.status, 200);
+    assert_eq!(acc.json()["relatedParty"][1]["id"], person.as_str(), "the account still points at the person");
+    assert!(!acc.body.contains("Lovelace"), "{}", acc.body);
+    assert!(!c.to_string().contains("Lovelace"), "{c}");
     // The audit trail no longer holds the personal values.
-    for rid in [&person, &customer] {
+    for rid in [&person, &customer, &account] {
         let trail = api.get(&format!("{CM}/auditRecord?resourceId={rid}"));
         assert_eq!(trail.status, 200);
         for personal in ["Ada", "Lovelace", "King", "ada@example.org", "P1234567"] {

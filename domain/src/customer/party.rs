@@ -331,6 +331,28 @@ pub fn erase_individual(doc: &Value) -> Result<(Value, Vec<String>), Problem> {
     Ok((Value::Object(out), erased))
 }
 
+/// `doc` with the `name` of every reference to `party_id` under `attributes` (a reference object
+/// or an array of them, e.g. `engagedParty`, `relatedParty`) replaced by `pseudonym`, so that no
+/// document that points at an erased person still carries the person's name.
+pub fn pseudonymise_refs(doc: &Value, party_id: &str, pseudonym: &str, attributes: &[&str]) -> Value {
+    let mut out = doc.clone();
+    let rename = |r: &mut Value| {
+        if r.get("id").and_then(Value::as_str) == Some(party_id)
+            && let Some(name) = r.get_mut("name")
+        {
+            *name = json!(pseudonym);
+        }
+    };
+    for a in attributes {
+        match out.get_mut(*a) {
+            Some(Value::Array(items)) => items.iter_mut().for_each(rename),
+            Some(r @ Value::Object(_)) => rename(r),
+            _ => {}
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -426,6 +448,20 @@ mod tests {
         for bad in ["", "+", "12345", "+1234567890123456", "+33 6x", "-123456789", "phone"] {
             assert!(!is_phone(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn references_lose_the_name() {
+        let doc = json!({"name": "Main", "engagedParty": {"id": "p1", "name": "Ada"},
+                         "relatedParty": [{"id": "p1", "name": "Ada", "role": "owner"}, {"id": "p2", "name": "Bob"}, {"id": "p1"}]});
+        let out = pseudonymise_refs(&doc, "p1", "erased-x", &["engagedParty", "relatedParty"]);
+        assert_eq!(out["engagedParty"], json!({"id": "p1", "name": "erased-x"}));
+        assert_eq!(
+            out["relatedParty"],
+            json!([{"id": "p1", "name": "erased-x", "role": "owner"}, {"id": "p2", "name": "Bob"}, {"id": "p1"}])
+        );
+        assert_eq!(out["name"], "Main");
+        assert_eq!(pseudonymise_refs(&doc, "p9", "e", &["relatedParty"]), doc);
     }
 
     #[test]

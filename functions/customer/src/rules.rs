@@ -372,7 +372,7 @@ impl Rules {
             if kind.collection == "individual" {
                 scrub_personal(&mut record);
             } else {
-                scrub_attributes(&mut record, &["name"]);
+                scrub_attributes(&mut record, &["name", "engagedParty", "relatedParty"]);
             }
         }
         let mut doc = serde_json::to_value(&record).map_err(|e| ApiError::internal(e.to_string()))?;

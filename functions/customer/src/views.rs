@@ -3,7 +3,7 @@
 use bss_domain::customer::account::{hierarchy_attributes, ref_ids, related_party_ids};
 use bss_domain::customer::check_text;
 use bss_domain::customer::hierarchy::Forest;
-use bss_domain::customer::party::{erase_individual, is_erased, pseudonym};
+use bss_domain::customer::party::{erase_individual, is_erased, pseudonym, pseudonymise_refs};
 use bss_kit::ApiError;
 use bss_kit::http::{Ctx, Reply, param};
 use bss_kit::ids::now_rfc3339;
@@ -24,6 +24,10 @@ pub const ERASURES: &str = "erasureRecord";
 #[serde(deny_unknown_fields)]
 struct EraseRequest {
     reason: String,
+}
+
+fn doc_id(doc: &Value) -> String {
+    doc.get("id").and_then(Value::as_str).unwrap_or_default().to_string()
 }
 
 /// `POST /tmf-api/party/v4/individual/{id}/erase {"reason"}` → 200 with the erasure record.
@@ -50,18 +54,32 @@ pub fn erase_person<B: KvBackend>(
     let current = people.get(id)?;
     let docs = env.store.tenant(&env.tenant.tenant_id);
     let erasing = Rules { erasing: true };
-    let customers: Vec<Value> = env
-        .resources(CUSTOMER_KIND)
-        .all()?
-        .into_iter()
-        .filter(|c| ref_ids(c, "engagedParty").iter().any(|p| p == id))
-        .collect();
+    // Documents that point at the person: customers it is engaged as (their `name` is the
+    // person's too) and accounts naming it as a related party. Their references keep the id and
+    // lose the name; their trails are scrubbed under those attributes.
+    let mut linked: Vec<(Kind, String, &[&str])> = Vec::new();
+    for c in env.resources(CUSTOMER_KIND).all()? {
+        if ref_ids(&c, "engagedParty").iter().any(|p| p == id) {
+            linked.push((CUSTOMER_KIND, doc_id(&c), &["name", "engagedParty"]));
+        }
+    }
+    for kind in ACCOUNT_KINDS {
+        for a in env.resources(kind).all()? {
+            if related_party_ids(&a).iter().any(|p| p == id) {
+                linked.push((kind, doc_id(&a), &["relatedParty"]));
+            }
+        }
+    }
+    let scrub_all = |env: &Env<'_, B>| -> Result<usize, ApiError> {
+        let mut n = scrub_trail(env, id, None)?;
+        for (_, lid, attributes) in &linked {
+            n += scrub_trail(env, lid, Some(attributes))?;
+        }
+        Ok(n)
+    };
     if is_erased(&current.data) {
         // A retry after a crash: finish the scrubbing, then refuse.
-        scrub_trail(env, id, None)?;
-        for c in &customers {
-            scrub_trail(env, c.get("id").and_then(Value::as_str).unwrap_or_default(), Some(&["name"]))?;
-        }
+        scrub_all(env)?;
         return Err(ApiError::conflict(format!("individual {id} has already been erased")));
     }
     let (_, erased_attributes) = erase_individual(&current.data).map_err(problem)?;
@@ -74,27 +92,29 @@ pub fn erase_person<B: KvBackend>(
         "erasedAt": now_rfc3339(),
         "pseudonym": name,
         "erasedAttributes": erased_attributes,
-        "pseudonymisedCustomers": customers.iter().filter_map(|c| c.get("id").cloned()).collect::<Vec<_>>(),
+        "pseudonymisedReferences": linked.iter().map(|(k, lid, _)| json!({"id": lid, "@referredType": k.type_name})).collect::<Vec<_>>(),
         "kept": "the party id, its links from customers and accounts, and the records the law requires (invoices)",
     });
     // 1. The record first: an erasure is never done unrecorded.
     docs.put(ERASURES, id, record.clone())?;
-    // 2. The person, then the names of the customers it is engaged as.
+    // 2. The person, then the documents that point at it.
     let mut changes =
         vec![people.modify(env, &erasing, id, |cur| erase_individual(cur).map(|(d, _)| d).map_err(problem))?];
-    for c in &customers {
-        let cid = c.get("id").and_then(Value::as_str).unwrap_or_default();
-        changes.push(env.resources(CUSTOMER_KIND).modify(env, &erasing, cid, |cur| {
-            let mut next = cur.clone();
-            next["name"] = json!(name);
+    for (kind, lid, _) in &linked {
+        let next = |cur: &Value| {
+            let mut next = pseudonymise_refs(cur, id, &name, &["engagedParty", "relatedParty"]);
+            if kind.collection == "customer" {
+                next["name"] = json!(name);
+            }
             Ok(next)
-        })?);
+        };
+        let current = env.resources(*kind).get(lid)?.data;
+        if next(&current)? != current {
+            changes.push(env.resources(*kind).modify(env, &erasing, lid, next)?);
+        }
     }
     // 3. The personal values already in the audit trail.
-    let mut scrubbed = scrub_trail(env, id, None)?;
-    for c in &customers {
-        scrubbed += scrub_trail(env, c.get("id").and_then(Value::as_str).unwrap_or_default(), Some(&["name"]))?;
-    }
+    let scrubbed = scrub_all(env)?;
     record["auditRecordsScrubbed"] = json!(scrubbed);
     docs.put(ERASURES, id, record.clone())?;
     Ok((record, changes))
