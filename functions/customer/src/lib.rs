@@ -43,11 +43,15 @@
 //!
 //! Erasure (`POST .../individual/{id}/erase`): in this order, so that an erasure is never done
 //! unrecorded — (1) the `erasureRecord` (id = the party's id) is written; (2) the individual is
-//! replaced by its erased form (names → a stable pseudonym, everything personal removed, status
-//! `erased`; its id stays, so customers, accounts and later invoices still resolve), and the
-//! `name` of the customers it is engaged as is pseudonymised; (3) the personal values in the audit
-//! records of the person (and the `name` values of those customers) are scrubbed. A repeated erase
-//! re-runs step 3 and answers 409. Further changes of an erased person are refused with 409.
+//! replaced by its erased form (names → a stable pseudonym `erased-<hash of the id>`, every other
+//! attribute but `id`, `href`, `@type` removed — an allow-list, so unknown attributes go too —
+//! status `erased`; its id stays, so customers, accounts and later invoices still resolve), and
+//! the documents pointing at it lose the person's name: the `name` of the customers it is engaged
+//! as and the `name` inside `engagedParty` / `relatedParty` references; (3) the personal values in
+//! the person's audit records, and those attributes in the records of the pointing documents, are
+//! replaced by `[erased]`. A repeated erase re-runs step 3 and answers 409; any other change of an
+//! erased person is refused with 409. Free text elsewhere that happens to contain the name (an
+//! account called "Ada's account") is not detected.
 //!
 //! Single view (`GET .../customer/{id}/view`): the customer, its engaged party, the account trees
 //! of the accounts it owns (its `account[]` refs and every account whose `relatedParty` names the
