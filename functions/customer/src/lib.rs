@@ -32,14 +32,16 @@
 //!
 //! Audit trail: every create, patch, move, erase and delete writes `{id, resourceType,
 //! resourceId, action, actor {tenantId, keyId}, at, resourceVersion, changes [{path, old, new}],
-//! state, basedOn}` under `auditRecord/<resourceId>:<ms>-<fingerprint>` (time-ordered per
-//! resource; `GET .../auditRecord?resourceId=` reads only that key range). The record is written
-//! *ahead* of the change (`state: pending`, from the validation hook, once every rule passed) and
-//! confirmed under the same key after it (`state: recorded`, with the stored version), so a
-//! function that stops between the two (trap, time limit, host crash) leaves a pending record —
-//! the change may or may not have been stored — and never a change without a record. Pending
-//! records of attempts that lost a compare-and-swap (same `basedOn`, another key) are removed when
-//! the winning change is confirmed.
+//! state, basedOn}` under `auditRecord/<resourceId>:<lastUpdate ms>-<fingerprint of the new
+//! document>` (time-ordered per resource; `GET .../auditRecord?resourceId=` reads only that key
+//! range). The record is written *ahead* of the change (`state: pending`, from the validation
+//! hook, once every rule passed) and confirmed under the same key after it (`state: recorded`,
+//! with the stored version), so a function that stops between the two (trap, time limit, host
+//! crash) leaves a pending record — the change may or may not have been stored — and never a
+//! change without a record. `basedOn` names the version the change started from; only one write
+//! can succeed from a version, so a pending record with a recorded sibling of the same `basedOn`
+//! is an attempt that lost the compare-and-swap: the winner deletes those it finds, and readers
+//! never see the ones written after that.
 //!
 //! Erasure (`POST .../individual/{id}/erase`): in this order, so that an erasure is never done
 //! unrecorded — (1) the `erasureRecord` (id = the party's id) is written; (2) the individual is

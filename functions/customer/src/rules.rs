@@ -325,15 +325,11 @@ impl Rules {
         let resource_id = doc_id(after).or_else(|| doc_id(before)).unwrap_or_default();
         let last_update =
             |d: Option<&Value>| d.and_then(|d| d.get("lastUpdate")).and_then(Value::as_str).map(str::to_string);
-        let based_on = last_update(before);
+        let based_on = before.map(version_tag);
         let docs = env.store.tenant(&env.tenant.tenant_id);
         let trail_prefix = format!("t/{}/{AUDIT}/{resource_id}:", env.tenant.tenant_id);
         let (id, at) = match after {
-            Some(a) => {
-                let at = last_update(after).unwrap_or_else(now_rfc3339);
-                let ms = chrono::DateTime::parse_from_rfc3339(&at).map(|t| t.timestamp_millis()).unwrap_or(0);
-                (record_key(&resource_id, u64::try_from(ms).unwrap_or(0), &fingerprint(&a.to_string())), at)
-            }
+            Some(a) => (format!("{resource_id}:{}", version_tag(a)), last_update(after).unwrap_or_else(now_rfc3339)),
             None => {
                 let pending = if state == RECORDED {
                     env.store
@@ -390,6 +386,34 @@ impl Rules {
         }
         Ok(())
     }
+}
+
+/// The tag of one stored version of a document: `<lastUpdate in ms, 15 digits>-<fingerprint>`.
+/// The audit record of the write that produced the version is keyed `<id>:<tag>`, and the record
+/// of the next write names it in `basedOn`: only one write can succeed from a given version.
+pub fn version_tag(doc: &Value) -> String {
+    let ms = doc
+        .get("lastUpdate")
+        .and_then(Value::as_str)
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map_or(0, |t| u64::try_from(t.timestamp_millis()).unwrap_or(0));
+    let key = record_key("", ms, &fingerprint(&doc.to_string()));
+    key.trim_start_matches(':').to_string()
+}
+
+/// The records a reader sees: a pending record is hidden when a recorded one starts from the same
+/// version (`basedOn`) — it was an attempt that lost the compare-and-swap; a pending record
+/// without such a sibling is shown (the function stopped; the change may or may not be stored).
+pub fn visible_records(records: Vec<Value>) -> Vec<Value> {
+    let won: std::collections::BTreeSet<String> = records
+        .iter()
+        .filter(|r| r["state"] == RECORDED)
+        .filter_map(|r| r.get("basedOn").and_then(Value::as_str).map(str::to_string))
+        .collect();
+    records
+        .into_iter()
+        .filter(|r| r["state"] != PENDING || !r.get("basedOn").and_then(Value::as_str).is_some_and(|b| won.contains(b)))
+        .collect()
 }
 
 /// Scrubs the audit records of one resource: all personal values (`attributes: None`) or only
@@ -480,6 +504,28 @@ mod tests {
         assert_eq!(records.len(), 2, "one record per stored change: {records:?}");
         assert!(records.iter().all(|r| r["state"] == RECORDED), "{records:?}");
         assert_eq!(records[1]["resourceVersion"], changed.version);
+        // A losing attempt whose write-ahead lands after the winner's cleanup stays stored, but
+        // readers do not see it: a recorded change already started from the same version.
+        let mut late = before.clone();
+        late["name"] = json!("Acme Late");
+        late["lastUpdate"] = json!("2100-01-01T00:00:00.000Z");
+        Hooks::validate(&Rules::default(), &env, &ORGANIZATION, Some(&before), late).unwrap();
+        let records = trail(&store, &id);
+        assert_eq!(records.len(), 3);
+        let visible = visible_records(records);
+        assert_eq!(visible.len(), 2, "{visible:?}");
+        assert!(visible.iter().all(|r| r["state"] == RECORDED));
+        // A pending record from the latest version (a function that stopped) stays visible.
+        let latest = changed.after.clone().unwrap();
+        let mut stopped = latest.clone();
+        stopped["name"] = json!("Acme Three");
+        stopped["lastUpdate"] = json!("2100-01-02T00:00:00.000Z");
+        Hooks::validate(&Rules::default(), &env, &ORGANIZATION, Some(&latest), stopped).unwrap();
+        let visible = visible_records(trail(&store, &id));
+        assert_eq!(
+            visible.iter().map(|r| r["state"].as_str().unwrap()).collect::<Vec<_>>(),
+            [RECORDED, RECORDED, PENDING]
+        );
     }
 
     #[test]

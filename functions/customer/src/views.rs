@@ -14,7 +14,7 @@ use serde_json::{Map, Value, json};
 use spin_sdk::http::Params;
 use std::collections::BTreeMap;
 
-use crate::rules::{AUDIT, MAX_AUDIT_READ, Rules, forest, hierarchy_error, problem, scrub_trail};
+use crate::rules::{AUDIT, MAX_AUDIT_READ, Rules, forest, hierarchy_error, problem, scrub_trail, visible_records};
 use crate::{ACCOUNT_KINDS, CUSTOMER, CUSTOMER_KIND, INDIVIDUAL, ORGANIZATION, PARTY, PARTY_ROLE};
 
 /// Collection of the erasure records.
@@ -149,7 +149,7 @@ pub fn list_audit(ctx: &Ctx, _: &Params) -> Result<Reply, ApiError> {
             None => format!("t/{tenant}/{AUDIT}/"),
         };
         let docs = env.store.list::<Value>(&prefix, MAX_AUDIT_READ)?;
-        list_reply(ctx, docs.into_iter().map(|(_, d)| d.data).collect())
+        list_reply(ctx, visible_records(docs.into_iter().map(|(_, d)| d.data).collect()))
     })
 }
 
