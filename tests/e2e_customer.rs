@@ -409,6 +409,15 @@ fn account_hierarchies_move_in_one_call_and_never_cycle() {
         &format!("{AM}/partyAccount"),
         json!({"name": "P", "relatedParty": [{"id": org, "role": "owner", "@referredType": "Organization"}]}),
     );
+    let party_accounts = format!("{AM}/partyAccount");
+    assert_eq!(api.get(&format!("{party_accounts}/{party_account}")).json()["@type"], "PartyAccount");
+    assert_error(&api.post(&party_accounts, json!({"name": "nobody's"})), 400, &["relatedParty"]);
+    assert_error(
+        &api.post(&party_accounts, json!({"name": "P", "relatedParty": [{"id": org, "role": "owner", "@referredType": "Organization"}], "currency": "??"})),
+        422,
+        &["currency"],
+    );
+    assert_eq!(api.count(&party_accounts), 1, "nothing stored");
     assert_error(
         &api.patch(&format!("{accounts}/{b}"), json!({"parentAccount": {"id": party_account}})),
         422,
@@ -590,6 +599,8 @@ fn single_view_and_audit_trail() {
     assert!(trees.iter().any(|t| t["account"]["id"] == settlement.as_str()));
     assert!(!v.to_string().contains("not theirs"));
     assert_eq!(v["partnerRoles"][0]["role"], "reseller");
+    let party_customers: Vec<Value> = v["partyCustomers"].as_array().unwrap().iter().map(|c| c["id"].clone()).collect();
+    assert_eq!(party_customers, [json!(customer)]);
     assert_error(&api.get(&format!("{CM}/customer/ghost/view")), 404, &["ghost"]);
 
     // Audit: every change, with who, when and what.

@@ -55,7 +55,8 @@
 //! erased person is refused with 409. Free text elsewhere that happens to contain the name (an
 //! account called "Ada's account") is not detected.
 //!
-//! Single view (`GET .../customer/{id}/view`): the customer, its engaged party, the account trees
+//! Single view (`GET .../customer/{id}/view`): the customer, its engaged party, every customer of
+//! that party (`partyCustomers`), the account trees
 //! of the accounts it owns (its `account[]` refs and every account whose `relatedParty` names the
 //! customer or its party), and the party's partner roles. Products, orders, bills, balances and
 //! usage join this view as the components that own those collections land; until then the view

@@ -278,11 +278,24 @@ pub fn single_view<B: KvBackend>(env: &Env<'_, B>, id: &str) -> Result<Value, Ap
             .filter(|r| ref_ids(r, "engagedParty").contains(&party_id))
             .collect()
     };
+    // The party can be the customer of the operator more than once (e.g. a person with a private
+    // and a business contract): every such customer, this one included.
+    let customers: Vec<Value> = if party_id.is_empty() {
+        Vec::new()
+    } else {
+        env.resources(CUSTOMER_KIND)
+            .all()?
+            .into_iter()
+            .filter(|c| ref_ids(c, "engagedParty").contains(&party_id))
+            .map(|c| CUSTOMER_KIND.reference(&c))
+            .collect()
+    };
     Ok(json!({
         "@type": "CustomerView",
         "href": format!("{CUSTOMER}/customer/{id}/view"),
         "customer": customer,
         "engagedParty": party,
+        "partyCustomers": customers,
         "accounts": accounts,
         "partnerRoles": partner_roles,
     }))
