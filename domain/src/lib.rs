@@ -4,4 +4,5 @@
 
 pub mod catalog;
 pub mod customer;
+pub mod json;
 pub mod money;

@@ -49,7 +49,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::fmt;
-use std::str::FromStr;
 
 use crate::money::{Currency, Money};
 
@@ -343,16 +342,9 @@ pub fn money_from_json(v: &Value) -> Result<Money, String> {
     Ok(Money::new(amount, currency))
 }
 
-/// Reads a decimal from a JSON number (through its text) or string.
+/// Reads a decimal from a JSON number (through its text) or string ([`crate::json::decimal`]).
 pub fn decimal_from_json(v: &Value) -> Result<Decimal, String> {
-    let text = match v {
-        Value::Number(n) => n.to_string(),
-        Value::String(s) => s.trim().to_string(),
-        _ => return Err("must be a number or a decimal string".into()),
-    };
-    Decimal::from_str(&text)
-        .or_else(|_| Decimal::from_scientific(&text))
-        .map_err(|_| format!("{text:?} is not a decimal number"))
+    crate::json::decimal(v).map_err(|e| e.to_string())
 }
 
 /// The TMF JSON of an amount: `{"unit": "EUR", "value": 12.5}`. The value is a JSON number
@@ -440,6 +432,7 @@ pub(crate) fn take<T>(problems: &mut Vec<Problem>, r: Result<T, Problem>) -> Opt
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::str::FromStr;
 
     #[test]
     fn money_is_read_exactly_from_numbers_and_strings() {

@@ -258,16 +258,12 @@ pub fn check_date(field: &str, value: &str) -> Result<NaiveDate, Problem> {
 
 /// An exact decimal from a JSON number (read from its text, never through `f64`) or a string.
 pub fn decimal(field: &str, value: &Value) -> Result<Decimal, Problem> {
-    let text = match value {
-        Value::Number(n) => n.to_string(),
-        Value::String(s) => s.trim().to_string(),
-        other => {
-            return Err(Problem::malformed(field, format!("must be a number, not {}", json_type(other))));
+    crate::json::decimal(value).map_err(|e| match e {
+        crate::json::DecimalError::WrongType(t) => Problem::malformed(field, format!("must be a number, not {t}")),
+        crate::json::DecimalError::NotDecimal(text) => {
+            Problem::invalid(field, format!("must be a decimal number, not {text:?}"))
         }
-    };
-    Decimal::from_str(&text)
-        .or_else(|_| Decimal::from_scientific(&text))
-        .map_err(|_| Problem::invalid(field, format!("must be a decimal number, not {text:?}")))
+    })
 }
 
 /// An IANA time zone name (`Europe/Paris`, `UTC`).
@@ -283,17 +279,7 @@ pub fn check_currency(field: &str, value: &str) -> Result<crate::money::Currency
         .map_err(|_| Problem::invalid(field, format!("must be an ISO 4217 currency code such as EUR, not {value:?}")))
 }
 
-/// The JSON type of a value, for messages.
-pub fn json_type(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
+pub use crate::json::type_name as json_type;
 
 /// A TMF money amount `{unit, value}`: `unit` an ISO 4217 code, `value` an exact decimal.
 pub fn check_money(field: &str, value: &Value) -> Result<crate::money::Money, Problem> {

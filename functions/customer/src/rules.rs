@@ -345,7 +345,12 @@ impl Rules {
                         d.data["id"].as_str().unwrap_or_default().to_string(),
                         d.data["at"].as_str().unwrap_or_default().to_string(),
                     ),
-                    None => (record_key(&resource_id, now_ms(), "delete"), now_rfc3339()),
+                    None => {
+                        // After the record of the last stored version, even within its millisecond.
+                        let last_ms = before.map(version_tag).and_then(|t| t.get(..15)?.parse::<u64>().ok());
+                        let at_ms = now_ms().max(last_ms.map_or(0, |ms| ms + 1));
+                        (record_key(&resource_id, at_ms, "delete"), now_rfc3339())
+                    }
                 }
             }
         };

@@ -11,7 +11,8 @@
 //! - `id` is assigned by the server; a create that sends one is refused (400) except through
 //!   [`Resources::upsert`] (imports keep their ids).
 //! - `href` is `<base>/<collection>/<id>`; `@type` defaults to the kind's type name.
-//! - `lastUpdate` is the time of the last write (RFC 3339 UTC, milliseconds).
+//! - `lastUpdate` is the time of the last write (RFC 3339 UTC, milliseconds); it strictly
+//!   increases from one version of a document to the next ([`later_than`]).
 //! - A PATCH may not change `id` or `href` (400); it is an RFC 7386 merge patch; a `null` `@type`
 //!   restores the default.
 //!
@@ -23,6 +24,7 @@
 //! The operations take a [`Store`] over any backend, so they run natively in tests against
 //! [`crate::kv::MemKv`]; only [`emit`] needs the component's imports.
 
+use bss_domain::json::type_name as json_type;
 use serde_json::{Map, Value, json};
 
 use crate::auth::Tenant;
@@ -275,27 +277,17 @@ impl<B: KvBackend> Resources<'_, B> {
         patch: &Value,
         if_match: Option<u64>,
     ) -> Result<Change, ApiError> {
-        let mut before = None;
-        let stored = self
-            .docs
-            .update::<Value, _>(self.kind.collection, id, |current| {
-                if let Some(expected) = if_match
-                    && expected != current.version
-                {
-                    return Err(ApiError::precondition_failed(format!(
-                        "{} {id} is at version {}, not {expected}",
-                        self.kind.collection, current.version
-                    )));
-                }
-                let next = apply_patch(&self.kind, &current.data, patch, &now_rfc3339())?;
-                let next = hooks.validate(env, &self.kind, Some(&current.data), next)?;
-                before = Some(current.data.clone());
-                Ok(next)
-            })
-            .map_err(|e| store_error(&self.kind, id, e))?;
-        let change = Change { kind: self.kind, before, after: Some(stored.data), version: stored.version };
-        hooks.after_write(env, &change)?;
-        Ok(change)
+        self.rewrite(env, hooks, id, |current| {
+            if let Some(expected) = if_match
+                && expected != current.version
+            {
+                return Err(ApiError::precondition_failed(format!(
+                    "{} {id} is at version {}, not {expected}",
+                    self.kind.collection, current.version
+                )));
+            }
+            apply_patch(&self.kind, &current.data, patch, &now_rfc3339())
+        })
     }
 
     /// Replaces a document by a function of it (server-side actions such as a state transition or
@@ -305,15 +297,33 @@ impl<B: KvBackend> Resources<'_, B> {
         H: Hooks<B>,
         F: FnMut(&Value) -> Result<Value, ApiError>,
     {
+        self.rewrite(env, hooks, id, |current| {
+            let mut next = change(&current.data)?;
+            restamp(&self.kind, &mut next, id, &now_rfc3339());
+            Ok(next)
+        })
+    }
+
+    /// The CAS loop of every change to a stored document: `next` (run again on each attempt),
+    /// validation, write, then [`Hooks::after_write`] once the write won.
+    fn rewrite<H, F>(&self, env: &Env<'_, B>, hooks: &H, id: &str, mut next: F) -> Result<Change, ApiError>
+    where
+        H: Hooks<B>,
+        F: FnMut(&Versioned<Value>) -> Result<Value, ApiError>,
+    {
         let mut before = None;
         let stored = self
             .docs
             .update::<Value, _>(self.kind.collection, id, |current| {
-                let mut next = change(&current.data)?;
-                restamp(&self.kind, &mut next, id, &now_rfc3339());
-                let next = hooks.validate(env, &self.kind, Some(&current.data), next)?;
+                let mut candidate = next(current)?;
+                if let (Some(prev), Some(Value::String(at))) = (last_update(&current.data), candidate.get("lastUpdate"))
+                {
+                    let at = later_than(prev, at);
+                    candidate["lastUpdate"] = json!(at);
+                }
+                let validated = hooks.validate(env, &self.kind, Some(&current.data), candidate)?;
                 before = Some(current.data.clone());
-                Ok(next)
+                Ok(validated)
             })
             .map_err(|e| store_error(&self.kind, id, e))?;
         let change = Change { kind: self.kind, before, after: Some(stored.data), version: stored.version };
@@ -334,6 +344,23 @@ impl<B: KvBackend> Resources<'_, B> {
     }
 }
 
+fn last_update(doc: &Value) -> Option<&str> {
+    doc.get("lastUpdate").and_then(Value::as_str)
+}
+
+/// `at`, or one millisecond after `previous` when `at` is not later: a document's `lastUpdate`
+/// strictly increases from version to version, so records keyed by it (audit trails) keep the
+/// order of the writes even when two land in the same millisecond.
+pub fn later_than(previous: &str, at: &str) -> String {
+    use chrono::{DateTime, SecondsFormat, TimeDelta};
+    match (DateTime::parse_from_rfc3339(previous), DateTime::parse_from_rfc3339(at)) {
+        (Ok(p), Ok(a)) if a <= p => {
+            (p + TimeDelta::milliseconds(1)).to_utc().to_rfc3339_opts(SecondsFormat::Millis, true)
+        }
+        _ => at.to_string(),
+    }
+}
+
 fn same_ignoring_last_update(a: &Value, b: &Value) -> bool {
     let strip = |v: &Value| {
         let mut v = v.clone();
@@ -350,18 +377,6 @@ fn as_object(body: Value, what: &str) -> Result<Map<String, Value>, ApiError> {
         Value::Object(m) => Ok(m),
         other => Err(ApiError::bad_request(format!("{what} must be a JSON object, not {}", json_type(&other)))
             .with_code("INVALID_BODY")),
-    }
-}
-
-/// The JSON type name of a value, for error messages.
-pub fn json_type(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 
@@ -695,6 +710,26 @@ mod tests {
         assert_eq!(changed.action(), "updated");
         assert_eq!(docs.get("po-1").unwrap().version, 2);
         assert_eq!(docs.upsert(&env, &NoHooks, json!({"id": "a/b", "name": "x"})).unwrap_err().status, 422);
+    }
+
+    #[test]
+    fn last_update_strictly_increases() {
+        assert_eq!(later_than("2026-01-01T00:00:00.005Z", "2026-01-01T00:00:00.005Z"), "2026-01-01T00:00:00.006Z");
+        assert_eq!(later_than("2026-01-01T00:00:00.999Z", "2026-01-01T00:00:00.100Z"), "2026-01-01T00:00:01.000Z");
+        assert_eq!(later_than("2026-01-01T00:00:00.005Z", "2026-01-01T00:00:00.007Z"), "2026-01-01T00:00:00.007Z");
+        assert_eq!(later_than("not a time", "2026-01-01T00:00:00.007Z"), "2026-01-01T00:00:00.007Z");
+        let store = Store::new(MemKv::default());
+        let t = tenant();
+        let env = Env::new(&store, &t);
+        let docs = env.resources(OFFER);
+        let id = docs.create(&env, &NoHooks, json!({"name": "A"})).unwrap().id().to_string();
+        let mut previous = docs.get(&id).unwrap().data["lastUpdate"].as_str().unwrap().to_string();
+        for n in 0..20 {
+            let c = docs.patch(&env, &NoHooks, &id, &json!({"n": n}), None).unwrap();
+            let at = c.after.unwrap()["lastUpdate"].as_str().unwrap().to_string();
+            assert!(at > previous, "{at} after {previous}");
+            previous = at;
+        }
     }
 
     #[test]
