@@ -6,3 +6,4 @@ pub mod catalog;
 pub mod customer;
 pub mod json;
 pub mod money;
+pub mod order;

@@ -11,15 +11,21 @@ use serde::Serialize;
 use crate::error::ApiError;
 use crate::ids::{new_id, now_rfc3339};
 
+/// The `bss:messaging` bindings (world `consumer`: it imports the producer and declares the
+/// handler export, which only a component invoking [`crate::export_consumer!`] exports).
 #[allow(unsafe_code, missing_docs)]
-mod bindings {
+pub mod bindings {
     wit_bindgen::generate!({
         path: "../../wit/messaging",
-        world: "publisher",
+        world: "consumer",
+        pub_export_macro: true,
+        export_macro_name: "__export_messaging_handler",
+        default_bindings_module: "bss_kit::events::bindings",
     });
 }
 
 use bindings::bss::messaging::producer;
+pub use bindings::bss::messaging::types::Message;
 use bindings::bss::messaging::types::{OutgoingMessage, PublishError};
 
 /// Longest subject the queue accepts.

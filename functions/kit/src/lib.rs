@@ -40,3 +40,22 @@ macro_rules! export_http {
         }
     };
 }
+
+/// Export `$handle` (a `fn(bss_kit::events::Message) -> Result<(), String>`) as the component's
+/// `bss:messaging/handler`: the component becomes a queue consumer (`[[trigger.queue]]` in
+/// spin.toml). An `Err` asks the host for a retry (with backoff, then the dead-letter list).
+#[macro_export]
+macro_rules! export_consumer {
+    ($handle:ident) => {
+        #[allow(unsafe_code)]
+        mod __bss_consumer_export {
+            struct Consumer;
+            impl $crate::events::bindings::exports::bss::messaging::handler::Guest for Consumer {
+                fn handle_message(msg: $crate::events::Message) -> ::core::result::Result<(), ::std::string::String> {
+                    super::$handle(msg)
+                }
+            }
+            $crate::events::bindings::__export_messaging_handler!(Consumer with_types_in $crate::events::bindings);
+        }
+    };
+}

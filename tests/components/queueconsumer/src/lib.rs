@@ -20,30 +20,9 @@ use serde_json::{Value, json};
 
 mod keys;
 
-#[allow(unsafe_code, missing_docs)]
-mod bindings {
-    wit_bindgen::generate!({
-        path: "../../../wit/messaging",
-        world: "consumer",
-    });
-}
+use bss_kit::events::{Message, PublishFailure, publish};
 
-use bindings::bss::messaging::producer;
-use bindings::bss::messaging::types::{Message, OutgoingMessage, PublishError};
-
-struct Consumer;
-
-#[allow(unsafe_code)]
-mod export {
-    use super::{Consumer, bindings};
-    bindings::export!(Consumer with_types_in bindings);
-}
-
-impl bindings::exports::bss::messaging::handler::Guest for Consumer {
-    fn handle_message(msg: Message) -> Result<(), String> {
-        handle(msg)
-    }
-}
+bss_kit::export_consumer!(handle);
 
 fn handle(msg: Message) -> Result<(), String> {
     let kv = WasiKv::open(DEFAULT_STORE).map_err(|e| e.to_string())?;
@@ -76,15 +55,10 @@ fn handle(msg: Message) -> Result<(), String> {
     }
     if let Some(fwd) = body.get("publish") {
         let subject = fwd.get("subject").and_then(Value::as_str).ok_or("publish.subject must be a string")?;
-        let out = OutgoingMessage {
-            subject: subject.into(),
-            body: serde_json::to_vec(fwd.get("body").unwrap_or(&Value::Null)).map_err(|e| e.to_string())?,
-            id: Some(format!("{}.fwd", msg.id)),
-            ordering_key: None,
-        };
-        producer::publish(&out).map_err(|e| match e {
-            PublishError::Invalid(m) => format!("follow-up refused: {m}"),
-            PublishError::Unavailable(m) => format!("queue unavailable: {m}"),
+        let body = serde_json::to_vec(fwd.get("body").unwrap_or(&Value::Null)).map_err(|e| e.to_string())?;
+        publish(subject, body, Some(format!("{}.fwd", msg.id)), None).map_err(|e| match e {
+            PublishFailure::Invalid(m) => format!("follow-up refused: {m}"),
+            PublishFailure::Unavailable(m) => format!("queue unavailable: {m}"),
         })?;
     }
     if let Some(key) = &msg.ordering_key {

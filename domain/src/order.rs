@@ -1,0 +1,1 @@
+//! Quotes, product orders, fulfilment and the product inventory (placeholder while it is written).

@@ -1,0 +1,1 @@
+//! `bss-commerce`: placeholder while the component is written.

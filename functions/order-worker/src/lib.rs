@@ -1,0 +1,1 @@
+//! `order-worker`: placeholder while the component is written.

@@ -1,0 +1,1 @@
+//! `order`: placeholder while the component is written.

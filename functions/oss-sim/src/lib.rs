@@ -1,0 +1,1 @@
+//! `oss-sim`: placeholder while the component is written.

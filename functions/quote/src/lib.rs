@@ -1,0 +1,1 @@
+//! `bss-quote`: placeholder while the component is written.

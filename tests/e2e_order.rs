@@ -1,0 +1,1 @@
+//! End-to-end tests of the order component (placeholder while it is written).
