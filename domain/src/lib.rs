@@ -7,3 +7,4 @@ pub mod customer;
 pub mod json;
 pub mod money;
 pub mod order;
+pub mod quote;

@@ -1,1 +1,8 @@
-//! `bss-commerce`: placeholder while the component is written.
+//! `bss-commerce`: what the quote, order and order-worker components share — the resource kinds
+//! of quotes, orders and the inventory, the rules (hooks) their writes go through, loading the
+//! catalog, customer and inventory documents a check needs, and placing an order (used by the
+//! order API and by quote acceptance alike). Native tests: `cargo test -p bss-commerce`.
+
+pub mod inventory;
+pub mod order;
+pub mod pricing;

@@ -223,10 +223,27 @@ impl<B: KvBackend> Resources<'_, B> {
 
     /// Creates a document from a client's body: stamps it ([`stamp_new`]), validates it, stores it.
     pub fn create<H: Hooks<B>>(&self, env: &Env<'_, B>, hooks: &H, body: Value) -> Result<Change, ApiError> {
-        let id = new_id();
+        self.create_with_id(env, hooks, &new_id(), body)
+    }
+
+    /// [`Resources::create`] under an id the server chose (e.g. derived from another document, so
+    /// that a retried step creates the document once): 409 if a document already has that id.
+    pub fn create_with_id<H: Hooks<B>>(
+        &self,
+        env: &Env<'_, B>,
+        hooks: &H,
+        id: &str,
+        body: Value,
+    ) -> Result<Change, ApiError> {
+        let id = id.to_string();
         let doc = stamp_new(&self.kind, body, &id, &now_rfc3339())?;
         let doc = hooks.validate(env, &self.kind, None, doc)?;
-        let stored = self.docs.create(self.kind.collection, &id, doc).map_err(|e| store_error(&self.kind, &id, e))?;
+        let stored = self.docs.create(self.kind.collection, &id, doc).map_err(|e| match e {
+            StoreError::AlreadyExists(_) => {
+                ApiError::conflict(format!("{} {id} already exists", self.kind.collection)).with_code("ALREADY_EXISTS")
+            }
+            other => store_error(&self.kind, &id, other),
+        })?;
         let change = Change { kind: self.kind, before: None, after: Some(stored.data), version: stored.version };
         hooks.after_write(env, &change)?;
         Ok(change)
@@ -659,6 +676,11 @@ mod tests {
         assert_eq!(e.status, 400);
         let e = docs.create(&env, &NameRequired, json!([1])).unwrap_err();
         assert_eq!(e.status, 400);
+        docs.create_with_id(&env, &NameRequired, "po-fixed", json!({"name": "B"})).unwrap();
+        let e = docs.create_with_id(&env, &NameRequired, "po-fixed", json!({"name": "C"})).unwrap_err();
+        assert_eq!(e.status, 409);
+        assert_eq!(docs.get("po-fixed").unwrap().data["name"], "B");
+        docs.delete(&env, &NameRequired, "po-fixed").unwrap();
         assert_eq!(docs.all().unwrap().len(), 1, "refused creates store nothing");
     }
 

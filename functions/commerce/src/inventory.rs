@@ -1,0 +1,1 @@
+//! Placeholder while it is written.
