@@ -96,6 +96,7 @@ fn every_resource_has_tmf_crud_and_lists() {
             "pricingRule",
             json!({"name": "5% off", "appliesTo": [], "priceType": "recurring", "discount": {"percentage": 5}}),
         ),
+        ("taxRate", json!({"name": "Standard VAT", "taxCategory": "standard", "rate": 20})),
     ];
     // pricingRule needs at least one offering; create one first.
     let offering = api.create("productOffering", json!({"name": "Target"}));
@@ -432,6 +433,17 @@ fn sample_catalog_imports_and_the_basket_rules_hold() {
     let a = api.post("importCatalog", &exported.json());
     assert_eq!(a.status, 200, "{}", a.body);
     assert_eq!(a.json()["imported"]["tariff"]["unchanged"], 3);
+    assert_eq!(a.json()["imported"]["taxRate"]["unchanged"], sample["taxRate"].as_array().unwrap().len());
+
+    // Tax rates: exact percentages, and one active rate per category, jurisdiction and date.
+    assert_eq!(api.get("taxRate/tax-reduced-de").json()["rate"], 7);
+    let overlapping = api.post(
+        "taxRate",
+        &json!({"name": "Standard again", "taxCategory": "standard", "rate": 21, "lifecycleStatus": "active"}),
+    );
+    assert_error(&overlapping, 422, &["validFor", "tax-standard"]);
+    assert_error(&api.post("taxRate", &json!({"name": "Too much", "taxCategory": "x", "rate": 100.5})), 422, &["rate"]);
+    assert_eq!(api.count("taxRate"), sample["taxRate"].as_array().unwrap().len(), "refused rates store nothing");
 
     // A bad document names every problem and stores nothing.
     let bad = json!({"productOffering": [

@@ -135,14 +135,34 @@ pub fn resulting_products(basket: &Basket, snap: &Snapshot) -> BTreeSet<String> 
 /// (`orderable`, `requires`, `excludes`, `addOnOf`, `upgradeTo`, `downgradeTo`, `remove`,
 /// `marketSegment`, `items[i]...`).
 pub fn check(basket: &Basket, snap: &Snapshot) -> Vec<Problem> {
+    check_items(basket, snap).into_iter().map(|(_, p)| p).collect()
+}
+
+/// [`check`], each problem with the index of the basket item it is about (quotes and orders
+/// answer one reason per item): the item that adds the offering breaking the rule, else the one
+/// that removes or replaces what the rule needs, else the one adding the other offering of the
+/// rule; `None` for the basket as a whole, or for a rule that only the customer's existing
+/// products or bundle members break.
+pub fn check_items(basket: &Basket, snap: &Snapshot) -> Vec<(Option<usize>, Problem)> {
+    let added = |id: &str| basket.items.iter().position(|it| it.offering_id == id && it.action != Action::Remove);
+    let removed = |id: &str| {
+        basket
+            .items
+            .iter()
+            .position(|it| (it.action == Action::Remove && it.offering_id == id) || it.replaces.as_deref() == Some(id))
+    };
     let mut p = Vec::new();
+    // `who[k]` is the item of `p[k]`; per-item problems are attributed when the next item starts.
+    let mut who: Vec<Option<usize>> = Vec::new();
     if basket.items.is_empty() || basket.items.len() > MAX_ITEMS {
         p.push(Problem::new("items", format!("a basket holds 1 to {MAX_ITEMS} items")));
     }
     if basket.existing.len() > MAX_EXISTING {
         p.push(Problem::new("existingProducts", format!("at most {MAX_EXISTING} existing products")));
     }
+    who.resize(p.len(), None);
     for (i, item) in basket.items.iter().enumerate() {
+        who.resize(p.len(), i.checked_sub(1));
         if item.quantity == 0 || item.quantity > MAX_QUANTITY {
             p.push(Problem::new(format!("items[{i}].quantity"), format!("must be 1 to {MAX_QUANTITY}")));
         }
@@ -211,6 +231,7 @@ pub fn check(basket: &Basket, snap: &Snapshot) -> Vec<Problem> {
             }
         }
     }
+    who.resize(p.len(), basket.items.len().checked_sub(1));
     let result = resulting_products(basket, snap);
     let mut excluded_pairs = BTreeSet::new();
     for id in &result {
@@ -225,6 +246,7 @@ pub fn check(basket: &Basket, snap: &Snapshot) -> Vec<Problem> {
                         q(snap, target)
                     ),
                 ));
+                who.push(added(id).or_else(|| removed(target)));
             }
         }
         let hosts: Vec<&str> = o.related(RelationshipType::AddOnOf).collect();
@@ -237,6 +259,7 @@ pub fn check(basket: &Basket, snap: &Snapshot) -> Vec<Problem> {
                     names.join(" or ")
                 ),
             ));
+            who.push(added(id).or_else(|| hosts.iter().find_map(|h| removed(h))));
         }
         for target in o.related(RelationshipType::Excludes) {
             if result.contains(target) {
@@ -253,11 +276,12 @@ pub fn check(basket: &Basket, snap: &Snapshot) -> Vec<Problem> {
                             q(snap, target)
                         ),
                     ));
+                    who.push(added(id).or_else(|| added(target)));
                 }
             }
         }
     }
-    p
+    who.into_iter().zip(p).collect()
 }
 
 /// One priced line.
@@ -558,6 +582,21 @@ mod tests {
         assert_eq!(rules(&check(&basket(&[("nope", Action::Add, None)], &[]), &s)), ["items[0].productOffering"]);
         // Every violation is reported, not only the first.
         assert_eq!(check(&basket(&[("tv", Action::Add, None), ("sim", Action::Add, None)], &[]), &s).len(), 2);
+    }
+
+    #[test]
+    fn problems_name_their_item() {
+        let s = snap();
+        let b = basket(&[("bb", Action::Add, None), ("dsl", Action::Add, None), ("old", Action::Add, None)], &[]);
+        let v = check_items(&b, &s);
+        let at: Vec<(Option<usize>, &str)> = v.iter().map(|(i, p)| (*i, p.field.as_str())).collect();
+        assert_eq!(at, [(Some(2), "orderable"), (Some(0), "excludes")]);
+        // A rule broken by an existing product alone names the item that adds the other side.
+        let v = check_items(&basket(&[("dsl", Action::Add, None)], &["bb"]), &s);
+        assert_eq!(v[0].0, Some(0));
+        // Removing the host of an add-on names the removal.
+        let v = check_items(&basket(&[("mob-m", Action::Add, None), ("bb", Action::Remove, None)], &["bb", "tv"]), &s);
+        assert_eq!(v.iter().map(|(i, p)| (*i, p.field.as_str())).collect::<Vec<_>>(), [(Some(1), "addOnOf")]);
     }
 
     #[test]

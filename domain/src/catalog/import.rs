@@ -2,7 +2,7 @@
 //! resource of a tenant, import (validate the whole document, then upsert by id).
 //!
 //! ```json
-//! {"tariff": [...], "productSpecification": [...], "productOfferingPrice": [...],
+//! {"taxRate": [...], "tariff": [...], "productSpecification": [...], "productOfferingPrice": [...],
 //!  "productOffering": [...], "pricingRule": [...], "category": [...], "catalog": [...]}
 //! ```
 //!
@@ -165,6 +165,21 @@ mod tests {
         let t = crate::catalog::tariff::Tariff::read(s.get(Kind::Tariff, "tariff-interconnect").unwrap()).unwrap();
         assert_eq!(t.currency.code(), "USD");
         assert!(t.destination("+4915112345678").is_some());
+    }
+
+    #[test]
+    fn every_tax_category_of_the_sample_has_a_rate() {
+        let s = sample();
+        let at = "2026-06-01T00:00:00Z".parse().unwrap();
+        for p in s.all(Kind::ProductOfferingPrice) {
+            let p = crate::catalog::price::PriceView::read(p).unwrap();
+            let cat = p.tax_category.clone().unwrap_or_else(|| panic!("price {} has no tax category", p.id));
+            for j in [None, Some("DE"), Some("FR")] {
+                assert!(crate::catalog::tax::rate_for(&s, &cat, j, at).is_some(), "{cat} in {j:?} has no rate");
+            }
+        }
+        let de = crate::catalog::tax::rate_for(&s, "reduced", Some("DE"), at).unwrap();
+        assert_eq!(de.rate, rust_decimal::Decimal::from(7));
     }
 
     #[test]

@@ -28,6 +28,10 @@
 //!   stackable it applies alone, else every stackable rule compounds in priority order.
 //! - Baskets ([`basket`]): every violated relationship rule is reported, naming the rule; lines are
 //!   rounded once (named [`crate::money::RoundingRule`]) and totals are sums of rounded lines.
+//! - Taxes ([`tax`]): the extension resource `taxRate` gives a `taxCategory` (the one every
+//!   price names) a percentage `rate` (exact decimal), optionally per `jurisdiction` (a country
+//!   code), over a `validFor`. Only `active` rates apply; two active rates of one category and
+//!   jurisdiction may not overlap in time. Quotes tax their lines with it (`crate::quote`).
 //! - Import ([`import`]): the whole document is validated before anything is written.
 //! - Money is [`crate::money::Money`]; TMF prices `{"unit": "EUR", "value": 12.5}` are read
 //!   exactly through the number's text ([`money_from_json`]), never through `f64` arithmetic.
@@ -38,6 +42,7 @@ pub mod offering;
 pub mod price;
 pub mod rule;
 pub mod tariff;
+pub mod tax;
 mod validate;
 
 pub use validate::{references, referrers, validate};
@@ -74,12 +79,15 @@ pub enum Kind {
     Tariff,
     /// BSS extension: cross-product discount.
     PricingRule,
+    /// BSS extension: the rate of a tax category (in a jurisdiction) over a period ([`tax`]).
+    TaxRate,
 }
 
 impl Kind {
     /// Every kind, in dependency order (a kind only refers to kinds before it, or to itself,
     /// except categories and catalogs, which refer to offerings).
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 8] = [
+        Kind::TaxRate,
         Kind::Tariff,
         Kind::ProductSpecification,
         Kind::ProductOfferingPrice,
@@ -99,6 +107,7 @@ impl Kind {
             Kind::ProductOfferingPrice => "productOfferingPrice",
             Kind::Tariff => "tariff",
             Kind::PricingRule => "pricingRule",
+            Kind::TaxRate => "taxRate",
         }
     }
 
@@ -112,6 +121,7 @@ impl Kind {
             Kind::ProductOfferingPrice => "ProductOfferingPrice",
             Kind::Tariff => "Tariff",
             Kind::PricingRule => "PricingRule",
+            Kind::TaxRate => "TaxRate",
         }
     }
 

@@ -42,7 +42,7 @@ pub fn references(kind: Kind, doc: &Value) -> Vec<(Kind, String, &'static str)> 
             r
         }
         Kind::ProductOfferingPrice => one("tariff", Kind::Tariff),
-        Kind::Tariff => Vec::new(),
+        Kind::Tariff | Kind::TaxRate => Vec::new(),
         Kind::PricingRule => {
             let mut r = list("appliesTo", Kind::ProductOffering);
             if let Ok(Some(c)) = d.opt::<super::rule::Condition>("condition") {
@@ -83,6 +83,7 @@ pub fn validate(kind: Kind, doc: &Value, previous: Option<&Value>, snap: &Snapsh
         Kind::ProductOffering => OfferingView::read(doc).map(|o| offering_rules(&o, snap, &mut problems)),
         Kind::Tariff => Tariff::read(doc).map(drop),
         Kind::PricingRule => PricingRule::read(doc).map(drop),
+        Kind::TaxRate => super::tax::TaxRate::read(doc).map(|t| super::tax::overlap_rules(&t, snap, &mut problems)),
         Kind::Catalog | Kind::Category | Kind::ProductSpecification => Ok(()),
     };
     if let Err(p) = typed {

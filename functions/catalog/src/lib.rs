@@ -9,7 +9,8 @@
 //!
 //! - Resources (TMF620): `catalog`, `category`, `productSpecification`, `productOffering`,
 //!   `productOfferingPrice`; BSS extensions with the same conventions: `tariff` (usage rating
-//!   definition) and `pricingRule` (cross-product discounts).
+//!   definition), `pricingRule` (cross-product discounts) and `taxRate` (the percentage of a
+//!   price's `taxCategory`, per optional `jurisdiction`, over a `validFor`; quotes tax with it).
 //! - Every write is validated against the tenant's whole catalog ([`CatalogHooks::validate`]:
 //!   references exist, lifecycle transitions, activation completeness); a refused write answers
 //!   422 naming each problem and stores nothing. `lifecycleStatus` defaults to `inDesign`.
@@ -23,12 +24,12 @@
 //!   an import is validated whole, then upserted by id (re-importing changes nothing).
 //!
 //! Limits: the kit's 1 MiB JSON bodies and 10,000 documents per collection; 100 basket items;
-//! 5,000 documents per import. Checks read the tenant's whole catalog (7 list reads per write),
+//! 5,000 documents per import. Checks read the tenant's whole catalog (8 list reads per write),
 //! which suits catalogs of thousands of documents, not millions.
 
 mod api;
 
-use bss_domain::catalog::{self as domain, Kind as DomainKind, Problem, Snapshot};
+use bss_domain::catalog::{self as domain, Kind as DomainKind, Problem};
 use bss_kit::ApiError;
 use bss_kit::http::{Reply, handler, method_not_allowed, not_found};
 use bss_kit::kv::KvBackend;
@@ -38,13 +39,7 @@ use spin_sdk::http::{Request, Response, Router};
 
 bss_kit::export_http!(route);
 
-/// The API base path.
-pub const BASE: &str = "/tmf-api/productCatalogManagement/v4";
-
-/// The resource-layer kind of a domain kind.
-pub fn kind(k: DomainKind) -> Kind {
-    Kind { collection: k.collection(), type_name: k.type_name(), base_path: BASE, domain: "catalog" }
-}
+pub use bss_kit::catalog::{BASE, kind, snapshot};
 
 fn domain_kind(k: &Kind) -> Result<DomainKind, ApiError> {
     DomainKind::from_collection(k.collection)
@@ -67,17 +62,6 @@ fn route(req: Request) -> Response {
     r.any(&format!("{BASE}/importCatalog"), method_not_allowed);
     r.any("/*", not_found);
     r.handle(req)
-}
-
-/// The tenant's whole catalog.
-pub fn snapshot<B: KvBackend>(env: &Env<'_, B>) -> Result<Snapshot, ApiError> {
-    let mut snap = Snapshot::new();
-    for k in DomainKind::ALL {
-        for doc in env.resources(kind(k)).all()? {
-            snap.insert(k, doc);
-        }
-    }
-    Ok(snap)
 }
 
 /// A TMF error answer whose message joins every problem and whose body also lists them

@@ -31,12 +31,15 @@ pub struct ApiError {
     pub message: String,
     /// Internal detail, logged when the error is answered, never sent.
     detail: Option<String>,
+    /// A list of every problem found (`problems` in the body of a 4xx), for checks that report
+    /// all problems at once rather than the first.
+    problems: Option<Value>,
 }
 
 impl ApiError {
     /// An error with every field given. Prefer the named constructors.
     pub fn new(status: u16, code: &str, reason: &str, message: impl Into<String>) -> Self {
-        Self { status, code: code.into(), reason: reason.into(), message: message.into(), detail: None }
+        Self { status, code: code.into(), reason: reason.into(), message: message.into(), detail: None, problems: None }
     }
 
     /// 400: the request is malformed (bad JSON, bad query parameter, missing field...).
@@ -106,6 +109,17 @@ impl ApiError {
         self
     }
 
+    /// Adds the list of problems to the body (`problems`, 4xx only): e.g. one per quote item.
+    pub fn with_problems(mut self, problems: Value) -> Self {
+        self.problems = Some(problems);
+        self
+    }
+
+    /// The problems list, if any.
+    pub fn problems(&self) -> Option<&Value> {
+        self.problems.as_ref()
+    }
+
     /// The internal detail (for logs and tests).
     pub fn detail(&self) -> Option<&str> {
         self.detail.as_deref()
@@ -114,13 +128,17 @@ impl ApiError {
     /// The TMF630 `Error` body.
     pub fn body(&self) -> Value {
         let message = if self.status >= 500 && self.status != 503 { INTERNAL_MESSAGE } else { self.message.as_str() };
-        json!({
+        let mut body = json!({
             "code": self.code,
             "reason": self.reason,
             "message": message,
             "status": self.status.to_string(),
             "@type": "Error",
-        })
+        });
+        if let (Some(p), true) = (&self.problems, self.status < 500) {
+            body["problems"] = p.clone();
+        }
+        body
     }
 
     /// The answer for this error — the one place errors become responses. Logs the detail of
@@ -168,6 +186,14 @@ mod tests {
             json!({"code": "UNPROCESSABLE_ENTITY", "reason": "Unprocessable Entity",
                    "message": "name must not be empty", "status": "422", "@type": "Error"})
         );
+    }
+
+    #[test]
+    fn problems_are_listed_in_client_errors_only() {
+        let e = ApiError::unprocessable("2 problems").with_problems(json!([{"field": "a"}, {"field": "b"}]));
+        assert_eq!(e.body()["problems"], json!([{"field": "a"}, {"field": "b"}]));
+        let e = ApiError::new(500, "X", "Internal", "m").with_problems(json!([{"field": "secret"}]));
+        assert!(e.body().get("problems").is_none());
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! [`http::handler`]) calls spin-sdk / WASI imports, which only work inside a component.
 
 pub mod auth;
+pub mod catalog;
 pub mod error;
 pub mod events;
 pub mod http;
