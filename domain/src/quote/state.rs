@@ -119,7 +119,9 @@ impl fmt::Display for NotAcceptable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             NotAcceptable::AlreadyAccepted => f.write_str("the quote is already accepted"),
-            NotAcceptable::WrongState(s) => write!(f, "a quote that is {s} cannot be accepted; it must be approved first"),
+            NotAcceptable::WrongState(s) => {
+                write!(f, "a quote that is {s} cannot be accepted; it must be approved first")
+            }
             NotAcceptable::Expired(at) => write!(
                 f,
                 "the quote expired on {} (validFor.endDateTime) and can no longer be accepted",
@@ -169,10 +171,7 @@ mod tests {
         assert!(!InProgress.can_become(Accepted), "acceptance needs an approval first");
         assert!(!Accepted.can_become(Cancelled));
         assert!(!Approved.can_become(InProgress));
-        assert_eq!(
-            Rejected.transition(Approved).unwrap_err(),
-            "a quote that is rejected cannot change state any more"
-        );
+        assert_eq!(Rejected.transition(Approved).unwrap_err(), "a quote that is rejected cannot change state any more");
         assert!(InProgress.transition(Accepted).unwrap_err().contains("allowed: approved, rejected, cancelled"));
         for s in QuoteState::ALL {
             assert_eq!(QuoteState::parse(s.as_str()), Some(s));

@@ -32,8 +32,8 @@ pub struct ApiError {
     /// Internal detail, logged when the error is answered, never sent.
     detail: Option<String>,
     /// A list of every problem found (`problems` in the body of a 4xx), for checks that report
-    /// all problems at once rather than the first.
-    problems: Option<Value>,
+    /// all problems at once rather than the first. Boxed: errors stay small.
+    problems: Option<Box<Value>>,
 }
 
 impl ApiError {
@@ -111,13 +111,13 @@ impl ApiError {
 
     /// Adds the list of problems to the body (`problems`, 4xx only): e.g. one per quote item.
     pub fn with_problems(mut self, problems: Value) -> Self {
-        self.problems = Some(problems);
+        self.problems = Some(Box::new(problems));
         self
     }
 
     /// The problems list, if any.
     pub fn problems(&self) -> Option<&Value> {
-        self.problems.as_ref()
+        self.problems.as_deref()
     }
 
     /// The internal detail (for logs and tests).
@@ -136,7 +136,7 @@ impl ApiError {
             "@type": "Error",
         });
         if let (Some(p), true) = (&self.problems, self.status < 500) {
-            body["problems"] = p.clone();
+            body["problems"] = (**p).clone();
         }
         body
     }
