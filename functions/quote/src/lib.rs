@@ -1,6 +1,7 @@
 //! `bss-quote`: quotes (TMF648 v4 under `/tmf-api/quoteManagement/v4/`). Build with
 //! `cargo build --target wasm32-wasip2 --release -p bss-quote`; tested end to end by
-//! `cargo test -p bss-host --test e2e_quote`; the pricing and the lifecycle are domain code
+//! `cargo test -p bss-host --test e2e_quote` and natively (acceptance) by `cargo test -p bss-quote`;
+//! the pricing and the lifecycle are domain code
 //! (`cargo test -p bss-domain quote`).
 //!
 //! Thin: the kit's resource layer stores the documents (collection `quote`, `Idempotency-Key`,
@@ -273,7 +274,7 @@ pub fn order_id(quote_id: &str) -> String {
 fn accept_route(ctx: &Ctx, params: &Params) -> Result<Reply, ApiError> {
     let id = param(params, "id")?;
     with_env(ctx, |env| {
-        let (change, order) = accept(env, &id, Utc::now())?;
+        let (change, order) = accept(env, &id, Utc::now(), place_order)?;
         if let Some(order) = order {
             emit(env.tenant, &order);
         }
@@ -297,12 +298,14 @@ fn not_acceptable(e: NotAcceptable, doc: &Value) -> ApiError {
     }
 }
 
-/// Accepts quote `id` at `now`: places its order (once) and records the acceptance. The quote's
-/// change and, when this call created it, the order's.
+/// Accepts quote `id` at `now`: places its order (once, with `place`: the order side's
+/// `place_order`) and records the acceptance. The quote's change and, when this call created
+/// it, the order's.
 pub fn accept<B: KvBackend>(
     env: &Env<'_, B>,
     id: &str,
     now: DateTime<Utc>,
+    place: impl Fn(&Env<'_, B>, Value, &str) -> Result<Change, ApiError>,
 ) -> Result<(Change, Option<Change>), ApiError> {
     let quotes = env.resources(QUOTE);
     let doc = quotes.get(id)?.data;
@@ -311,7 +314,7 @@ pub fn accept<B: KvBackend>(
         .map_err(|e| not_acceptable(e, &doc))?;
     let customer_id = q.customer_id().unwrap_or_default().to_string();
     let order_id = order_id(id);
-    let (order_doc, created) = match place_order(env, order_body(&doc, id, &customer_id), &order_id) {
+    let (order_doc, created) = match place(env, order_body(&doc, id, &customer_id), &order_id) {
         Ok(change) => (change.after.clone().unwrap_or(Value::Null), Some(change)),
         // A previous or concurrent acceptance placed it: finish that acceptance.
         Err(e) if e.status == 409 => match env.resources(PRODUCT_ORDER).find(&order_id)? {
@@ -349,4 +352,72 @@ fn place_order<B: KvBackend>(_: &Env<'_, B>, _: Value, _: &str) -> Result<Change
         "ordering is not available yet; the quote stays approved",
         "bss-quote built without the orders feature (bss_commerce::order::place_order)",
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    //! Acceptance natively, on the in-memory store, with a stand-in for the order side's
+    //! `place_order` that stores the order document as given (the real one validates and
+    //! prices it too): exactly one order per quote, however often acceptance runs.
+    use super::*;
+    use bss_kit::Tenant;
+    use bss_kit::kv::{MemKv, Store};
+    use bss_kit::resource::NoHooks;
+
+    fn placed<B: KvBackend>(env: &Env<'_, B>, body: Value, id: &str) -> Result<Change, ApiError> {
+        env.resources(PRODUCT_ORDER).create_with_id(env, &NoHooks, id, body)
+    }
+
+    fn approved_quote<B: KvBackend>(env: &Env<'_, B>, id: &str, end: &str) {
+        let doc = json!({"relatedParty": [{"id": "c1", "role": "customer"}], "billingAccount": {"id": "a1"},
+            "state": "approved", "validFor": {"endDateTime": end}, "currency": "EUR",
+            "quoteItem": [{"id": "1", "action": "add", "quantity": 1, "productOffering": {"id": "mobile-m"},
+                           "quoteItemPrice": [{"priceType": "recurring", "price": {"dutyFreeAmount": {"unit": "EUR", "value": 17.99}}}]}]});
+        env.resources(QUOTE).create_with_id(env, &NoHooks, id, doc).unwrap();
+    }
+
+    #[test]
+    fn one_order_per_quote_and_a_retry_completes_the_acceptance() {
+        let store = Store::new(MemKv::default());
+        let t = Tenant { tenant_id: "t1".into(), key_id: "k1".into() };
+        let env = Env::new(&store, &t);
+        let now: DateTime<Utc> = "2026-06-01T00:00:00Z".parse().unwrap();
+        approved_quote(&env, "q1", "2026-07-01T00:00:00Z");
+        // A first attempt placed the order and stopped before recording the acceptance.
+        placed(&env, order_body(&env.resources(QUOTE).get("q1").unwrap().data, "q1", "c1"), "quote-q1").unwrap();
+        let (change, created) = accept(&env, "q1", now, placed).unwrap();
+        assert!(created.is_none(), "the retry found the order instead of making a second one");
+        let quote = change.after.unwrap();
+        assert_eq!(quote["state"], "accepted");
+        assert_eq!(quote["productOrder"]["id"], "quote-q1");
+        let orders = env.resources(PRODUCT_ORDER).all().unwrap();
+        assert_eq!(orders.len(), 1);
+        assert_eq!(orders[0]["productOrderItem"][0]["itemPrice"][0]["price"]["dutyFreeAmount"]["value"], 17.99);
+        assert_eq!(orders[0]["quote"][0]["id"], "q1");
+        // Accepting again: 409, nothing changes.
+        let e = accept(&env, "q1", now, placed).unwrap_err();
+        assert_eq!((e.status, e.code.as_str()), (409, "ALREADY_ACCEPTED"));
+        assert_eq!(env.resources(PRODUCT_ORDER).all().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn refused_acceptances_place_nothing() {
+        let store = Store::new(MemKv::default());
+        let t = Tenant { tenant_id: "t1".into(), key_id: "k1".into() };
+        let env = Env::new(&store, &t);
+        approved_quote(&env, "old", "2026-02-01T00:00:00Z");
+        let e = accept(&env, "old", "2026-06-01T00:00:00Z".parse().unwrap(), placed).unwrap_err();
+        assert_eq!(e.status, 422);
+        assert!(e.message.contains("2026-02-01T00:00:00Z"), "{e}");
+        assert_eq!(accept(&env, "missing", Utc::now(), placed).unwrap_err().status, 404);
+        // An order-side refusal (here: unavailable) leaves the quote approved.
+        approved_quote(&env, "q2", "2099-01-01T00:00:00Z");
+        let e = accept(&env, "q2", Utc::now(), |_: &Env<'_, MemKv>, _, _: &str| {
+            Err(ApiError::unprocessable("offering retired since"))
+        })
+        .unwrap_err();
+        assert_eq!(e.status, 422);
+        assert_eq!(env.resources(QUOTE).get("q2").unwrap().data["state"], "approved");
+        assert!(env.resources(PRODUCT_ORDER).all().unwrap().is_empty());
+    }
 }
