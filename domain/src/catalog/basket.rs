@@ -590,7 +590,7 @@ mod tests {
         let b = basket(&[("bb", Action::Add, None), ("dsl", Action::Add, None), ("old", Action::Add, None)], &[]);
         let v = check_items(&b, &s);
         let at: Vec<(Option<usize>, &str)> = v.iter().map(|(i, p)| (*i, p.field.as_str())).collect();
-        assert_eq!(at, [(Some(2), "orderable"), (Some(0), "excludes")]);
+        assert_eq!(at, [(Some(2), "orderable"), (Some(1), "excludes")], "the item adding the offering that excludes");
         // A rule broken by an existing product alone names the item that adds the other side.
         let v = check_items(&basket(&[("dsl", Action::Add, None)], &["bb"]), &s);
         assert_eq!(v[0].0, Some(0));
