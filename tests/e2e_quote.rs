@@ -81,6 +81,15 @@ impl Api {
     }
 }
 
+/// `bss_queue_published_total{component="quote"}`: events the quote component published.
+fn published(api: &Api) -> u64 {
+    let text = get(&api.host.admin("/metrics")).body;
+    text.lines()
+        .find(|l| l.starts_with("bss_queue_published_total") && l.contains("component=\"quote\""))
+        .and_then(|l| l.rsplit(' ').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
 fn item(id: &str, offering: &str, quantity: i64) -> Value {
     json!({"id": id, "action": "add", "quantity": quantity, "productOffering": {"id": offering}})
 }
@@ -174,6 +183,8 @@ fn a_quote_shows_discounts_and_taxes_and_follows_its_lifecycle() {
     assert_error(&api.patch(&format!("{QUOTES}/{id}"), &json!({"quoteItem": q["quoteItem"]})), 409, &["inProgress"]);
     assert_error(&api.patch(&format!("{QUOTES}/{id}"), &json!({"state": "accepted"})), 422, &["accept"]);
     assert_eq!(api.get(&format!("{QUOTES}/{id}")).json(), approved, "refused changes change nothing");
+    // Two creates, a re-pricing, an approval (value + state change); refusals publish nothing.
+    assert_eq!(published(&api), 5);
 
     // Cancelled is final.
     let a = api.patch(&format!("{QUOTES}/{}", de["id"].as_str().unwrap()), &json!({"state": "cancelled"}));
@@ -209,6 +220,7 @@ fn bad_input_is_refused_and_stores_nothing() {
     assert_error(&api.post(QUOTES, &prospect), 422, &["currency"]);
     assert_error(&api.post(QUOTES, &json!({"quoteItem": "x"})), 422, &["relatedParty", "quoteItem"]);
     assert_eq!(api.quote_count(), 0, "refused quotes store nothing");
+    assert_eq!(published(&api), 0, "and publish nothing");
 
     // Accepting: not approved yet, expired, a prospect, twice.
     let q = api.created(QUOTES, customer_quote(&c, &acct, vec![item("1", "mobile-m", 1)]));
@@ -227,6 +239,7 @@ fn bad_input_is_refused_and_stores_nothing() {
         &["expired", "2026-02-15T00:00:00Z"],
     );
     assert_eq!(api.get(&format!("{QUOTES}/{old_id}")).json(), before, "a refused acceptance changes nothing");
+    assert_eq!(published(&api), 4, "two creates and an approval; no event for refused acceptances");
     assert_eq!(api.get(&format!("/tmf-api/productOrderingManagement/v4/productOrder/quote-{old_id}")).status, 404);
 }
 
