@@ -11,71 +11,25 @@ use support::*;
 
 const BASE: &str = "/tmf-api/productCatalogManagement/v4";
 
-/// A host, a tenant key and helpers to call the catalog as that tenant.
+/// A host and a tenant's client of the catalog API (relative paths are under [`BASE`]).
 struct Api {
     host: Host,
     _dir: tempfile::TempDir,
-    auth: String,
+    client: Client,
+}
+
+impl std::ops::Deref for Api {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.client
+    }
 }
 
 impl Api {
     fn start() -> Api {
         let (host, dir) = Host::start(HostOptions::default());
-        let (_, key) = create_tenant(&host, "Catalog tests");
-        Api { host, _dir: dir, auth: format!("Bearer {key}") }
-    }
-
-    fn url(&self, path: &str) -> String {
-        self.host.url(&format!("{BASE}/{path}"))
-    }
-
-    fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Answer {
-        let bytes = body.map(|b| b.to_string().into_bytes());
-        let headers = [("Authorization", self.auth.as_str()), ("Content-Type", "application/json")];
-        send(method, &self.url(path), &headers, bytes.as_deref())
-    }
-
-    fn post(&self, path: &str, body: &Value) -> Answer {
-        self.call("POST", path, Some(body))
-    }
-
-    fn get(&self, path: &str) -> Answer {
-        self.call("GET", path, None)
-    }
-
-    fn patch(&self, path: &str, body: &Value) -> Answer {
-        let headers = [("Authorization", self.auth.as_str()), ("Content-Type", "application/merge-patch+json")];
-        send("PATCH", &self.url(path), &headers, Some(body.to_string().as_bytes()))
-    }
-
-    fn delete(&self, path: &str) -> Answer {
-        self.call("DELETE", path, None)
-    }
-
-    /// Creates and returns the id; panics unless 201.
-    fn create(&self, collection: &str, body: Value) -> String {
-        let a = self.post(collection, &body);
-        assert_eq!(a.status, 201, "creating {collection}: {}", a.body);
-        a.json()["id"].as_str().unwrap().to_string()
-    }
-
-    fn count(&self, collection: &str) -> usize {
-        let a = self.get(&format!("{collection}?limit=0"));
-        assert_eq!(a.status, 200, "{}", a.body);
-        a.header("x-total-count").unwrap().parse().unwrap()
-    }
-}
-
-/// Asserts a TMF error body with `status` whose message contains every `needle`.
-#[track_caller]
-fn assert_error(a: &Answer, status: u16, needles: &[&str]) {
-    assert_eq!(a.status, status, "{}", a.body);
-    let v = a.json();
-    assert_eq!(v["@type"], "Error", "{}", a.body);
-    assert_eq!(v["status"], status.to_string());
-    let message = v["message"].as_str().unwrap();
-    for n in needles {
-        assert!(message.contains(n), "{n:?} not in {message:?}");
+        let client = Client::new_tenant(&host, "Catalog tests", BASE);
+        Api { host, _dir: dir, client }
     }
 }
 
@@ -557,13 +511,8 @@ fn sample_catalog_imports_and_the_basket_rules_hold() {
     );
 }
 
-/// `bss_queue_published_total{component="catalog"}` from the admin port.
 fn published(api: &Api) -> u64 {
-    let text = get(&api.host.admin("/metrics")).body;
-    text.lines()
-        .find(|l| l.starts_with("bss_queue_published_total") && l.contains("component=\"catalog\""))
-        .and_then(|l| l.rsplit(' ').next())
-        .map_or(0, |n| n.parse().unwrap())
+    published_by(&api.host, "catalog")
 }
 
 #[test]

@@ -14,74 +14,6 @@ const CM: &str = "/tmf-api/customerManagement/v4";
 const AM: &str = "/tmf-api/accountManagement/v4";
 const PRM: &str = "/tmf-api/partyRoleManagement/v4";
 
-/// One tenant's client of one host.
-struct Api<'a> {
-    host: &'a Host,
-    auth: String,
-}
-
-impl<'a> Api<'a> {
-    fn new(host: &'a Host, name: &str) -> Self {
-        let (_, key) = create_tenant(host, name);
-        Api { host, auth: format!("Bearer {key}") }
-    }
-
-    fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Answer {
-        let text = body.map(Value::to_string);
-        let mut headers = vec![("Authorization", self.auth.as_str())];
-        if body.is_some() {
-            headers.push((
-                "Content-Type",
-                if method == "PATCH" { "application/merge-patch+json" } else { "application/json" },
-            ));
-        }
-        send(method, &self.host.url(path), &headers, text.as_deref().map(str::as_bytes))
-    }
-
-    fn post(&self, path: &str, body: Value) -> Answer {
-        self.call("POST", path, Some(&body))
-    }
-
-    fn patch(&self, path: &str, body: Value) -> Answer {
-        self.call("PATCH", path, Some(&body))
-    }
-
-    fn get(&self, path: &str) -> Answer {
-        self.call("GET", path, None)
-    }
-
-    fn delete(&self, path: &str) -> Answer {
-        self.call("DELETE", path, None)
-    }
-
-    /// Creates and returns the id; panics unless 201.
-    fn create(&self, path: &str, body: Value) -> String {
-        let a = self.post(path, body);
-        assert_eq!(a.status, 201, "creating at {path}: {}", a.body);
-        a.json()["id"].as_str().unwrap().to_string()
-    }
-
-    /// `X-Total-Count` of a list.
-    fn count(&self, path: &str) -> usize {
-        let a = self.get(path);
-        assert_eq!(a.status, 200, "{}", a.body);
-        a.header("x-total-count").unwrap().parse().unwrap()
-    }
-}
-
-/// Asserts a TMF error body with `status` whose message contains every needle.
-#[track_caller]
-fn assert_error(a: &Answer, status: u16, needles: &[&str]) {
-    assert_eq!(a.status, status, "expected {status}: {}", a.body);
-    let body = a.json();
-    assert_eq!(body["@type"], "Error", "{}", a.body);
-    assert_eq!(body["status"], status.to_string());
-    let message = body["message"].as_str().unwrap_or_default();
-    for n in needles {
-        assert!(message.contains(n), "message {message:?} lacks {n:?}");
-    }
-}
-
 fn ada() -> Value {
     json!({
         "givenName": "Ada", "familyName": "Lovelace", "birthDate": "1815-12-10",
@@ -111,7 +43,7 @@ fn billing(owner: &str, referred: &str, extra: Value) -> Value {
 #[test]
 fn parties_are_created_read_listed_changed_and_deleted() {
     let (host, _dir) = Host::start(HostOptions::default());
-    let api = Api::new(&host, "Operator");
+    let api = Client::new_tenant(&host, "Operator", "");
     let people = format!("{PARTY}/individual");
 
     let a = api.post(&people, ada());
@@ -171,7 +103,7 @@ fn parties_are_created_read_listed_changed_and_deleted() {
     assert!(p.json().get("birthDate").is_none());
 
     // Another tenant sees nothing.
-    let other = Api::new(&host, "Other operator");
+    let other = Client::new_tenant(&host, "Other operator", "");
     assert_eq!(other.get(&format!("{people}/{id}")).status, 404);
     assert_eq!(other.count(&people), 0);
     // No key: 401.
@@ -196,7 +128,7 @@ fn parties_are_created_read_listed_changed_and_deleted() {
 #[test]
 fn bad_parties_are_refused_and_nothing_is_stored() {
     let (host, _dir) = Host::start(HostOptions::default());
-    let api = Api::new(&host, "Operator");
+    let api = Client::new_tenant(&host, "Operator", "");
     let people = format!("{PARTY}/individual");
     let with = |f: &dyn Fn(&mut Value)| {
         let mut d = ada();
@@ -274,7 +206,7 @@ fn bad_parties_are_refused_and_nothing_is_stored() {
 #[test]
 fn customers_link_parties_with_status_and_credit_profile() {
     let (host, _dir) = Host::start(HostOptions::default());
-    let api = Api::new(&host, "Operator");
+    let api = Client::new_tenant(&host, "Operator", "");
     let customers = format!("{CM}/customer");
     let person = api.create(&format!("{PARTY}/individual"), ada());
     let org = api.create(&format!("{PARTY}/organization"), json!({"name": "Example Ltd"}));
@@ -347,7 +279,7 @@ fn customers_link_parties_with_status_and_credit_profile() {
 #[test]
 fn account_hierarchies_move_in_one_call_and_never_cycle() {
     let (host, _dir) = Host::start(HostOptions::default());
-    let api = Api::new(&host, "Operator");
+    let api = Client::new_tenant(&host, "Operator", "");
     let accounts = format!("{AM}/billingAccount");
     let org = api.create(&format!("{PARTY}/organization"), json!({"name": "Big Corp"}));
     let customer = api.create(
@@ -492,7 +424,7 @@ fn account_hierarchies_move_in_one_call_and_never_cycle() {
 #[test]
 fn partners_have_settlement_accounts_and_revenue_share() {
     let (host, _dir) = Host::start(HostOptions::default());
-    let api = Api::new(&host, "Operator");
+    let api = Client::new_tenant(&host, "Operator", "");
     let roles = format!("{PRM}/partyRole");
     let settlements = format!("{AM}/settlementAccount");
     let mvno = api.create(&format!("{PARTY}/organization"), json!({"name": "Virtual Mobile Ltd"}));
@@ -558,7 +490,7 @@ fn partners_have_settlement_accounts_and_revenue_share() {
 #[test]
 fn single_view_and_audit_trail() {
     let (host, _dir) = Host::start(HostOptions::default());
-    let api = Api::new(&host, "Operator");
+    let api = Client::new_tenant(&host, "Operator", "");
     let org = api.create(&format!("{PARTY}/organization"), json!({"name": "Retail Partner plc"}));
     let customer = api.create(
         &format!("{CM}/customer"),
@@ -654,7 +586,7 @@ fn single_view_and_audit_trail() {
 #[test]
 fn erasing_a_person_pseudonymises_and_records_it() {
     let (host, _dir) = Host::start(HostOptions::default());
-    let api = Api::new(&host, "Operator");
+    let api = Client::new_tenant(&host, "Operator", "");
     let people = format!("{PARTY}/individual");
     let person = api.create(&people, ada());
     let customer = api.create(

@@ -12,49 +12,26 @@ use support::*;
 
 const QUOTES: &str = "/tmf-api/quoteManagement/v4/quote";
 
+/// A host and a tenant's client, with the sample catalog imported.
 struct Api {
     host: Host,
     _dir: tempfile::TempDir,
-    auth: String,
+    client: Client,
+}
+
+impl std::ops::Deref for Api {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.client
+    }
 }
 
 impl Api {
-    /// A host and tenant with the sample catalog imported.
     fn start() -> Api {
         let (host, dir) = Host::start(HostOptions::default());
-        let (_, key) = create_tenant(&host, "Quote tests");
-        let api = Api { host, _dir: dir, auth: format!("Bearer {key}") };
-        let sample: Value = serde_json::from_str(
-            &std::fs::read_to_string(workspace_root().join("infra/samples/catalog.json")).unwrap(),
-        )
-        .unwrap();
-        let a = api.post("/tmf-api/productCatalogManagement/v4/importCatalog", &sample);
-        assert_eq!(a.status, 200, "{}", a.body);
-        api
-    }
-
-    fn call(&self, method: &str, path: &str, body: Option<&Value>, content_type: &str) -> Answer {
-        let bytes = body.map(|b| b.to_string().into_bytes());
-        let headers = [("Authorization", self.auth.as_str()), ("Content-Type", content_type)];
-        send(method, &self.host.url(path), &headers, bytes.as_deref())
-    }
-
-    fn post(&self, path: &str, body: &Value) -> Answer {
-        self.call("POST", path, Some(body), "application/json")
-    }
-
-    fn get(&self, path: &str) -> Answer {
-        self.call("GET", path, None, "application/json")
-    }
-
-    fn patch(&self, path: &str, body: &Value) -> Answer {
-        self.call("PATCH", path, Some(body), "application/merge-patch+json")
-    }
-
-    fn created(&self, path: &str, body: Value) -> Value {
-        let a = self.post(path, &body);
-        assert_eq!(a.status, 201, "POST {path}: {}", a.body);
-        a.json()
+        let client = Client::new_tenant(&host, "Quote tests", "");
+        client.import_sample_catalog();
+        Api { host, _dir: dir, client }
     }
 
     /// A residential customer with a EUR billing account: (customer id, account id).
@@ -75,19 +52,13 @@ impl Api {
     }
 
     fn quote_count(&self) -> usize {
-        let a = self.get(&format!("{QUOTES}?limit=0"));
-        assert_eq!(a.status, 200, "{}", a.body);
-        a.header("x-total-count").unwrap().parse().unwrap()
+        self.count(QUOTES)
     }
 }
 
-/// `bss_queue_published_total{component="quote"}`: events the quote component published.
+/// Events the quote component published.
 fn published(api: &Api) -> u64 {
-    let text = get(&api.host.admin("/metrics")).body;
-    text.lines()
-        .find(|l| l.starts_with("bss_queue_published_total") && l.contains("component=\"quote\""))
-        .and_then(|l| l.rsplit(' ').next())
-        .map_or(0, |n| n.parse().unwrap())
+    published_by(&api.host, "quote")
 }
 
 fn item(id: &str, offering: &str, quantity: i64) -> Value {
@@ -97,17 +68,6 @@ fn item(id: &str, offering: &str, quantity: i64) -> Value {
 fn customer_quote(customer: &str, account: &str, items: Vec<Value>) -> Value {
     json!({"relatedParty": [{"id": customer, "role": "customer", "@referredType": "Customer"}],
            "billingAccount": {"id": account}, "quoteItem": items})
-}
-
-#[track_caller]
-fn assert_error(a: &Answer, status: u16, needles: &[&str]) {
-    assert_eq!(a.status, status, "{}", a.body);
-    let v = a.json();
-    assert_eq!(v["@type"], "Error", "{}", a.body);
-    let message = v["message"].as_str().unwrap();
-    for n in needles {
-        assert!(message.contains(n), "{n:?} not in {message:?}");
-    }
 }
 
 fn total<'a>(quote: &'a Value, price_type: &str) -> &'a Value {

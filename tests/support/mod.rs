@@ -363,3 +363,113 @@ impl Drop for Redis {
         let _ = self.child.wait();
     }
 }
+
+/// One tenant's client of one host: every call carries the tenant's API key; bodies are JSON
+/// (`PATCH` as `application/merge-patch+json`). A path starting with `/` is absolute, any other
+/// is relative to the client's base path.
+#[derive(Clone, Debug)]
+pub struct Client {
+    root: String,
+    base: String,
+    pub auth: String,
+}
+
+impl Client {
+    /// A new tenant on `host` and its client; relative paths go under `base`.
+    pub fn new_tenant(host: &Host, name: &str, base: &str) -> Client {
+        let (_, key) = create_tenant(host, name);
+        Client { root: host.url(""), base: base.trim_end_matches('/').to_string(), auth: format!("Bearer {key}") }
+    }
+
+    /// The full URL of `path`.
+    pub fn url(&self, path: &str) -> String {
+        if path.starts_with('/') {
+            format!("{}{path}", self.root)
+        } else {
+            format!("{}{}/{path}", self.root, self.base)
+        }
+    }
+
+    /// Any call.
+    pub fn call(&self, method: &str, path: &str, body: Option<&serde_json::Value>) -> Answer {
+        let text = body.map(serde_json::Value::to_string);
+        let content_type = if method == "PATCH" { "application/merge-patch+json" } else { "application/json" };
+        let mut headers = vec![("Authorization", self.auth.as_str())];
+        if body.is_some() {
+            headers.push(("Content-Type", content_type));
+        }
+        send(method, &self.url(path), &headers, text.as_deref().map(str::as_bytes))
+    }
+
+    pub fn get(&self, path: &str) -> Answer {
+        self.call("GET", path, None)
+    }
+
+    pub fn post(&self, path: &str, body: impl std::borrow::Borrow<serde_json::Value>) -> Answer {
+        self.call("POST", path, Some(body.borrow()))
+    }
+
+    pub fn patch(&self, path: &str, body: impl std::borrow::Borrow<serde_json::Value>) -> Answer {
+        self.call("PATCH", path, Some(body.borrow()))
+    }
+
+    pub fn delete(&self, path: &str) -> Answer {
+        self.call("DELETE", path, None)
+    }
+
+    /// POSTs and returns the created document; panics unless 201.
+    #[track_caller]
+    pub fn created(&self, path: &str, body: impl std::borrow::Borrow<serde_json::Value>) -> serde_json::Value {
+        let a = self.post(path, body);
+        assert_eq!(a.status, 201, "POST {path}: {}", a.body);
+        a.json()
+    }
+
+    /// POSTs and returns the created document's id; panics unless 201.
+    #[track_caller]
+    pub fn create(&self, path: &str, body: impl std::borrow::Borrow<serde_json::Value>) -> String {
+        self.created(path, body)["id"].as_str().expect("created document has an id").to_string()
+    }
+
+    /// `X-Total-Count` of a list (any query is kept; `limit=0` is added).
+    #[track_caller]
+    pub fn count(&self, path: &str) -> usize {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let a = self.get(&format!("{path}{sep}limit=0"));
+        assert_eq!(a.status, 200, "{}", a.body);
+        a.header("x-total-count").expect("X-Total-Count").parse().expect("a count")
+    }
+
+    /// Imports `infra/samples/catalog.json` through the catalog API.
+    #[track_caller]
+    pub fn import_sample_catalog(&self) {
+        let sample = std::fs::read(workspace_root().join("infra/samples/catalog.json")).expect("sample catalog");
+        let sample: serde_json::Value = serde_json::from_slice(&sample).expect("sample catalog is JSON");
+        let a = self.post("/tmf-api/productCatalogManagement/v4/importCatalog", &sample);
+        assert_eq!(a.status, 200, "importing the sample catalog: {}", a.body);
+    }
+}
+
+/// Asserts a TMF error body with `status` whose message contains every needle.
+#[track_caller]
+pub fn assert_error(a: &Answer, status: u16, needles: &[&str]) {
+    assert_eq!(a.status, status, "expected {status}: {}", a.body);
+    let body = a.json();
+    assert_eq!(body["@type"], "Error", "{}", a.body);
+    assert_eq!(body["status"], status.to_string(), "{}", a.body);
+    let message = body["message"].as_str().unwrap_or_default();
+    for n in needles {
+        assert!(message.contains(n), "message {message:?} lacks {n:?}");
+    }
+}
+
+/// Messages a component published so far (`bss_queue_published_total{component=...}` on the
+/// host's admin port).
+pub fn published_by(host: &Host, component: &str) -> u64 {
+    let text = get(&host.admin("/metrics")).body;
+    let label = format!("component=\"{component}\"");
+    text.lines()
+        .find(|l| l.starts_with("bss_queue_published_total") && l.contains(&label))
+        .and_then(|l| l.rsplit(' ').next())
+        .map_or(0, |n| n.parse().expect("a counter value"))
+}
