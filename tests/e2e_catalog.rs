@@ -86,12 +86,12 @@ fn every_resource_has_tmf_crud_and_lists() {
 
         let patched = api.patch(
             &format!("{collection}/{id}"),
-            &json!({"description": "changed", "extraTmfAttribute": {"kept": true}}),
+            json!({"description": "changed", "extraTmfAttribute": {"kept": true}}),
         );
         assert_eq!(patched.status, 200, "{collection}: {}", patched.body);
         assert_eq!(patched.json()["description"], "changed");
         assert_eq!(api.get(&format!("{collection}/{id}")).json()["extraTmfAttribute"]["kept"], true);
-        assert_error(&api.patch(&format!("{collection}/{id}"), &json!({"id": "other"})), 400, &["id"]);
+        assert_error(&api.patch(&format!("{collection}/{id}"), json!({"id": "other"})), 400, &["id"]);
 
         if collection != "productOffering" {
             assert_eq!(api.delete(&format!("{collection}/{id}")).status, 204);
@@ -246,7 +246,7 @@ fn bad_input_is_refused_and_stores_nothing() {
         Some(b"{\"name\": "),
     );
     assert_error(&raw, 400, &["not valid JSON"]);
-    assert_error(&api.post("productOffering", &json!(["x"])), 400, &["JSON object"]);
+    assert_error(&api.post("productOffering", json!(["x"])), 400, &["JSON object"]);
     let after: Vec<usize> =
         ["productOffering", "productOfferingPrice", "tariff", "pricingRule"].iter().map(|c| api.count(c)).collect();
     assert_eq!(before, after, "refused requests store nothing");
@@ -263,17 +263,17 @@ fn lifecycle_references_and_price_versions() {
         "productOffering",
         json!({"name": "Mobile M", "productSpecification": {"id": spec}, "productOfferingPrice": [{"id": draft}]}),
     );
-    let a = api.patch(&format!("productOffering/{offer}"), &json!({"lifecycleStatus": "active"}));
+    let a = api.patch(&format!("productOffering/{offer}"), json!({"lifecycleStatus": "active"}));
     assert_error(&a, 422, &["incomplete", "recurringChargePeriodType"]);
     assert_eq!(api.get(&format!("productOffering/{offer}")).json()["lifecycleStatus"], "inDesign");
     let a = api.patch(
         &format!("productOfferingPrice/{draft}"),
-        &json!({"price": {"unit": "EUR", "value": 20}, "recurringChargePeriodType": "month", "taxCategory": "standard",
+        json!({"price": {"unit": "EUR", "value": 20}, "recurringChargePeriodType": "month", "taxCategory": "standard",
                 "validFor": {"startDateTime": "2026-01-01T00:00:00Z"}, "lifecycleStatus": "active",
                 "grandfathering": {"policy": "keepPurchasedPrice", "durationMonths": 6}}),
     );
     assert_eq!(a.status, 200, "{}", a.body);
-    let a = api.patch(&format!("productOffering/{offer}"), &json!({"lifecycleStatus": "active"}));
+    let a = api.patch(&format!("productOffering/{offer}"), json!({"lifecycleStatus": "active"}));
     assert_eq!(a.status, 200, "{}", a.body);
 
     // Referential integrity: the spec and the price are in use.
@@ -282,20 +282,20 @@ fn lifecycle_references_and_price_versions() {
     // An active offering cannot point at a retired spec.
     let spec2 = api.create("productSpecification", json!({"name": "Old line", "lifecycleStatus": "retired"}));
     assert_error(
-        &api.patch(&format!("productOffering/{offer}"), &json!({"productSpecification": {"id": spec2}})),
+        &api.patch(&format!("productOffering/{offer}"), json!({"productSpecification": {"id": spec2}})),
         422,
         &["retired specification"],
     );
 
     // An active price changes only through priceChange, as a new version.
     assert_error(
-        &api.patch(&format!("productOfferingPrice/{draft}"), &json!({"price": {"unit": "EUR", "value": 25}})),
+        &api.patch(&format!("productOfferingPrice/{draft}"), json!({"price": {"unit": "EUR", "value": 25}})),
         422,
         &["priceChange"],
     );
     let change = api.post(
         &format!("productOfferingPrice/{draft}/priceChange"),
-        &json!({"price": {"unit": "EUR", "value": 24.5}, "effectiveFrom": "2099-01-01T00:00:00Z"}),
+        json!({"price": {"unit": "EUR", "value": 24.5}, "effectiveFrom": "2099-01-01T00:00:00Z"}),
     );
     assert_eq!(change.status, 200, "{}", change.body);
     let p = change.json();
@@ -305,7 +305,7 @@ fn lifecycle_references_and_price_versions() {
     assert_error(
         &api.post(
             &format!("productOfferingPrice/{draft}/priceChange"),
-            &json!({"price": {"unit": "EUR", "value": 30}, "effectiveFrom": "2020-01-01T00:00:00Z"}),
+            json!({"price": {"unit": "EUR", "value": 30}, "effectiveFrom": "2020-01-01T00:00:00Z"}),
         ),
         422,
         &["effectiveFrom"],
@@ -313,7 +313,7 @@ fn lifecycle_references_and_price_versions() {
     assert_error(
         &api.post(
             &format!("productOfferingPrice/{draft}/priceChange"),
-            &json!({"price": {"unit": "USD", "value": 30}, "effectiveFrom": "2099-06-01T00:00:00Z"}),
+            json!({"price": {"unit": "USD", "value": 30}, "effectiveFrom": "2099-06-01T00:00:00Z"}),
         ),
         422,
         &["another currency"],
@@ -321,7 +321,7 @@ fn lifecycle_references_and_price_versions() {
     assert_error(
         &api.post(
             &format!("productOfferingPrice/{draft}/priceChange"),
-            &json!({"price": {"unit": "EUR", "value": 30}}),
+            json!({"price": {"unit": "EUR", "value": 30}}),
         ),
         400,
         &["effectiveFrom"],
@@ -334,7 +334,7 @@ fn lifecycle_references_and_price_versions() {
     // New sales pay the version in effect at the date.
     let price_at = |at: &str| {
         let a = api
-            .post("basketCheck", &json!({"items": [{"productOffering": {"id": offer}}], "currency": "EUR", "at": at}));
+            .post("basketCheck", json!({"items": [{"productOffering": {"id": offer}}], "currency": "EUR", "at": at}));
         assert_eq!(a.status, 200, "{}", a.body);
         let line = a.json()["lines"][0].clone();
         (line["priceVersion"].as_str().unwrap().to_string(), line["price"]["value"].clone())
@@ -344,20 +344,20 @@ fn lifecycle_references_and_price_versions() {
 
     // What the active offering uses cannot be retired under it.
     assert_error(
-        &api.patch(&format!("productSpecification/{spec}"), &json!({"lifecycleStatus": "retired"})),
+        &api.patch(&format!("productSpecification/{spec}"), json!({"lifecycleStatus": "retired"})),
         422,
         &["cannot retire", "Mobile M"],
     );
     // Retire: allowed; nothing leaves retired; still readable.
-    let a = api.patch(&format!("productOffering/{offer}"), &json!({"lifecycleStatus": "retired"}));
+    let a = api.patch(&format!("productOffering/{offer}"), json!({"lifecycleStatus": "retired"}));
     assert_eq!(a.status, 200, "{}", a.body);
     assert_error(
-        &api.patch(&format!("productOffering/{offer}"), &json!({"lifecycleStatus": "active"})),
+        &api.patch(&format!("productOffering/{offer}"), json!({"lifecycleStatus": "active"})),
         422,
         &["retired"],
     );
     assert_eq!(api.get(&format!("productOffering/{offer}")).status, 200);
-    let a = api.post("basketCheck", &json!({"items": [{"productOffering": {"id": offer}}], "currency": "EUR"}));
+    let a = api.post("basketCheck", json!({"items": [{"productOffering": {"id": offer}}], "currency": "EUR"}));
     assert_error(&a, 422, &["retired and can no longer be ordered"]);
     // A retired referrer no longer holds its references.
     assert_eq!(api.delete(&format!("productSpecification/{spec}")).status, 204);
@@ -384,7 +384,7 @@ fn sample_catalog_imports_and_the_basket_rules_hold() {
     let exported = api.get("exportCatalog");
     assert_eq!(exported.status, 200);
     assert_eq!(exported.json()["tariff"].as_array().unwrap().len(), sample["tariff"].as_array().unwrap().len());
-    let a = api.post("importCatalog", &exported.json());
+    let a = api.post("importCatalog", exported.json());
     assert_eq!(a.status, 200, "{}", a.body);
     assert_eq!(a.json()["imported"]["tariff"]["unchanged"], 3);
     assert_eq!(a.json()["imported"]["taxRate"]["unchanged"], sample["taxRate"].as_array().unwrap().len());
@@ -393,10 +393,10 @@ fn sample_catalog_imports_and_the_basket_rules_hold() {
     assert_eq!(api.get("taxRate/tax-reduced-de").json()["rate"], 7);
     let overlapping = api.post(
         "taxRate",
-        &json!({"name": "Standard again", "taxCategory": "standard", "rate": 21, "lifecycleStatus": "active"}),
+        json!({"name": "Standard again", "taxCategory": "standard", "rate": 21, "lifecycleStatus": "active"}),
     );
     assert_error(&overlapping, 422, &["validFor", "tax-standard"]);
-    assert_error(&api.post("taxRate", &json!({"name": "Too much", "taxCategory": "x", "rate": 100.5})), 422, &["rate"]);
+    assert_error(&api.post("taxRate", json!({"name": "Too much", "taxCategory": "x", "rate": 100.5})), 422, &["rate"]);
     assert_eq!(api.count("taxRate"), sample["taxRate"].as_array().unwrap().len(), "refused rates store nothing");
 
     // A bad document names every problem and stores nothing.
@@ -521,13 +521,13 @@ fn writes_publish_catalog_events() {
     let start = published(&api);
     let id = api.create("productSpecification", json!({"name": "Evented"}));
     assert_eq!(published(&api), start + 1, "create: ProductSpecificationCreateEvent");
-    assert_eq!(api.patch(&format!("productSpecification/{id}"), &json!({"description": "d"})).status, 200);
+    assert_eq!(api.patch(&format!("productSpecification/{id}"), json!({"description": "d"})).status, 200);
     assert_eq!(published(&api), start + 2, "patch: AttributeValueChangeEvent");
-    assert_eq!(api.patch(&format!("productSpecification/{id}"), &json!({"lifecycleStatus": "active"})).status, 200);
+    assert_eq!(api.patch(&format!("productSpecification/{id}"), json!({"lifecycleStatus": "active"})).status, 200);
     assert_eq!(published(&api), start + 4, "state change: AttributeValueChange + StateChange");
     assert_eq!(api.delete(&format!("productSpecification/{id}")).status, 204);
     assert_eq!(published(&api), start + 5, "delete: DeleteEvent");
     // Refused writes publish nothing.
-    assert_eq!(api.post("productSpecification", &json!({"name": ""})).status, 422);
+    assert_eq!(api.post("productSpecification", json!({"name": ""})).status, 422);
     assert_eq!(published(&api), start + 5);
 }

@@ -131,25 +131,25 @@ fn a_quote_shows_discounts_and_taxes_and_follows_its_lifecycle() {
     // Re-priced while inProgress: two TV Sport subscriptions.
     let mut items = q["quoteItem"].clone();
     items[2]["quantity"] = json!(2);
-    let a = api.patch(&format!("{QUOTES}/{id}"), &json!({"quoteItem": items}));
+    let a = api.patch(&format!("{QUOTES}/{id}"), json!({"quoteItem": items}));
     assert_eq!(a.status, 200, "{}", a.body);
     assert_eq!(total(&a.json(), "recurring")["price"]["dutyFreeAmount"]["value"], 77.96);
     assert_eq!(a.json()["quoteDate"], q["quoteDate"], "prices stay those of the quote date");
 
-    let a = api.patch(&format!("{QUOTES}/{id}"), &json!({"state": "approved"}));
+    let a = api.patch(&format!("{QUOTES}/{id}"), json!({"state": "approved"}));
     assert_eq!(a.status, 200, "{}", a.body);
     let approved = a.json();
-    assert_error(&api.patch(&format!("{QUOTES}/{id}"), &json!({"state": "inProgress"})), 409, &["approved"]);
-    assert_error(&api.patch(&format!("{QUOTES}/{id}"), &json!({"quoteItem": q["quoteItem"]})), 409, &["inProgress"]);
-    assert_error(&api.patch(&format!("{QUOTES}/{id}"), &json!({"state": "accepted"})), 422, &["accept"]);
+    assert_error(&api.patch(&format!("{QUOTES}/{id}"), json!({"state": "inProgress"})), 409, &["approved"]);
+    assert_error(&api.patch(&format!("{QUOTES}/{id}"), json!({"quoteItem": q["quoteItem"]})), 409, &["inProgress"]);
+    assert_error(&api.patch(&format!("{QUOTES}/{id}"), json!({"state": "accepted"})), 422, &["accept"]);
     assert_eq!(api.get(&format!("{QUOTES}/{id}")).json(), approved, "refused changes change nothing");
     // Two creates, a re-pricing, an approval (value + state change); refusals publish nothing.
     assert_eq!(published(&api), 5);
 
     // Cancelled is final.
-    let a = api.patch(&format!("{QUOTES}/{}", de["id"].as_str().unwrap()), &json!({"state": "cancelled"}));
+    let a = api.patch(&format!("{QUOTES}/{}", de["id"].as_str().unwrap()), json!({"state": "cancelled"}));
     assert_eq!(a.status, 200, "{}", a.body);
-    let a = api.patch(&format!("{QUOTES}/{}", de["id"].as_str().unwrap()), &json!({"state": "approved"}));
+    let a = api.patch(&format!("{QUOTES}/{}", de["id"].as_str().unwrap()), json!({"state": "approved"}));
     assert_error(&a, 409, &["cancelled"]);
     let listed = api.get(&format!("{QUOTES}?state=approved&fields=state"));
     assert_eq!(listed.header("x-total-count"), Some("1"));
@@ -168,33 +168,33 @@ fn bad_input_is_refused_and_stores_nothing() {
         (vec![item("1", "enterprise-bundle", 1)], vec!["quoteItem 1: marketSegment", "Business"]),
     ];
     for (items, needles) in cases {
-        let a = api.post(QUOTES, &customer_quote(&c, &acct, items));
+        let a = api.post(QUOTES, customer_quote(&c, &acct, items));
         assert_error(&a, 422, &needles);
         assert!(!a.json()["problems"].as_array().unwrap().is_empty(), "{}", a.body);
     }
-    let a = api.post(QUOTES, &customer_quote(&c, &acct, vec![item("a", "fibre-1g", 1), item("b", "adsl-20m", 1)]));
+    let a = api.post(QUOTES, customer_quote(&c, &acct, vec![item("a", "fibre-1g", 1), item("b", "adsl-20m", 1)]));
     assert_eq!(a.json()["problems"][0]["item"], "b", "ADSL, added next to fibre, breaks the rule");
-    assert_error(&api.post(QUOTES, &customer_quote("nobody", &acct, vec![item("1", "mobile-m", 1)])), 422, &["nobody"]);
+    assert_error(&api.post(QUOTES, customer_quote("nobody", &acct, vec![item("1", "mobile-m", 1)])), 422, &["nobody"]);
     let prospect =
         json!({"relatedParty": [{"role": "prospect", "name": "Grace"}], "quoteItem": [item("1", "mobile-m", 1)]});
     assert_error(&api.post(QUOTES, &prospect), 422, &["currency"]);
-    assert_error(&api.post(QUOTES, &json!({"quoteItem": "x"})), 422, &["relatedParty", "quoteItem"]);
+    assert_error(&api.post(QUOTES, json!({"quoteItem": "x"})), 422, &["relatedParty", "quoteItem"]);
     assert_eq!(api.quote_count(), 0, "refused quotes store nothing");
     assert_eq!(published(&api), 0, "and publish nothing");
 
     // Accepting: not approved yet, expired, a prospect, twice.
     let q = api.created(QUOTES, customer_quote(&c, &acct, vec![item("1", "mobile-m", 1)]));
     let id = q["id"].as_str().unwrap();
-    assert_error(&api.post(&format!("{QUOTES}/{id}/accept"), &json!({})), 409, &["approved first"]);
+    assert_error(&api.post(&format!("{QUOTES}/{id}/accept"), json!({})), 409, &["approved first"]);
     let mut old = customer_quote(&c, &acct, vec![item("1", "mobile-m", 1)]);
     old["quoteDate"] = json!("2026-02-01T00:00:00Z");
     old["validFor"] = json!({"endDateTime": "2026-02-15T00:00:00Z"});
     let old = api.created(QUOTES, old);
     let old_id = old["id"].as_str().unwrap();
-    assert_eq!(api.patch(&format!("{QUOTES}/{old_id}"), &json!({"state": "approved"})).status, 200);
+    assert_eq!(api.patch(&format!("{QUOTES}/{old_id}"), json!({"state": "approved"})).status, 200);
     let before = api.get(&format!("{QUOTES}/{old_id}")).json();
     assert_error(
-        &api.post(&format!("{QUOTES}/{old_id}/accept"), &json!({})),
+        &api.post(&format!("{QUOTES}/{old_id}/accept"), json!({})),
         422,
         &["expired", "2026-02-15T00:00:00Z"],
     );
@@ -213,17 +213,17 @@ fn a_prospect_is_named_before_acceptance() {
                "currency": "EUR", "quoteItem": [item("1", "mobile-m", 1)]}),
     );
     let id = q["id"].as_str().unwrap();
-    assert_eq!(api.patch(&format!("{QUOTES}/{id}"), &json!({"state": "approved"})).status, 200);
-    assert_error(&api.post(&format!("{QUOTES}/{id}/accept"), &json!({})), 422, &["prospect"]);
-    let a = api.patch(&format!("{QUOTES}/{id}"), &json!({"relatedParty": [{"id": "nobody", "role": "customer"}]}));
+    assert_eq!(api.patch(&format!("{QUOTES}/{id}"), json!({"state": "approved"})).status, 200);
+    assert_error(&api.post(&format!("{QUOTES}/{id}/accept"), json!({})), 422, &["prospect"]);
+    let a = api.patch(&format!("{QUOTES}/{id}"), json!({"relatedParty": [{"id": "nobody", "role": "customer"}]}));
     assert_error(&a, 422, &["nobody"]);
     // Named: checked and priced again for the customer; same prices, so it stays approved.
-    let a = api.patch(&format!("{QUOTES}/{id}"), &json!({"relatedParty": [{"id": c, "role": "customer"}]}));
+    let a = api.patch(&format!("{QUOTES}/{id}"), json!({"relatedParty": [{"id": c, "role": "customer"}]}));
     assert_eq!(a.status, 200, "{}", a.body);
     assert_eq!(a.json()["state"], "approved");
     assert_eq!(a.json()["quoteTotalPrice"], q["quoteTotalPrice"]);
     // Once a customer's, the party no longer changes after approval.
-    let a = api.patch(&format!("{QUOTES}/{id}"), &json!({"relatedParty": [{"role": "prospect", "name": "X"}]}));
+    let a = api.patch(&format!("{QUOTES}/{id}"), json!({"relatedParty": [{"role": "prospect", "name": "X"}]}));
     assert_error(&a, 409, &["inProgress"]);
 }
 
@@ -235,8 +235,8 @@ fn accepting_places_one_order_at_the_quoted_prices() {
     let (c, acct) = api.customer();
     let q = api.created(QUOTES, customer_quote(&c, &acct, vec![item("1", "mobile-m", 1), item("2", "fibre-1g", 1)]));
     let id = q["id"].as_str().unwrap();
-    assert_eq!(api.patch(&format!("{QUOTES}/{id}"), &json!({"state": "approved"})).status, 200);
-    let a = api.post(&format!("{QUOTES}/{id}/accept"), &json!({}));
+    assert_eq!(api.patch(&format!("{QUOTES}/{id}"), json!({"state": "approved"})).status, 200);
+    let a = api.post(&format!("{QUOTES}/{id}/accept"), json!({}));
     assert_eq!(a.status, 200, "{}", a.body);
     let accepted = a.json();
     assert_eq!(accepted["state"], "accepted");
@@ -249,6 +249,6 @@ fn accepting_places_one_order_at_the_quoted_prices() {
     let item = order["productOrderItem"].as_array().unwrap().iter().find(|i| i["id"] == "1").unwrap();
     assert_eq!(item["itemPrice"], q["quoteItem"][0]["quoteItemPrice"], "the order keeps the quoted prices");
     // Accepting twice: 409, still one order, the quote unchanged.
-    assert_error(&api.post(&format!("{QUOTES}/{id}/accept"), &json!({})), 409, &["already accepted", &order_id]);
+    assert_error(&api.post(&format!("{QUOTES}/{id}/accept"), json!({})), 409, &["already accepted", &order_id]);
     assert_eq!(api.get(&format!("{QUOTES}/{id}")).json(), accepted);
 }
