@@ -319,10 +319,7 @@ fn lifecycle_references_and_price_versions() {
         &["another currency"],
     );
     assert_error(
-        &api.post(
-            &format!("productOfferingPrice/{draft}/priceChange"),
-            json!({"price": {"unit": "EUR", "value": 30}}),
-        ),
+        &api.post(&format!("productOfferingPrice/{draft}/priceChange"), json!({"price": {"unit": "EUR", "value": 30}})),
         400,
         &["effectiveFrom"],
     );

@@ -193,11 +193,7 @@ fn bad_input_is_refused_and_stores_nothing() {
     let old_id = old["id"].as_str().unwrap();
     assert_eq!(api.patch(&format!("{QUOTES}/{old_id}"), json!({"state": "approved"})).status, 200);
     let before = api.get(&format!("{QUOTES}/{old_id}")).json();
-    assert_error(
-        &api.post(&format!("{QUOTES}/{old_id}/accept"), json!({})),
-        422,
-        &["expired", "2026-02-15T00:00:00Z"],
-    );
+    assert_error(&api.post(&format!("{QUOTES}/{old_id}/accept"), json!({})), 422, &["expired", "2026-02-15T00:00:00Z"]);
     assert_eq!(api.get(&format!("{QUOTES}/{old_id}")).json(), before, "a refused acceptance changes nothing");
     assert_eq!(published(&api), 4, "two creates and an approval; no event for refused acceptances");
     assert_eq!(api.get(&format!("/tmf-api/productOrderingManagement/v4/productOrder/quote-{old_id}")).status, 404);
