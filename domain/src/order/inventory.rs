@@ -137,6 +137,15 @@ pub fn charges(product: &Value, account: Account, activated: DateTime<Utc>, roun
     out
 }
 
+impl Account {
+    /// From a billing account's `billCycleDay` and `timeZone` (defaults: 1 and UTC).
+    pub fn from_billing_account(doc: &Value) -> Account {
+        let day = doc.get("billCycleDay").and_then(Value::as_u64).unwrap_or(1).clamp(1, 28) as u32;
+        let tz = doc.get("timeZone").and_then(Value::as_str).and_then(|t| t.parse().ok()).unwrap_or(Tz::UTC);
+        Account { bill_cycle_day: day, tz }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,14 +174,5 @@ mod tests {
         assert_eq!(c[0]["nextChargeDate"], "2026-05-01");
         assert_eq!(c[1]["billOn"], "nextBill");
         assert_eq!(c[1]["id"], "p1.2");
-    }
-}
-
-impl Account {
-    /// From a billing account's `billCycleDay` and `timeZone` (defaults: 1 and UTC).
-    pub fn from_billing_account(doc: &Value) -> Account {
-        let day = doc.get("billCycleDay").and_then(Value::as_u64).unwrap_or(1).clamp(1, 28) as u32;
-        let tz = doc.get("timeZone").and_then(Value::as_str).and_then(|t| t.parse().ok()).unwrap_or(Tz::UTC);
-        Account { bill_cycle_day: day, tz }
     }
 }

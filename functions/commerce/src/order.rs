@@ -20,6 +20,7 @@
 //! - Prices: each `add` item is priced from the catalog at the order date in the account's
 //!   currency (`itemPrice`, with the price id and version), unless it carries `itemPrice`
 //!   already (an accepted quote keeps its prices).
+//!
 //! The stored order has `state: acknowledged`, `orderDate`, `stateChange` history, and per item
 //! `state`, `stateChange`, `quantity`, `productAction`.
 

@@ -169,5 +169,5 @@ fn fulfilment_result(
     let step = orders::apply_result(env, order_id, &item, &task, &result)?;
     let changed = step.change.is_some();
     let order = after_step(env, step)?;
-    Ok(Reply::json(200, &json!({"productOrder": {"id": order_id, "state": order["state"]}, "applied": changed}))?)
+    Reply::json(200, &json!({"productOrder": {"id": order_id, "state": order["state"]}, "applied": changed}))
 }
