@@ -97,6 +97,7 @@ fn an_order_is_fulfilled_into_the_inventory_with_its_charges_and_changed_by_orde
             && p["priceVersion"] == "1"),
         "{prices:?}"
     );
+    assert!(prices[0]["priceAlteration"][0]["name"].as_str().unwrap().len() > 1, "the discount is named: {prices:?}");
 
     let done = wait_state(&api, &id, &["completed", "partial", "failed"]);
     assert_eq!(done["state"], "completed", "{done:#}");
@@ -353,4 +354,43 @@ fn bad_input_is_refused_and_changes_nothing() {
     let resumed = api.patch(&format!("productOrder/{id}"), json!({"state": "inProgress"}));
     assert_eq!(resumed.status, 200, "{}", resumed.body);
     assert_eq!(wait_state(&api, &id, &["completed", "failed"])["state"], "completed");
+}
+
+#[test]
+fn an_external_oss_reports_through_the_http_callback_and_duplicates_change_nothing() {
+    let (host, _dir) = Host::start(HostOptions::default());
+    let (api, customer, account) = setup(&host);
+    // The simulator is slow on this item, so the callback answers first.
+    let id = api.create("productOrder", order(&customer, &account, json!([marked(add("1", "mobile-m"), "slow")])));
+    wait_state(&api, &id, &["inProgress"]);
+    let callback = format!("productOrder/{id}/fulfilmentResult");
+    let a = api.post(&callback, json!({"taskId": format!("{id}.1.t1"), "state": "completed"}));
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.json()["applied"], true);
+    assert_eq!(a.json()["productOrder"]["state"], "inProgress");
+    let a = api.post(
+        &callback,
+        json!({"itemId": "1", "taskId": "t2", "state": "completed",
+        "characteristic": [{"name": "MSISDN", "value": "+33600000001"}]}),
+    );
+    assert_eq!(a.json()["productOrder"]["state"], "completed", "{}", a.body);
+    let again = api.post(&callback, json!({"itemId": "1", "taskId": "t2", "state": "failed", "reason": "late"}));
+    assert_eq!(again.status, 200);
+    assert_eq!(again.json()["applied"], false, "a duplicate result changes nothing");
+    assert_error(&api.post(&callback, json!({"itemId": "1", "taskId": "t9", "state": "completed"})), 404, &["t9"]);
+    assert_error(
+        &api.post(&callback, json!({"itemId": "1", "taskId": "t1", "state": "done"})),
+        422,
+        &["completed or failed"],
+    );
+    let product = eventually(WAIT, "product", || {
+        let a = api.get(&format!("{PI}/product/{id}-1"));
+        (a.status == 200).then(|| a.json())
+    });
+    assert_eq!(characteristic(&product, "MSISDN").as_deref(), Some("+33600000001"));
+    // The simulator's own (late) results arrive later and change nothing either.
+    std::thread::sleep(Duration::from_millis(3500));
+    let doc = api.get(&format!("productOrder/{id}")).json();
+    assert_eq!(doc["state"], "completed");
+    assert_eq!(history(&doc), vec!["acknowledged", "inProgress", "completed"]);
 }

@@ -223,6 +223,19 @@ pub fn place_order<B: KvBackend>(env: &Env<'_, B>, body: Value, id: Option<&str>
                             p["recurringChargePeriod"] = serde_json::to_value(period).unwrap_or(Value::Null);
                             p["recurringChargePeriodLength"] = json!(len);
                         }
+                        if !l.discounts.is_empty() {
+                            // TMF622 priceAlteration: the rules that fired, amounts for the line.
+                            let currency = l.amount.currency;
+                            p["priceAlteration"] = Value::Array(
+                                l.discounts
+                                    .iter()
+                                    .map(|f| {
+                                        json!({"name": f.name, "pricingRule": {"id": f.id}, "priceType": l.price_type.as_str(),
+                                               "price": {"dutyFreeAmount": money_to_json(&bss_domain::money::Money::new(-f.amount, currency))}})
+                                    })
+                                    .collect(),
+                            );
+                        }
                         if let Some(t) = &l.tax_category {
                             p["taxCategory"] = json!(t);
                         }
