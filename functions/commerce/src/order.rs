@@ -453,3 +453,107 @@ pub fn parse_result(body: &Value) -> Result<TaskResult, ApiError> {
     }
     Ok(TaskResult { completed, reason: body.get("reason").and_then(Value::as_str).map(str::to_string), characteristic })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inventory::{CHARGE, complete_order};
+    use bss_kit::kv::{MemKv, Store};
+    use bss_kit::resource::Env;
+
+    fn tenant() -> Tenant {
+        Tenant { tenant_id: "t1".into(), key_id: "k1".into() }
+    }
+
+    /// The sample catalog, a customer and its billing account, in memory.
+    fn seeded(store: &Store<MemKv>, t: &Tenant) {
+        let env = Env::new(store, t);
+        let sample: Value = serde_json::from_str(include_str!("../../../infra/samples/catalog.json")).unwrap();
+        for (kind, doc) in bss_domain::catalog::import::parse_import(&sample).unwrap() {
+            env.resources(bss_kit::catalog::kind(kind)).upsert(&env, &NoHooks, doc).unwrap();
+        }
+        env.resources(crate::inventory::CUSTOMER).create_with_id(&env, &NoHooks, "c1", json!({"name": "Ada"})).unwrap();
+        env.resources(crate::inventory::BILLING_ACCOUNT)
+            .create_with_id(
+                &env,
+                &NoHooks,
+                "ba1",
+                json!({"name": "Home", "currency": "EUR", "billCycleDay": 1, "timeZone": "UTC",
+                       "relatedParty": [{"id": "c1", "role": "owner"}]}),
+            )
+            .unwrap();
+    }
+
+    fn body(items: Value) -> Value {
+        json!({"relatedParty": [{"id": "c1", "role": "customer"}], "billingAccount": {"id": "ba1"}, "productOrderItem": items})
+    }
+
+    #[test]
+    fn an_order_is_placed_fulfilled_and_completed_into_the_inventory_once() {
+        let store = Store::new(MemKv::default());
+        let t = tenant();
+        seeded(&store, &t);
+        let env = Env::new(&store, &t);
+        let placed = place_order(
+            &env,
+            body(json!([{"id": "1", "action": "add", "productOffering": {"id": "mobile-m"}}])),
+            Some("o1"),
+        )
+        .unwrap();
+        assert_eq!(placed.after.as_ref().unwrap()["state"], "acknowledged");
+        // A retried quote acceptance with the same server-chosen id makes no second order.
+        let again = place_order(
+            &env,
+            body(json!([{"id": "1", "action": "add", "productOffering": {"id": "mobile-m"}}])),
+            Some("o1"),
+        );
+        assert_eq!(again.unwrap_err().status, 409);
+
+        let started = start(&env, "o1").unwrap();
+        let ids: Vec<&str> = started.dispatches.iter().map(|d| d.message_id.as_str()).collect();
+        assert_eq!(ids, vec!["o1.1.t1", "o1.1.t2"]);
+        // A redelivered create event resends the same messages and writes nothing.
+        let redelivered = start(&env, "o1").unwrap();
+        assert!(redelivered.change.is_none());
+        assert_eq!(redelivered.dispatches.len(), 2);
+
+        let ok = TaskResult {
+            completed: true,
+            reason: None,
+            characteristic: vec![json!({"name": "MSISDN", "value": "+1"})],
+        };
+        apply_result(&env, "o1", "1", "t1", &ok).unwrap();
+        let last = apply_result(&env, "o1", "1", "t2", &ok).unwrap();
+        assert_eq!(last.order["state"], "completed");
+        let first = complete_order(&env, &last.order).unwrap();
+        assert_eq!(first.len(), 3, "the product and its two charges");
+        assert!(complete_order(&env, &last.order).unwrap().is_empty(), "a second completion writes nothing");
+        let product = env.resources(PRODUCT).get("o1-1").unwrap().data;
+        assert_eq!(product["status"], "active");
+        assert_eq!(product["productCharacteristic"][0]["value"], "+1");
+        assert_eq!(env.resources(CHARGE).all().unwrap().len(), 2);
+        assert!(apply_result(&env, "o1", "1", "t2", &ok).unwrap().change.is_none(), "duplicate result");
+    }
+
+    #[test]
+    fn refused_orders_store_nothing() {
+        let store = Store::new(MemKv::default());
+        let t = tenant();
+        seeded(&store, &t);
+        let env = Env::new(&store, &t);
+        let cases = [
+            (json!([{"id": "1", "productOffering": {"id": "nope"}}]), 422),
+            (
+                json!([{"id": "1", "productOffering": {"id": "fibre-1g"}}, {"id": "2", "productOffering": {"id": "adsl-20m"}}]),
+                422,
+            ),
+            (json!([{"id": "1", "quantity": 0, "productOffering": {"id": "mobile-m"}}]), 422),
+            (json!([{"id": "1", "action": "delete", "product": {"id": "p9"}}]), 422),
+            (json!([{"id": "a b", "productOffering": {"id": "mobile-m"}}]), 422),
+        ];
+        for (items, status) in cases {
+            assert_eq!(place_order(&env, body(items.clone()), None).unwrap_err().status, status, "{items}");
+        }
+        assert!(env.resources(ORDER).all().unwrap().is_empty());
+    }
+}
