@@ -203,6 +203,13 @@ pub fn complete_order<B: KvBackend>(env: &Env<'_, B>, order: &Value) -> Result<V
                 }
                 let change = env.resources(PRODUCT).modify(env, &NoHooks, &pid, |current| {
                     let mut next = current.clone();
+                    // Checked again inside the compare-and-swap: a concurrent completion (queue and
+                    // HTTP callback) may have applied this order item meanwhile.
+                    let applied =
+                        current.get("productOrderItem").and_then(Value::as_array).is_some_and(|o| o.contains(&origin));
+                    if applied {
+                        return Ok(next);
+                    }
                     if let Some(status) = status_after(action) {
                         let from = ProductStatus::parse(s(current, "status")).unwrap_or(ProductStatus::Active);
                         if from.can_become(status) {
