@@ -223,9 +223,8 @@ fn a_prospect_is_named_before_acceptance() {
     assert_error(&a, 409, &["inProgress"]);
 }
 
-/// Needs the order side's `bss_commerce::order::place_order` (bss-quote's `orders` feature).
+/// Acceptance places the order through the order side's `place_order`; it is then fulfilled.
 #[test]
-#[ignore = "needs bss_commerce::order::place_order: build bss-quote with its orders feature"]
 fn accepting_places_one_order_at_the_quoted_prices() {
     let api = Api::start();
     let (c, acct) = api.customer();
@@ -247,4 +246,17 @@ fn accepting_places_one_order_at_the_quoted_prices() {
     // Accepting twice: 409, still one order, the quote unchanged.
     assert_error(&api.post(&format!("{QUOTES}/{id}/accept"), json!({})), 409, &["already accepted", &order_id]);
     assert_eq!(api.get(&format!("{QUOTES}/{id}")).json(), accepted);
+    // The order goes through the simulated OSS to completion, and the products reach the
+    // inventory at the quoted price.
+    let order_url = format!("/tmf-api/productOrderingManagement/v4/productOrder/{order_id}");
+    eventually(std::time::Duration::from_secs(30), "the accepted quote's order completes", || {
+        (api.get(&order_url).json()["state"] == "completed").then_some(())
+    });
+    let products = api.get(&format!("/tmf-api/productInventory/v4/product?relatedParty.id={c}")).json();
+    let products = products.as_array().unwrap();
+    assert_eq!(products.len(), 2, "{products:?}");
+    let mobile = products.iter().find(|p| p["productOffering"]["id"] == "mobile-m").unwrap();
+    assert_eq!(mobile["status"], "active");
+    let quoted = &q["quoteItem"][0]["quoteItemPrice"][0]["price"]["dutyFreeAmount"];
+    assert!(mobile["productPrice"].to_string().contains(&quoted["value"].to_string()), "{mobile}");
 }

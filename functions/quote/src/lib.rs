@@ -299,8 +299,9 @@ fn not_acceptable(e: NotAcceptable, doc: &Value) -> ApiError {
 }
 
 /// Accepts quote `id` at `now`: places its order (once, with `place`: the order side's
-/// `place_order`) and records the acceptance. The quote's change and, when this call created
-/// it, the order's.
+/// `place_order`) and records the acceptance. The quote's change and the order's create change
+/// to announce: when this call placed it, or when an earlier attempt placed it and may have
+/// stopped before announcing it (the order is still `acknowledged`).
 pub fn accept<B: KvBackend>(
     env: &Env<'_, B>,
     id: &str,
@@ -318,6 +319,17 @@ pub fn accept<B: KvBackend>(
         Ok(change) => (change.after.clone().unwrap_or(Value::Null), Some(change)),
         // A previous or concurrent acceptance placed it: finish that acceptance.
         Err(e) if e.status == 409 => match env.resources(PRODUCT_ORDER).find(&order_id)? {
+            // Still `acknowledged`: the attempt that placed it may have stopped before announcing
+            // it, and orchestration starts from that announcement (the worker is idempotent).
+            Some(existing) if existing.data["state"] == "acknowledged" => {
+                let announce = Change {
+                    kind: PRODUCT_ORDER,
+                    before: None,
+                    after: Some(existing.data.clone()),
+                    version: existing.version,
+                };
+                (existing.data, Some(announce))
+            }
             Some(existing) => (existing.data, None),
             None => return Err(e),
         },
@@ -340,18 +352,8 @@ pub fn accept<B: KvBackend>(
 }
 
 /// Places the order of an accepted quote through the order side's one entry point.
-#[cfg(feature = "orders")]
 fn place_order<B: KvBackend>(env: &Env<'_, B>, body: Value, id: &str) -> Result<Change, ApiError> {
     bss_commerce::order::place_order(env, body, Some(id))
-}
-
-/// Until `bss_commerce::order::place_order` lands, acceptance answers 503 and changes nothing.
-#[cfg(not(feature = "orders"))]
-fn place_order<B: KvBackend>(_: &Env<'_, B>, _: Value, _: &str) -> Result<Change, ApiError> {
-    Err(ApiError::service_unavailable(
-        "ordering is not available yet; the quote stays approved",
-        "bss-quote built without the orders feature (bss_commerce::order::place_order)",
-    ))
 }
 
 #[cfg(test)]
