@@ -26,7 +26,7 @@
 
 use bss_domain::catalog::basket::{self, Action, Basket, Item};
 use bss_domain::catalog::{Kind as CatalogKind, money_to_json};
-use bss_domain::money::{Currency, RoundingRule};
+use bss_domain::money::RoundingRule;
 use bss_domain::order::fulfilment::{self, Dispatch, MAX_ITEMS, OrderError, SpecRef, TaskResult};
 use bss_domain::order::{CancelState, OrderState};
 use bss_kit::ApiError;
@@ -91,8 +91,10 @@ pub fn place_order<B: KvBackend>(env: &Env<'_, B>, body: Value, id: Option<&str>
     if account_id.is_empty() {
         return Err(invalid("billingAccount {id} is mandatory: it pays for the products"));
     }
-    let currency = crate::pricing::billing_account_currency(env, &account_id, Some(&customer))?
-        .unwrap_or_else(|| Currency::new("EUR").expect("EUR is a currency"));
+    // Prices are in the paying account's currency: never a silent default or conversion.
+    let currency = crate::pricing::billing_account_currency(env, &account_id, Some(&customer))?.ok_or_else(|| {
+        invalid(format!("billingAccount {account_id} has no currency; an order is priced in the account's currency"))
+    })?;
     let problems = fulfilment::check_relationships(&items);
     if !problems.is_empty() {
         return Err(invalid(problems.join("; ")));
