@@ -138,6 +138,14 @@ fn an_order_is_fulfilled_into_the_inventory_with_its_charges_and_changed_by_orde
     });
     assert_eq!(mobile["status"], "active");
     assert_eq!(mobile["productOffering"]["id"], "mobile-m");
+    // The customer's single view shows what it holds and what it ordered.
+    let view = api.get(&format!("/tmf-api/customerManagement/v4/customer/{customer}/view")).json();
+    let held: Vec<&str> = view["products"].as_array().unwrap().iter().map(|p| p["id"].as_str().unwrap()).collect();
+    for n in 1..=3 {
+        assert!(held.contains(&format!("{id}-{n}").as_str()), "{held:?}");
+    }
+    assert_eq!(view["productOrders"][0]["id"], id.as_str());
+    assert_eq!(view["productOrders"][0]["state"], "completed");
     assert_eq!(mobile["billingAccount"]["id"], account.as_str());
     assert_eq!(mobile["relatedParty"][0]["id"], customer.as_str());
     assert!(characteristic(&mobile, "MSISDN").unwrap().starts_with("+336"), "{mobile:#}");

@@ -58,8 +58,10 @@
 //! Single view (`GET .../customer/{id}/view`): the customer, its engaged party, every customer of
 //! that party (`partyCustomers`), the account trees of the accounts it owns (its `account[]` refs
 //! and every account whose `relatedParty` names the customer or its party) and the party's partner
-//! roles. Products, orders, bills, balances and usage join this view as the components that own
-//! those collections land; until then the view does not have those sections (nothing is invented).
+//! roles, the customer's products (`products`, the TMF637 inventory) and its orders
+//! (`productOrders`: id, state, dates; the order itself is the tracking view). Bills, balances
+//! and usage join this view as the components that own those collections land; until then the
+//! view does not have those sections (nothing is invented).
 
 mod rules;
 mod views;

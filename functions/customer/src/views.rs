@@ -290,6 +290,26 @@ pub fn single_view<B: KvBackend>(env: &Env<'_, B>, id: &str) -> Result<Value, Ap
             .map(|c| CUSTOMER_KIND.reference(&c))
             .collect()
     };
+    // What the customer holds (TMF637) and has ordered (TMF622), from the collections the order
+    // side writes; an order is summarised (its tracking view is the order itself).
+    let of_customer = |doc: &Value| bss_commerce::inventory::customer_of(doc).as_deref() == Some(id);
+    let products: Vec<Value> =
+        env.resources(bss_commerce::pricing::PRODUCT).all()?.into_iter().filter(of_customer).collect();
+    let orders: Vec<Value> = env
+        .resources(bss_commerce::order::ORDER)
+        .all()?
+        .into_iter()
+        .filter(of_customer)
+        .map(|o| {
+            let mut summary = bss_commerce::order::ORDER.reference(&o);
+            for f in ["state", "orderDate", "completionDate"] {
+                if let Some(v) = o.get(f) {
+                    summary[f] = v.clone();
+                }
+            }
+            summary
+        })
+        .collect();
     Ok(json!({
         "@type": "CustomerView",
         "href": format!("{CUSTOMER}/customer/{id}/view"),
@@ -298,5 +318,7 @@ pub fn single_view<B: KvBackend>(env: &Env<'_, B>, id: &str) -> Result<Value, Ap
         "partyCustomers": customers,
         "accounts": accounts,
         "partnerRoles": partner_roles,
+        "products": products,
+        "productOrders": orders,
     }))
 }
