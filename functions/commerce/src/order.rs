@@ -66,6 +66,18 @@ pub fn api_error(e: OrderError) -> ApiError {
     }
 }
 
+/// The order `id` that an earlier attempt of the same step (a retried quote acceptance or
+/// `Idempotency-Key` POST) already placed, as the change to answer with, and whether it still
+/// needs announcing: an order still `acknowledged` may come from an attempt that stopped before
+/// publishing its create event, on which orchestration starts (the worker is idempotent, so a
+/// second announcement is harmless). `None` if there is no such order.
+pub fn placed_earlier<B: KvBackend>(env: &Env<'_, B>, id: &str) -> Result<Option<(Change, bool)>, ApiError> {
+    Ok(env.resources(ORDER).find(id)?.map(|doc| {
+        let announce = doc.data.get("state").and_then(Value::as_str) == Some(OrderState::Acknowledged.as_str());
+        (Change { kind: ORDER, before: None, after: Some(doc.data), version: doc.version }, announce)
+    }))
+}
+
 /// Places an order (see the module doc); `id` is a server-chosen id (quote acceptance: a retried
 /// acceptance gets 409 instead of a second order). Publish the create event with
 /// `bss_kit::resource::emit`.

@@ -13,6 +13,15 @@ pub fn random_bytes<const N: usize>() -> [u8; N] {
     buf
 }
 
+/// A stable id derived from `input`: `<prefix>` and the first 32 hex digits of its SHA-256, so a
+/// retried step that derives it again addresses the same document (valid as a KV id segment
+/// when `prefix` is).
+pub fn derived_id(prefix: &str, input: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = hex::encode(Sha256::digest(input.as_bytes()));
+    format!("{prefix}{}", &digest[..32])
+}
+
 /// Formats 16 random bytes as a UUID version 4 (RFC 9562) string.
 pub fn format_uuid_v4(mut b: [u8; 16]) -> String {
     b[6] = (b[6] & 0x0f) | 0x40;
@@ -44,6 +53,14 @@ pub fn now_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn derived_ids_are_stable_and_distinct() {
+        assert_eq!(derived_id("o-", "key-1"), derived_id("o-", "key-1"));
+        assert_ne!(derived_id("o-", "key-1"), derived_id("o-", "key-2"));
+        assert_eq!(derived_id("o-", "x").len(), 34);
+        assert!(crate::kv::valid_segment(&derived_id("o-", "any key / with spaces")));
+    }
 
     #[test]
     fn uuid_v4_format() {

@@ -5,7 +5,8 @@
 //! Routes (tenant API key required):
 //! - `POST /tmf-api/productOrderingManagement/v4/productOrder` places an order through
 //!   `bss_commerce::order::place_order` (the one way to create an order; honours
-//!   `Idempotency-Key`: a retried POST never makes a second order) → 201 `acknowledged`, and
+//!   `Idempotency-Key`: a retried POST never makes a second order — the order's id derives from
+//!   the key, so even a retry after a crash mid-request finds the first order) → 201 `acknowledged`, and
 //!   publishes `order.ProductOrderCreateEvent`, on which the order-worker starts fulfilment.
 //! - `GET productOrder[/{id}]`: TMF lists / the tracking view — per item `state`, `stateChange`
 //!   history and `fulfilmentTask` with their states and what the network allocated.
@@ -54,8 +55,21 @@ fn route(req: Request) -> Response {
             with_env(ctx, |env| {
                 let scope = bss_kit::idempotency::tenant_scope(&env.tenant.tenant_id);
                 bss_kit::idempotency::idempotent(env.store.backend(), &scope, ctx, || {
-                    let change = orders::place_order(env, ctx.json()?, None)?;
-                    emit(env.tenant, &change);
+                    // Under an Idempotency-Key the order's id derives from the key: a retry that
+                    // runs again (its claim went stale after a crash) finds that order instead of
+                    // placing a second one, and announces it if orchestration never started.
+                    let id = ctx.header(bss_kit::idempotency::HEADER).map(|k| bss_kit::ids::derived_id("order-", k));
+                    let (change, announce) = match orders::place_order(env, ctx.json()?, id.as_deref()) {
+                        Ok(change) => (change, true),
+                        Err(e) if e.status == 409 => match id.as_deref() {
+                            Some(id) => orders::placed_earlier(env, id)?.ok_or(e)?,
+                            None => return Err(e),
+                        },
+                        Err(e) => return Err(e),
+                    };
+                    if announce {
+                        emit(env.tenant, &change);
+                    }
                     created_reply(&change)
                 })
             })

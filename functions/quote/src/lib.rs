@@ -57,12 +57,7 @@ pub const BASE: &str = "/tmf-api/quoteManagement/v4";
 pub const QUOTE: Kind = Kind { collection: "quote", type_name: "Quote", base_path: BASE, domain: "quote" };
 
 /// The product orders acceptance creates (TMF622, owned by the order side).
-pub const PRODUCT_ORDER: Kind = Kind {
-    collection: "productOrder",
-    type_name: "ProductOrder",
-    base_path: "/tmf-api/productOrderingManagement/v4",
-    domain: "order",
-};
+pub use bss_commerce::order::ORDER as PRODUCT_ORDER;
 
 /// Attributes whose change re-prices a quote.
 const PRICED_FROM: &[&str] =
@@ -317,20 +312,10 @@ pub fn accept<B: KvBackend>(
     let order_id = order_id(id);
     let (order_doc, created) = match place(env, order_body(&doc, id, &customer_id), &order_id) {
         Ok(change) => (change.after.clone().unwrap_or(Value::Null), Some(change)),
-        // A previous or concurrent acceptance placed it: finish that acceptance.
-        Err(e) if e.status == 409 => match env.resources(PRODUCT_ORDER).find(&order_id)? {
-            // Still `acknowledged`: the attempt that placed it may have stopped before announcing
-            // it, and orchestration starts from that announcement (the worker is idempotent).
-            Some(existing) if existing.data["state"] == "acknowledged" => {
-                let announce = Change {
-                    kind: PRODUCT_ORDER,
-                    before: None,
-                    after: Some(existing.data.clone()),
-                    version: existing.version,
-                };
-                (existing.data, Some(announce))
-            }
-            Some(existing) => (existing.data, None),
+        // A previous or concurrent acceptance placed it: finish that acceptance (announcing the
+        // order again if it may never have been announced).
+        Err(e) if e.status == 409 => match bss_commerce::order::placed_earlier(env, &order_id)? {
+            Some((change, announce)) => (change.after.clone().unwrap_or(Value::Null), announce.then_some(change)),
             None => return Err(e),
         },
         Err(e) => return Err(e),
