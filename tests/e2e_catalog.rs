@@ -12,30 +12,15 @@ use support::*;
 const BASE: &str = "/tmf-api/productCatalogManagement/v4";
 
 /// A host and a tenant's client of the catalog API (relative paths are under [`BASE`]).
-struct Api {
-    host: Host,
-    _dir: tempfile::TempDir,
-    client: Client,
-}
+type Api = TenantHost;
 
-impl std::ops::Deref for Api {
-    type Target = Client;
-    fn deref(&self) -> &Client {
-        &self.client
-    }
-}
-
-impl Api {
-    fn start() -> Api {
-        let (host, dir) = Host::start(HostOptions::default());
-        let client = Client::new_tenant(&host, "Catalog tests", BASE);
-        Api { host, _dir: dir, client }
-    }
+fn start() -> Api {
+    TenantHost::start("Catalog tests", BASE)
 }
 
 #[test]
 fn every_resource_has_tmf_crud_and_lists() {
-    let api = Api::start();
+    let api = start();
     let minimal = [
         ("catalog", json!({"name": "Main"})),
         ("category", json!({"name": "Mobile"})),
@@ -142,7 +127,7 @@ fn every_resource_has_tmf_crud_and_lists() {
 
 #[test]
 fn bad_input_is_refused_and_stores_nothing() {
-    let api = Api::start();
+    let api = start();
     let spec = api.create("productSpecification", json!({"name": "Mobile line"}));
     let before: Vec<usize> =
         ["productOffering", "productOfferingPrice", "tariff", "pricingRule"].iter().map(|c| api.count(c)).collect();
@@ -254,7 +239,7 @@ fn bad_input_is_refused_and_stores_nothing() {
 
 #[test]
 fn lifecycle_references_and_price_versions() {
-    let api = Api::start();
+    let api = start();
     let spec = api.create("productSpecification", json!({"name": "Mobile line", "lifecycleStatus": "active"}));
     // The kit's minimal price: fine while inDesign, not for an active offering.
     let draft =
@@ -362,7 +347,7 @@ fn lifecycle_references_and_price_versions() {
 
 #[test]
 fn sample_catalog_imports_and_the_basket_rules_hold() {
-    let api = Api::start();
+    let api = start();
     let sample: Value =
         serde_json::from_str(&std::fs::read_to_string(workspace_root().join("infra/samples/catalog.json")).unwrap())
             .unwrap();
@@ -514,7 +499,7 @@ fn published(api: &Api) -> u64 {
 
 #[test]
 fn writes_publish_catalog_events() {
-    let api = Api::start();
+    let api = start();
     let start = published(&api);
     let id = api.create("productSpecification", json!({"name": "Evented"}));
     assert_eq!(published(&api), start + 1, "create: ProductSpecificationCreateEvent");

@@ -13,47 +13,29 @@ use support::*;
 const QUOTES: &str = "/tmf-api/quoteManagement/v4/quote";
 
 /// A host and a tenant's client, with the sample catalog imported.
-struct Api {
-    host: Host,
-    _dir: tempfile::TempDir,
-    client: Client,
+type Api = TenantHost;
+
+fn start() -> Api {
+    let api = TenantHost::start("Quote tests", "");
+    api.import_sample_catalog();
+    api
 }
 
-impl std::ops::Deref for Api {
-    type Target = Client;
-    fn deref(&self) -> &Client {
-        &self.client
-    }
-}
-
-impl Api {
-    fn start() -> Api {
-        let (host, dir) = Host::start(HostOptions::default());
-        let client = Client::new_tenant(&host, "Quote tests", "");
-        client.import_sample_catalog();
-        Api { host, _dir: dir, client }
-    }
-
-    /// A residential customer with a EUR billing account: (customer id, account id).
-    fn customer(&self) -> (String, String) {
-        let party = self.created("/tmf-api/party/v4/individual", json!({"givenName": "Ada", "familyName": "Lovelace"}));
-        let customer = self.created(
-            "/tmf-api/customerManagement/v4/customer",
-            json!({"name": "Ada Lovelace", "engagedParty": {"id": party["id"], "@referredType": "Individual"},
+/// A residential customer with a EUR billing account: (customer id, account id).
+fn customer(api: &Api) -> (String, String) {
+    let party = api.created("/tmf-api/party/v4/individual", json!({"givenName": "Ada", "familyName": "Lovelace"}));
+    let customer = api.created(
+        "/tmf-api/customerManagement/v4/customer",
+        json!({"name": "Ada Lovelace", "engagedParty": {"id": party["id"], "@referredType": "Individual"},
                    "marketSegment": "residential"}),
-        );
-        let c = customer["id"].as_str().unwrap().to_string();
-        let account = self.created(
-            "/tmf-api/accountManagement/v4/billingAccount",
-            json!({"name": "Home", "billCycleDay": 1, "timeZone": "Europe/Paris", "currency": "EUR",
+    );
+    let c = customer["id"].as_str().unwrap().to_string();
+    let account = api.created(
+        "/tmf-api/accountManagement/v4/billingAccount",
+        json!({"name": "Home", "billCycleDay": 1, "timeZone": "Europe/Paris", "currency": "EUR",
                    "relatedParty": [{"id": c, "role": "owner", "@referredType": "Customer"}]}),
-        );
-        (c, account["id"].as_str().unwrap().to_string())
-    }
-
-    fn quote_count(&self) -> usize {
-        self.count(QUOTES)
-    }
+    );
+    (c, account["id"].as_str().unwrap().to_string())
 }
 
 /// Events the quote component published.
@@ -81,8 +63,8 @@ fn line<'a>(quote: &'a Value, item: &str, price: &str) -> &'a Value {
 
 #[test]
 fn a_quote_shows_discounts_and_taxes_and_follows_its_lifecycle() {
-    let api = Api::start();
-    let (c, acct) = api.customer();
+    let api = start();
+    let (c, acct) = customer(&api);
     let q = api.created(
         QUOTES,
         customer_quote(&c, &acct, vec![item("1", "mobile-m", 1), item("2", "fibre-1g", 1), item("3", "tv-sport", 1)]),
@@ -157,8 +139,8 @@ fn a_quote_shows_discounts_and_taxes_and_follows_its_lifecycle() {
 
 #[test]
 fn bad_input_is_refused_and_stores_nothing() {
-    let api = Api::start();
-    let (c, acct) = api.customer();
+    let api = start();
+    let (c, acct) = customer(&api);
     let cases = [
         (vec![item("1", "no-such-offering", 1)], vec!["quoteItem 1", "no-such-offering does not exist"]),
         (vec![item("a", "fibre-1g", 1), item("b", "adsl-20m", 1)], vec!["quoteItem b: excludes", "incompatible"]),
@@ -179,7 +161,7 @@ fn bad_input_is_refused_and_stores_nothing() {
         json!({"relatedParty": [{"role": "prospect", "name": "Grace"}], "quoteItem": [item("1", "mobile-m", 1)]});
     assert_error(&api.post(QUOTES, &prospect), 422, &["currency"]);
     assert_error(&api.post(QUOTES, json!({"quoteItem": "x"})), 422, &["relatedParty", "quoteItem"]);
-    assert_eq!(api.quote_count(), 0, "refused quotes store nothing");
+    assert_eq!(api.count(QUOTES), 0, "refused quotes store nothing");
     assert_eq!(published(&api), 0, "and publish nothing");
 
     // Accepting: not approved yet, expired, a prospect, twice.
@@ -201,8 +183,8 @@ fn bad_input_is_refused_and_stores_nothing() {
 
 #[test]
 fn a_prospect_is_named_before_acceptance() {
-    let api = Api::start();
-    let (c, _) = api.customer();
+    let api = start();
+    let (c, _) = customer(&api);
     let q = api.created(
         QUOTES,
         json!({"relatedParty": [{"role": "prospect", "name": "Ada", "marketSegment": "residential"}],
@@ -226,8 +208,8 @@ fn a_prospect_is_named_before_acceptance() {
 /// Acceptance places the order through the order side's `place_order`; it is then fulfilled.
 #[test]
 fn accepting_places_one_order_at_the_quoted_prices() {
-    let api = Api::start();
-    let (c, acct) = api.customer();
+    let api = start();
+    let (c, acct) = customer(&api);
     let q = api.created(QUOTES, customer_quote(&c, &acct, vec![item("1", "mobile-m", 1), item("2", "fibre-1g", 1)]));
     let id = q["id"].as_str().unwrap();
     assert_eq!(api.patch(&format!("{QUOTES}/{id}"), json!({"state": "approved"})).status, 200);

@@ -473,3 +473,26 @@ pub fn published_by(host: &Host, component: &str) -> u64 {
         .and_then(|l| l.rsplit(' ').next())
         .map_or(0, |n| n.parse().expect("a counter value"))
 }
+
+/// A host of its own (fresh data folder) and one tenant's [`Client`] of it; derefs to the client.
+pub struct TenantHost {
+    pub host: Host,
+    pub client: Client,
+    _dir: tempfile::TempDir,
+}
+
+impl TenantHost {
+    /// Starts a host and creates tenant `name`; relative paths go under `base`.
+    pub fn start(name: &str, base: &str) -> TenantHost {
+        let (host, dir) = Host::start(HostOptions::default());
+        let client = Client::new_tenant(&host, name, base);
+        TenantHost { host, client, _dir: dir }
+    }
+}
+
+impl std::ops::Deref for TenantHost {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
