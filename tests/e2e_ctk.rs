@@ -1,9 +1,10 @@
 //! The TM Forum conformance kits against the real host: starts bss-host with the test app, creates
-//! a tenant and runs `ctk/run tmf620 <base> -H "Authorization: Bearer <key>"`, which must end with
-//! `N passed, 0 failed`. Run with `cargo test -p bss-host --test e2e_ctk`.
+//! a tenant (and, for TMF637, products) and runs `ctk/run <kit> <base> -H "Authorization: Bearer
+//! <key>"`, which must end with `N passed, 0 failed`. Run with `cargo test -p bss-host --test e2e_ctk`.
 //!
-//! The kits live beside the repository (`../shared/ctk`, or `$BSS_CTK_DIR`); they run on node
-//! (newman is installed by the kit's runner on first use), so this test needs `node` and `npm`.
+//! The kits live beside the repository (`../shared/ctk`, `/work/shared/ctk`, or `$BSS_CTK_DIR`);
+//! they run on node (newman is installed by the kit's runner on first use), so this test needs
+//! `node` and `npm`.
 
 mod support;
 
@@ -11,16 +12,16 @@ use std::path::PathBuf;
 use std::process::Command;
 use support::*;
 
+/// Where the kits are: `$BSS_CTK_DIR`, else `../shared/ctk` beside the repository, else the
+/// project machines' shared folder `/work/shared/ctk` (a clean clone elsewhere still finds it).
 fn ctk_runner() -> PathBuf {
-    let dir =
-        std::env::var_os("BSS_CTK_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("../shared/ctk"));
-    let run = dir.join("run");
-    assert!(
-        run.exists(),
-        "the TM Forum conformance kits are not at {} (set BSS_CTK_DIR to the folder holding `run`)",
-        dir.display()
-    );
-    run
+    let candidates: Vec<PathBuf> = match std::env::var_os("BSS_CTK_DIR") {
+        Some(dir) => vec![PathBuf::from(dir)],
+        None => vec![workspace_root().join("../shared/ctk"), PathBuf::from("/work/shared/ctk")],
+    };
+    candidates.iter().map(|d| d.join("run")).find(|run| run.exists()).unwrap_or_else(|| {
+        panic!("the TM Forum conformance kits are not in {candidates:?} (set BSS_CTK_DIR to the folder holding `run`)")
+    })
 }
 
 /// Runs one kit against `base`; the runner's output and its last line.
