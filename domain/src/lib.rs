@@ -8,3 +8,4 @@ pub mod json;
 pub mod money;
 pub mod order;
 pub mod quote;
+pub mod rating;

@@ -25,7 +25,11 @@
 //!   ([`Tariff::destination`]); a prefix belongs to one group only.
 //! - `roamingZones`: visited networks by MCC-MNC (5 or 6 digits), one zone per network.
 //! - `allowances`: included quantities per service and what happens past them: `charge` at the
-//!   overage rate, or `block`.
+//!   overage rate (per the allowance's `unit`), or `block`. A destination group with
+//!   `"allowancesApply": false` (international calls) is charged at its rate, never from them.
+//! - `onNetRate` (optional): the rate of usage towards our own network (0 = free on-net); it
+//!   beats destination groups and periods, a roaming zone's rate beats it.
+//! - `version` (optional, a string): kept on every rated record so a charge names what rated it.
 //! - Every amount is in the tariff's `currency`; a rate is never negative.
 
 use chrono::{Datelike, NaiveDateTime, NaiveTime, Timelike, Weekday};
@@ -153,6 +157,13 @@ pub struct Tiers {
     pub bands: Vec<Band>,
 }
 
+impl Tiers {
+    /// The band a running total of `units` falls in.
+    pub fn band_at(&self, units: Decimal) -> Option<&Band> {
+        self.bands.iter().find(|b| units >= b.from_units && b.to_units.is_none_or(|t| units < t))
+    }
+}
+
 /// Day of week in `periods.days`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -174,7 +185,8 @@ pub enum Day {
 }
 
 impl Day {
-    fn of(w: Weekday) -> Day {
+    /// The day of a chrono weekday.
+    pub fn of(w: Weekday) -> Day {
         match w {
             Weekday::Mon => Day::Mon,
             Weekday::Tue => Day::Tue,
@@ -214,6 +226,12 @@ fn clock_secs(s: &str) -> Option<u32> {
 }
 
 impl Period {
+    /// `from` and `to` as seconds since midnight (`to` may be 86 400), `None` when unreadable
+    /// (a validated tariff always has them): what a rater pre-computes instead of parsing per event.
+    pub fn bounds_secs(&self) -> Option<(u32, u32)> {
+        Some((clock_secs(&self.from)?, clock_secs(&self.to)?))
+    }
+
     /// Whether the local time `at` falls in the period.
     pub fn contains(&self, at: NaiveDateTime) -> bool {
         let (Some(from), Some(to)) = (clock_secs(&self.from), clock_secs(&self.to)) else { return false };
@@ -233,6 +251,14 @@ pub struct DestinationGroup {
     /// Rate per rating unit (absent: the tariff's rate).
     #[serde(default, with = "tmf_money_opt")]
     pub rate: Option<Money>,
+    /// Whether usage to the group is taken from allowances (default true; international groups
+    /// usually say false, so their calls are charged at the group's rate).
+    #[serde(default = "yes")]
+    pub allowances_apply: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// A roaming zone.
@@ -289,6 +315,8 @@ pub struct UsageEvent<'a> {
     pub visited_network: Option<&'a str>,
     /// Local time of the event (for time-of-day / day-of-week periods).
     pub local_time: Option<NaiveDateTime>,
+    /// Whether the other party is on our own network (decided by mediation).
+    pub on_net: bool,
 }
 
 /// Which part of a tariff gave a rate.
@@ -296,6 +324,8 @@ pub struct UsageEvent<'a> {
 pub enum RateSource {
     /// `roamingZones[].rate`.
     RoamingZone,
+    /// `onNetRate`.
+    OnNet,
     /// `destinationGroups[].rate`.
     DestinationGroup,
     /// `periods[].rate`.
@@ -311,6 +341,9 @@ pub struct Tariff {
     /// `id`.
     #[serde(default)]
     pub id: String,
+    /// `version` (absent: unversioned).
+    #[serde(default)]
+    pub version: Option<String>,
     /// `name`.
     pub name: String,
     /// Currency of every amount.
@@ -326,6 +359,9 @@ pub struct Tariff {
     /// Base rate per rating unit.
     #[serde(default, with = "tmf_money_opt")]
     pub rate: Option<Money>,
+    /// Rate per rating unit towards our own network.
+    #[serde(default, with = "tmf_money_opt")]
+    pub on_net_rate: Option<Money>,
     /// Tiers.
     #[serde(default)]
     pub tiers: Option<Tiers>,
@@ -356,6 +392,7 @@ const FIELDS: &[&str] = &[
     "ratingUnit",
     "rounding",
     "rate",
+    "onNetRate",
     "tiers",
     "periods",
     "destinationGroups",
@@ -378,7 +415,7 @@ impl Tariff {
                 "ratingUnit" => d.req::<RatingUnit>(f).map(drop),
                 "service" => d.opt::<String>(f).map(drop),
                 "rounding" => d.opt::<Rounding>(f).map(drop),
-                "rate" => {
+                "rate" | "onNetRate" => {
                     d.raw(f).map_or(Ok(()), |r| super::money_from_json(r).map(drop).map_err(|m| Problem::new(*f, m)))
                 }
                 "tiers" => d.opt::<Tiers>(f).map(drop),
@@ -407,6 +444,7 @@ impl Tariff {
         }
         let mut rates: Vec<(String, Money)> = Vec::new();
         rates.extend(self.rate.map(|r| ("rate".to_string(), r)));
+        rates.extend(self.on_net_rate.map(|r| ("onNetRate".to_string(), r)));
         if let Some(r) = self.rounding
             && (r.first_increment == 0 || r.next_increment == 0)
         {
@@ -519,9 +557,8 @@ impl Tariff {
     /// The charge of `units` rating units by the tiers (unrounded), or `None` without tiers.
     pub fn tier_charge(&self, units: Decimal) -> Option<Decimal> {
         let tiers = self.tiers.as_ref()?;
-        let within = |b: &Band| units >= b.from_units && b.to_units.is_none_or(|t| units < t);
         match tiers.mode {
-            TierMode::Volume => tiers.bands.iter().find(|b| within(b)).map(|b| b.rate.amount * units),
+            TierMode::Volume => tiers.band_at(units).map(|b| b.rate.amount * units),
             TierMode::Tiered => Some(
                 tiers
                     .bands
@@ -553,13 +590,17 @@ impl Tariff {
     }
 
     /// The rate per rating unit of one usage event, and where it came from: the roaming zone's
-    /// rate when the event happens in a zone that has one, else the destination group's, else
+    /// rate when the event happens in a zone that has one, else the on-net rate (on-net usage of
+    /// a tariff that has one), else the destination group's, else
     /// the time period's, else the base rate. `None` when none applies (a tariff rated by tiers
     /// only: the rater charges a period's total with [`Tariff::tier_charge`]).
     pub fn unit_rate(&self, event: &UsageEvent<'_>) -> Option<(Money, RateSource)> {
         let zone = event.visited_network.and_then(|n| self.roaming_zone(n));
         if let Some(rate) = zone.and_then(|z| z.rate) {
             return Some((rate, RateSource::RoamingZone));
+        }
+        if let Some(rate) = self.on_net_rate.filter(|_| event.on_net) {
+            return Some((rate, RateSource::OnNet));
         }
         if let Some(rate) = event.destination.and_then(|d| self.destination(d)).and_then(|g| g.rate) {
             return Some((rate, RateSource::DestinationGroup));
@@ -624,7 +665,8 @@ mod tests {
         let t = Tariff::read(&v).unwrap();
         let sat = NaiveDateTime::parse_from_str("2026-03-07 10:00", "%Y-%m-%d %H:%M").unwrap();
         let rate = |destination, visited_network, local_time| {
-            let (m, src) = t.unit_rate(&UsageEvent { destination, visited_network, local_time }).unwrap();
+            let (m, src) =
+                t.unit_rate(&UsageEvent { destination, visited_network, local_time, on_net: false }).unwrap();
             (m.amount, src)
         };
         assert_eq!(rate(Some("33612"), Some("26201"), Some(sat)), (d("0.30"), RateSource::RoamingZone));

@@ -1,0 +1,1 @@
+//! Rating tests: `cargo test -p bss-domain rating`.
