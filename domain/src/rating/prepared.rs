@@ -521,11 +521,11 @@ impl PreparedTariff {
         }
 
         let unrounded = Money::new(acc.amount, t.currency);
-        let net = unrounded.round(ctx.rounding);
+        let net = to_minor_unit(unrounded.round(ctx.rounding));
         steps.push(Step::Rounded { rule: ctx.rounding, unrounded: acc.amount, net: net.amount });
         let tax = match &ctx.tax {
             Some(tx) => {
-                let tax = Money::new(tx.rate.tax_on(net.amount), t.currency).round(ctx.rounding);
+                let tax = to_minor_unit(Money::new(tx.rate.tax_on(net.amount), t.currency).round(ctx.rounding));
                 steps.push(Step::Tax {
                     tax_rate: tx.id.clone(),
                     category: tx.category.clone(),
@@ -553,6 +553,14 @@ impl PreparedTariff {
             steps: Vec::new(),
         })
     }
+}
+
+/// A rounded amount written with all the currency's minor digits (`0.60`, not `0.6`): only
+/// trailing zeros are added, the value is unchanged.
+fn to_minor_unit(m: Money) -> Money {
+    let mut amount = m.amount;
+    amount.rescale(m.currency.minor_digits());
+    Money { amount, ..m }
 }
 
 /// What the parts of one record add up to.
