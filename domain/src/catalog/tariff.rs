@@ -676,6 +676,41 @@ mod tests {
     }
 
     #[test]
+    fn on_net_rate_version_and_group_allowances() {
+        let mut v = voice();
+        v["version"] = json!("4");
+        v["onNetRate"] = json!({"unit": "EUR", "value": 0});
+        v["destinationGroups"][0]["allowancesApply"] = json!(false);
+        let t = Tariff::read(&v).unwrap();
+        assert_eq!(t.version.as_deref(), Some("4"));
+        assert!(!t.destination_groups[0].allowances_apply);
+        assert!(t.destination_groups[1].allowances_apply, "groups take from allowances unless they opt out");
+        let ev = |on_net, visited_network| UsageEvent {
+            destination: Some("33612"),
+            visited_network,
+            local_time: None,
+            on_net,
+        };
+        assert_eq!(t.unit_rate(&ev(true, None)).unwrap(), (Money::new(Decimal::ZERO, t.currency), RateSource::OnNet));
+        assert_eq!(t.unit_rate(&ev(false, None)).unwrap().1, RateSource::DestinationGroup);
+        v["roamingZones"][0]["rate"] = json!({"unit": "EUR", "value": 0.30});
+        let t = Tariff::read(&v).unwrap();
+        assert_eq!(t.unit_rate(&ev(true, Some("26201"))).unwrap().1, RateSource::RoamingZone);
+        v["onNetRate"] = json!({"unit": "EUR", "value": -1});
+        assert!(Tariff::read(&v).unwrap_err().iter().any(|p| p.field == "onNetRate"));
+        let p = &t.periods[1];
+        assert_eq!(p.bounds_secs(), Some((72_000, 86_400)));
+        let tiers = Tiers {
+            mode: TierMode::Volume,
+            bands: vec![
+                Band { from_units: d("0"), to_units: Some(d("10")), rate: Money::new(d("1"), t.currency) },
+                Band { from_units: d("10"), to_units: None, rate: Money::new(d("0.5"), t.currency) },
+            ],
+        };
+        assert_eq!(tiers.band_at(d("10")).unwrap().rate.amount, d("0.5"));
+    }
+
+    #[test]
     fn rounding_per_started_unit() {
         let mut t = Tariff::read(&voice()).unwrap();
         // First minute, then per second.

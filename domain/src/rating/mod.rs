@@ -399,6 +399,10 @@ pub enum RatingError {
     BucketsMismatch { tariff_id: String, buckets_tariff_id: String },
     /// Nothing in the tariff rates this usage.
     NoRate { service: Service, reason: &'static str },
+    /// A quantity above the limit of its dimension (normalisation refuses it first).
+    QuantityTooLarge { quantity: u64, limit: u64 },
+    /// A batch above [`MAX_BATCH`] records.
+    BatchTooLarge { records: usize },
     /// Two charges of different records or currencies compared.
     NotComparable(String),
     /// An amount out of range.
@@ -416,6 +420,10 @@ impl fmt::Display for RatingError {
             RatingError::NoRate { service, reason } => {
                 write!(f, "no rate for this {} usage: {reason}", service.as_str())
             }
+            RatingError::QuantityTooLarge { quantity, limit } => {
+                write!(f, "quantity {quantity} is above the limit of {limit} base units")
+            }
+            RatingError::BatchTooLarge { records } => write!(f, "{records} records: a batch holds at most {MAX_BATCH}"),
             RatingError::NotComparable(m) => f.write_str(m),
             RatingError::Overflow => f.write_str("amount out of range"),
         }
@@ -444,7 +452,7 @@ pub fn rate_batch(
     buckets: &mut Buckets,
 ) -> Result<BatchOutcome, RatingError> {
     if records.len() > MAX_BATCH {
-        return Err(RatingError::NotComparable(format!("a batch holds at most {MAX_BATCH} records")));
+        return Err(RatingError::BatchTooLarge { records: records.len() });
     }
     let currency: Currency = tariff.currency();
     let mut total_gross = Money::zero(currency);

@@ -5,15 +5,20 @@
 use chrono::{DateTime, Datelike, Duration, NaiveDateTime, TimeZone, Timelike, Utc};
 use rust_decimal::Decimal;
 
-use super::{Basis, Bucket, Buckets, Name, RatedRecord, RatingContext, RatingError, Service, Step, UsageRecord};
+use super::{
+    Basis, Bucket, Buckets, MAX_DURATION_SECS, MAX_EVENTS, MAX_VOLUME_BYTES, Name, RatedRecord, RatingContext,
+    RatingError, Service, Step, UsageRecord,
+};
 use crate::catalog::Lifecycle;
 use crate::catalog::tariff::{Day, Dimension, Overage, Tariff, TierMode};
 use crate::money::{Currency, Money};
 
 /// No entry (trie node without a prefix, child absent).
 const NONE: u32 = u32::MAX;
-/// Most parts a record is split into (a 48 h call over 500 periods stays far below).
-const MAX_PARTS: usize = 10_000;
+/// Most steps of the split loop (a 48 h call over 500 periods, about 2 000 edges, stays far below).
+const MAX_SPLIT_STEPS: usize = 100_000;
+/// Largest running total of tier units in one bill period (10^15).
+const MAX_TIER_UNITS: u64 = 1_000_000_000_000_000;
 
 #[derive(Debug, Clone)]
 struct Node {
@@ -259,8 +264,9 @@ impl PreparedTariff {
         let mut at = start;
         let mut left = secs;
         let mut current: Option<(Option<usize>, DateTime<Utc>, u64)> = None;
-        let mut parts = 0usize;
+        let mut steps = 0usize;
         loop {
+            steps += 1;
             let local = at.with_timezone(&tz).naive_local();
             let p = self.period(local);
             let s = local.time().num_seconds_from_midnight();
@@ -283,19 +289,18 @@ impl PreparedTariff {
                 _ => {
                     if let Some((cp, cs, n)) = current.take() {
                         part(cp, cs, n);
-                        parts += 1;
                     }
                     current = Some((p, at, len));
                 }
             }
             left -= len;
             at += Duration::seconds(len as i64);
-            if left == 0 || parts >= MAX_PARTS {
+            if left == 0 || steps >= MAX_SPLIT_STEPS {
                 break;
             }
         }
         if let Some((cp, cs, n)) = current {
-            // Past MAX_PARTS (impossible within MAX_DURATION_SECS), the rest stays in the last part.
+            // Past MAX_SPLIT_STEPS (impossible within MAX_DURATION_SECS), the rest stays in the last part.
             part(cp, cs, n + left);
         }
     }
@@ -319,6 +324,14 @@ impl PreparedTariff {
                 tariff_id: t.id.clone(),
                 buckets_tariff_id: buckets.tariff_id.clone(),
             });
+        }
+        let limit = match rec.service.dimension() {
+            Dimension::Time => MAX_DURATION_SECS,
+            Dimension::Data => MAX_VOLUME_BYTES,
+            Dimension::Events => MAX_EVENTS,
+        };
+        if rec.quantity > limit {
+            return Err(RatingError::QuantityTooLarge { quantity: rec.quantity, limit });
         }
         let tier_units_before = buckets.tier_units;
         let mut steps = Vec::with_capacity(8);
@@ -400,7 +413,7 @@ impl PreparedTariff {
                              base: u64,
                              acc: &mut Acc,
                              steps: &mut Vec<Step>| {
-            if dimension == Dimension::Time && !self.periods.is_empty() {
+            if !self.periods.is_empty() {
                 steps.push(Step::Part {
                     period: period.map(|p| self.periods[p].name.clone()),
                     start,
@@ -449,8 +462,7 @@ impl PreparedTariff {
                     let a = &self.allowances[usize::from(last)];
                     match &a.overage {
                         Overage::Charge { rate } => {
-                            let amount = rate.amount * Decimal::from(rest) / Decimal::from(a.unit_base_units);
-                            acc.amount += amount;
+                            let Some(amount) = acc.add(rate.amount, rest, a.unit_base_units) else { return };
                             acc.overage += rest;
                             steps.push(Step::Overage { allowance: last, base_units: rest, rate: rate.amount, amount });
                         }
@@ -467,31 +479,36 @@ impl PreparedTariff {
             }
             let unit_base = Decimal::from(t.rating_unit.base_units());
             if let Some((r, basis)) = unit_rate {
-                let amount = r.amount * Decimal::from(rest) / unit_base;
-                acc.amount += amount;
+                let Some(amount) = acc.add(r.amount, rest, t.rating_unit.base_units()) else { return };
                 steps.push(Step::Rate { base_units: rest, basis, rate: r.amount, amount });
             } else if let (Some(tiers), true) = (&t.tiers, same_dimension) {
                 let units = Decimal::from(rest) / unit_base;
                 let before = buckets.tier_units;
-                let after = before + units;
+                // A running total past MAX_TIER_UNITS (stored state gone wrong) is refused, not
+                // multiplied into an overflow.
+                let Some(after) = before.checked_add(units).filter(|a| *a <= Decimal::from(MAX_TIER_UNITS)) else {
+                    acc.error = Some(Refusal::Overflow);
+                    return;
+                };
                 let amount = match tiers.mode {
                     TierMode::Tiered => t.tier_charge(after).zip(t.tier_charge(before)).map(|(a, b)| a - b),
                     TierMode::Volume => tiers.band_at(after).map(|b| b.rate.amount * units),
                 };
-                match amount {
-                    Some(amount) => {
+                match amount.map(|a| (a, acc.amount.checked_add(a))) {
+                    Some((_, None)) => acc.error = Some(Refusal::Overflow),
+                    Some((amount, Some(total))) => {
                         buckets.tier_units = after;
-                        acc.amount += amount;
+                        acc.amount = total;
                         steps.push(Step::Tier { mode: tiers.mode, units_before: before, units, amount });
                     }
-                    None => acc.error = Some("no tier band covers the running total"),
+                    None => acc.error = Some(Refusal::NoRate("no tier band covers the running total")),
                 }
             } else {
-                acc.error = Some(if same_dimension {
+                acc.error = Some(Refusal::NoRate(if same_dimension {
                     "the tariff has no rate, tier or allowance for it"
                 } else {
                     "the tariff's rating unit measures something else and no allowance covers it"
-                });
+                }));
             }
         };
         if dimension == Dimension::Time {
@@ -516,8 +533,10 @@ impl PreparedTariff {
             };
             rate_part(period, rec.start, charged, &mut acc, steps);
         }
-        if let Some(reason) = acc.error {
-            return Err(RatingError::NoRate { service: rec.service, reason });
+        match acc.error {
+            Some(Refusal::NoRate(reason)) => return Err(RatingError::NoRate { service: rec.service, reason }),
+            Some(Refusal::Overflow) => return Err(RatingError::Overflow),
+            None => {}
         }
 
         let unrounded = Money::new(acc.amount, t.currency);
@@ -569,5 +588,30 @@ struct Acc {
     allowance: u64,
     overage: u64,
     blocked: u64,
-    error: Option<&'static str>,
+    error: Option<Refusal>,
+}
+
+/// Why a part could not be rated.
+enum Refusal {
+    NoRate(&'static str),
+    Overflow,
+}
+
+impl Acc {
+    /// Adds `rate × base / unit_base` (multiplied first, so it is exact as long as it can be)
+    /// and returns it; `None` (and an overflow refusal) when it does not fit a decimal.
+    fn add(&mut self, rate: Decimal, base: u64, unit_base: u64) -> Option<Decimal> {
+        let amount = rate.checked_mul(Decimal::from(base)).and_then(|a| a.checked_div(Decimal::from(unit_base)));
+        let total = amount.and_then(|a| self.amount.checked_add(a));
+        match (amount, total) {
+            (Some(a), Some(t)) => {
+                self.amount = t;
+                Some(a)
+            }
+            _ => {
+                self.error = Some(Refusal::Overflow);
+                None
+            }
+        }
+    }
 }

@@ -369,6 +369,41 @@ fn refusals_leave_the_buckets_untouched() {
     assert!(t.rate(&rec(Service::Voice, MON, 1, None), &ctx, &mut t.fresh_buckets()).is_ok());
 }
 
+#[test]
+fn absurd_quantities_and_amounts_are_refused_not_panicking() {
+    let t = tariff(voice_tariff());
+    let ctx = RatingContext::default();
+    let mut b = t.fresh_buckets();
+    let r = rec(Service::Voice, MON, MAX_DURATION_SECS + 1, None);
+    assert!(matches!(t.rate(&r, &ctx, &mut b), Err(RatingError::QuantityTooLarge { .. })));
+    let mut v = voice_tariff();
+    v["rate"] = json!({"unit": "EUR", "value": "70000000000000000000000000000"});
+    v["periods"] = json!([]);
+    let t = tariff(v);
+    let r = rec(Service::Voice, MON, 100_000, None);
+    assert_eq!(t.rate(&r, &ctx, &mut t.fresh_buckets()), Err(RatingError::Overflow));
+    let ic = sample("tariff-interconnect");
+    let mut b = ic.fresh_buckets();
+    b.tier_units = Decimal::MAX;
+    let r = rec(Service::Voice, MON, 60, Some("+33612345678"));
+    assert_eq!(ic.rate(&r, &ctx, &mut b), Err(RatingError::Overflow));
+    assert_eq!(b.tier_units, Decimal::MAX, "untouched");
+}
+
+#[test]
+fn sms_and_data_are_rated_in_the_period_of_their_start() {
+    let mut v = voice_tariff();
+    v["ratingUnit"] = json!("event");
+    let t = tariff(v);
+    let r = rate(&t, &rec(Service::Sms, "2026-03-14T12:00:00Z", 2, Some("+33622222222")));
+    assert_eq!(r.net.amount, d("0.12"));
+    assert!(
+        r.steps
+            .iter()
+            .any(|s| matches!(s, Step::Part { period: Some(p), base_units: 2, .. } if p.as_str() == "weekend"))
+    );
+}
+
 fn arb_record() -> impl Strategy<Value = UsageRecord> {
     let service = prop_oneof![Just(Service::Voice), Just(Service::Sms), Just(Service::Data)];
     let called = prop_oneof![
