@@ -1,0 +1,147 @@
+//! rating-wasm: the pure rating kernel (`bss_domain::rating`) natively and inside WebAssembly in
+//! one run, on the same workload (`bss_rating_loop::workload`). Native: the loop runs in this
+//! process. Wasm: the `rating-loop` WASI command (built for `wasm32-wasip2`) runs on wasmtime with
+//! bss-host's engine settings (`bss_host::runtime::engine`: cranelift at its default speed
+//! optimisation, pooling allocator, epoch interruption with the epoch ticking) and WASIp2 linked
+//! with `wasmtime_wasi::p2::add_to_linker_sync`; its timing happens inside the guest, so
+//! compilation and instantiation are not counted. Rounds alternate native and wasm so that load
+//! from other processes hits both alike. Prints records/s (one thread, so per core) and the ratio.
+//!
+//! Usage: `rating-wasm [--wasm PATH] [records=10000] [passes=15] [rounds=2]`, where PATH
+//! defaults to `target/wasm32-wasip2/release/rating-loop.wasm`; `benches/rating.sh` builds
+//! both and runs it.
+
+use anyhow::{Context, anyhow, bail};
+use bss_host::runtime::{EngineOptions, engine, start_epoch_ticker};
+use bss_rating_loop::Summary;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{Engine, Store, UpdateDeadline};
+use wasmtime_wasi::p2::bindings::sync::Command;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+struct Guest {
+    wasi: WasiCtx,
+    table: ResourceTable,
+}
+
+impl WasiView for Guest {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+/// One run of the wasm command: its summary lines.
+fn run_wasm(
+    engine: &Engine,
+    component: &Component,
+    linker: &Linker<Guest>,
+    records: usize,
+    passes: usize,
+) -> anyhow::Result<Vec<Summary>> {
+    let stdout = MemoryOutputPipe::new(1 << 20);
+    let wasi = WasiCtxBuilder::new()
+        .args(&["rating-loop".to_string(), records.to_string(), passes.to_string()])
+        .stdout(stdout.clone())
+        .inherit_stderr()
+        .build();
+    let mut store = Store::new(engine, Guest { wasi, table: ResourceTable::new() });
+    // As in bss-host: the guest checks the epoch; here a tick never stops it.
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Continue(1)));
+    let command = Command::instantiate(&mut store, component, linker).map_err(|e| anyhow!("instantiating: {e:?}"))?;
+    command
+        .wasi_cli_run()
+        .call_run(&mut store)
+        .map_err(|e| anyhow!("running: {e:?}"))?
+        .map_err(|()| anyhow!("rating-loop.wasm exited with an error"))?;
+    drop(store);
+    let out = String::from_utf8(stdout.contents().to_vec()).context("guest output")?;
+    out.lines().map(|l| Summary::from_json_line(l).map_err(|e| anyhow!(e))).collect()
+}
+
+fn fmt_rate(r: f64) -> String {
+    let s = format!("{:.0}", r);
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn main() -> anyhow::Result<()> {
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let mut wasm = PathBuf::from("target/wasm32-wasip2/release/rating-loop.wasm");
+    if args.first().map(String::as_str) == Some("--wasm") {
+        if args.len() < 2 {
+            bail!("--wasm needs a path");
+        }
+        wasm = PathBuf::from(args.remove(1));
+        args.remove(0);
+    }
+    let (records, passes) = bss_rating_loop::parse_args(&[
+        args.first().cloned().unwrap_or_else(|| bss_rating_loop::workload::RECORDS.to_string()),
+        args.get(1).cloned().unwrap_or_else(|| "15".into()),
+    ])
+    .map_err(|e| anyhow!("{e}\nusage: rating-wasm [--wasm PATH] [records=10000] [passes=15] [rounds=2]"))?;
+    let rounds: usize = args.get(2).map_or(Ok(2), |a| a.parse()).context("rounds")?;
+
+    let engine = engine(&EngineOptions::default(), false)?;
+    start_epoch_ticker(&engine);
+    let compiling = Instant::now();
+    let component = Component::from_file(&engine, &wasm).map_err(|e| anyhow!("loading {}: {e:?}", wasm.display()))?;
+    eprintln!("compiled {} in {:.1} s", wasm.display(), compiling.elapsed().as_secs_f64());
+    let mut linker = Linker::new(&engine);
+    wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| anyhow!("linking WASI: {e:?}"))?;
+
+    // (workload, engine) -> every pass of every round.
+    let mut all: BTreeMap<(String, &str), Summary> = BTreeMap::new();
+    let mut add = |kind: &'static str, summaries: Vec<Summary>| {
+        for s in summaries {
+            let entry = all.entry((s.workload.clone(), kind)).or_insert_with(|| Summary {
+                workload: s.workload.clone(),
+                records: s.records,
+                rates: vec![],
+            });
+            entry.rates.extend(s.rates);
+        }
+    };
+    for round in 0..rounds {
+        eprintln!("round {}/{rounds}: native, then wasm", round + 1);
+        add("native", bss_rating_loop::run(records, passes));
+        add("wasm", run_wasm(&engine, &component, &linker, records, passes)?);
+    }
+
+    println!(
+        "rating kernel, records/s on one core: {records} records per pass, {rounds} round(s) x {passes} passes per engine"
+    );
+    println!(
+        "| workload  | native median | native min-max          | wasm median | wasm min-max            | native/wasm |"
+    );
+    println!(
+        "|-----------|--------------:|-------------------------|------------:|-------------------------|------------:|"
+    );
+    let workloads: Vec<String> =
+        all.keys().map(|(w, _)| w.clone()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+    for w in workloads {
+        let (Some(n), Some(m)) = (all.get(&(w.clone(), "native")), all.get(&(w.clone(), "wasm"))) else {
+            bail!("missing results for {w}");
+        };
+        println!(
+            "| {:<9} | {:>13} | {:>23} | {:>11} | {:>23} | {:>10.2}x |",
+            w,
+            fmt_rate(n.median()),
+            format!("{}-{}", fmt_rate(n.min()), fmt_rate(n.max())),
+            fmt_rate(m.median()),
+            format!("{}-{}", fmt_rate(m.min()), fmt_rate(m.max())),
+            n.median() / m.median()
+        );
+    }
+    Ok(())
+}
