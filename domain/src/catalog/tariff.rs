@@ -319,8 +319,9 @@ pub struct UsageEvent<'a> {
     pub on_net: bool,
 }
 
-/// Which part of a tariff gave a rate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which part of a tariff gave a rate (also the `basis` of a rated record's explanation step).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub enum RateSource {
     /// `roamingZones[].rate`.
     RoamingZone,

@@ -184,21 +184,8 @@ pub struct UsageRecord {
     pub carrier: Option<String>,
 }
 
-/// Where a rate came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum Basis {
-    /// The roaming zone's rate.
-    RoamingZone,
-    /// The on-net rate.
-    OnNet,
-    /// The destination group's rate.
-    DestinationGroup,
-    /// The period's rate.
-    Period,
-    /// The tariff's base rate.
-    Base,
-}
+/// Where a rate came from: the catalog's own [`RateSource`](crate::catalog::tariff::RateSource).
+pub use crate::catalog::tariff::RateSource as Basis;
 
 /// One rule that decided part of a charge: the explanation of a rated record, in order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use spin_sdk::http::Params;
 
-use crate::{CatalogHooks, invalid, kind, problems_reply, snapshot};
+use crate::{CatalogHooks, invalid, kind, rejected, snapshot};
 
 /// The body as `T`: the kit's JSON checks (content type, size, syntax → 400), then the shape,
 /// whose error names the attribute path (`items[0].productOffering`).
@@ -120,16 +120,12 @@ pub fn basket_check(ctx: &Ctx, _: &Params) -> Result<Reply, ApiError> {
         let snap = snapshot(env)?;
         let violations = basket::check(&b, &snap);
         if !violations.is_empty() {
-            let e = ApiError::unprocessable(domain::describe(&violations)).with_code("BASKET_NOT_ALLOWED");
-            return Ok(problems_reply(e, &violations));
+            return Err(rejected("BASKET_NOT_ALLOWED", &violations));
         }
         let rounding = req.rounding.unwrap_or_default();
         match basket::price(&b, &snap, rounding) {
             Ok(priced) => Reply::json(200, &priced_json(&b, &priced, &snap, rounding)),
-            Err(problems) => {
-                let e = ApiError::unprocessable(domain::describe(&problems)).with_code("BASKET_NOT_PRICED");
-                Ok(problems_reply(e, &problems))
-            }
+            Err(problems) => Err(rejected("BASKET_NOT_PRICED", &problems)),
         }
     })
 }
@@ -213,10 +209,10 @@ pub fn import_catalog(ctx: &Ctx, _: &Params) -> Result<Reply, ApiError> {
             let body: Value = ctx.json()?;
             let docs = match domain::import::parse_import(&body) {
                 Ok(d) => d,
-                Err(p) => return Ok(problems_reply(invalid(&p).with_code("INVALID_CATALOG"), &p)),
+                Err(p) => return Err(rejected("INVALID_CATALOG", &p)),
             };
             if let Err(p) = domain::import::validate_import(&docs, &snapshot(env)?) {
-                return Ok(problems_reply(invalid(&p).with_code("INVALID_CATALOG"), &p));
+                return Err(rejected("INVALID_CATALOG", &p));
             }
             // Validated as a whole above, so each write needs no further check. Writes go in
             // dependency order (tariffs, specifications, prices, offerings, rules, categories,

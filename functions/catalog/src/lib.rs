@@ -31,7 +31,7 @@ mod api;
 
 use bss_domain::catalog::{self as domain, Kind as DomainKind, Problem};
 use bss_kit::ApiError;
-use bss_kit::http::{Reply, handler, method_not_allowed, not_found};
+use bss_kit::http::{handler, method_not_allowed, not_found};
 use bss_kit::kv::KvBackend;
 use bss_kit::resource::{self, Env, Hooks, Kind};
 use serde_json::Value;
@@ -64,20 +64,17 @@ fn route(req: Request) -> Response {
     r.handle(req)
 }
 
-/// A TMF error answer whose message joins every problem and whose body also lists them
-/// (`problems: [{field, message}]`).
-pub fn problems_reply(error: ApiError, problems: &[Problem]) -> Reply {
-    let mut reply = error.into_reply();
-    if let Ok(mut body) = serde_json::from_slice::<Value>(&reply.body) {
-        body["problems"] = serde_json::to_value(problems).unwrap_or(Value::Null);
-        reply.body = serde_json::to_vec(&body).unwrap_or_default();
-    }
-    reply
+/// 422 with `code`: the message joins every problem and the body lists them (`problems:
+/// [{field, message}]`).
+pub fn rejected(code: &str, problems: &[Problem]) -> ApiError {
+    ApiError::unprocessable(domain::describe(problems))
+        .with_code(code)
+        .with_problems(serde_json::to_value(problems).unwrap_or(Value::Null))
 }
 
-/// 422 naming every problem.
+/// 422 naming every problem of a document.
 pub fn invalid(problems: &[Problem]) -> ApiError {
-    ApiError::unprocessable(domain::describe(problems)).with_code("INVALID_RESOURCE")
+    rejected("INVALID_RESOURCE", problems)
 }
 
 /// The catalog's rules on every write. `price_change` lets a price's amount change (only the
