@@ -6,8 +6,12 @@
 //!  "rate": {"unit": "EUR", "value": 0.10},                         // per rating unit
 //!  "tiers": {"mode": "tiered", "bands": [{"fromUnits": 0, "toUnits": 100, "rate": {...}}, {"fromUnits": 100, "rate": {...}}]},
 //!  "periods": [{"name": "offPeak", "days": ["sat", "sun"], "from": "00:00", "to": "24:00", "rate": {...}}],
-//!  "destinationGroups": [{"name": "France mobile", "prefixes": ["336", "337"], "rate": {...}}],
-//!  "roamingZones": [{"name": "EU", "visitedNetworks": ["26201", "21407"], "rate": {...}, "allowancesApply": true}],
+//!  "destinationGroups": [{"name": "France mobile", "prefixes": ["336", "337"], "rate": {...},
+//!                         "rates": [{"service": "sms", "rate": {"unit": "EUR", "value": 0.25}, "ratingUnit": "event"}]}],
+//!  "roamingZones": [{"name": "World", "visitedNetworks": ["310260"], "allowancesApply": false,
+//!                    "rate": {...},                                // voice: the tariff's own ratingUnit
+//!                    "rates": [{"service": "sms", "rate": {"unit": "EUR", "value": 0.50}, "ratingUnit": "event"},
+//!                              {"service": "data", "rate": {"unit": "EUR", "value": 5.00}, "ratingUnit": "megabyte"}]}],
 //!  "allowances": [{"service": "voice", "amount": 500, "unit": "minute", "overage": {"action": "charge", "rate": {...}}}]}
 //! ```
 //!
@@ -24,11 +28,17 @@
 //! - `destinationGroups`: digit prefixes of the called number; the longest matching prefix wins
 //!   ([`Tariff::destination`]); a prefix belongs to one group only.
 //! - `roamingZones`: visited networks by MCC-MNC (5 or 6 digits), one zone per network.
+//! - `rates` (per service, in a roaming zone or a destination group): `{service, rate,
+//!   ratingUnit?}`, at most one per service (`voice`, `sms`, `data`); `ratingUnit` (absent: the
+//!   tariff's) must measure the service (time for voice, events for sms, data for data). It
+//!   prices that service there and beats the zone's or group's single `rate`, which is in the
+//!   tariff's `ratingUnit` and so only prices the services that unit measures.
 //! - `allowances`: included quantities per service and what happens past them: `charge` at the
 //!   overage rate (per the allowance's `unit`), or `block`. A destination group with
 //!   `"allowancesApply": false` (international calls) is charged at its rate, never from them.
 //! - `onNetRate` (optional): the rate of usage towards our own network (0 = free on-net); it
-//!   beats destination groups and periods, a roaming zone's rate beats it.
+//!   beats destination groups and periods, a roaming zone's rate beats it
+//!   ([`Tariff::unit_rate`] gives the whole precedence).
 //! - `version` (optional, a string): kept on every rated record so a charge names what rated it.
 //! - Every amount is in the tariff's `currency`; a rate is never negative.
 
@@ -40,6 +50,7 @@ use std::collections::BTreeMap;
 
 use super::{Doc, Lifecycle, Problem, TimePeriod, tmf_decimal, tmf_money, tmf_money_opt};
 use crate::money::{Currency, Money};
+use crate::rating::Service;
 
 /// Most entries in one tariff list (bands, periods, groups, zones, allowances).
 pub const MAX_ENTRIES: usize = 500;
@@ -95,6 +106,30 @@ impl RatingUnit {
             RatingUnit::Second | RatingUnit::Minute => Dimension::Time,
             RatingUnit::Event => Dimension::Events,
             _ => Dimension::Data,
+        }
+    }
+
+    /// Its JSON name (`minute`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RatingUnit::Second => "second",
+            RatingUnit::Minute => "minute",
+            RatingUnit::Event => "event",
+            RatingUnit::Byte => "byte",
+            RatingUnit::Kilobyte => "kilobyte",
+            RatingUnit::Megabyte => "megabyte",
+            RatingUnit::Gigabyte => "gigabyte",
+        }
+    }
+}
+
+impl Dimension {
+    /// What it is called in messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dimension::Time => "time",
+            Dimension::Data => "data volume",
+            Dimension::Events => "events",
         }
     }
 }
@@ -251,6 +286,9 @@ pub struct DestinationGroup {
     /// Rate per rating unit (absent: the tariff's rate).
     #[serde(default, with = "tmf_money_opt")]
     pub rate: Option<Money>,
+    /// Rates per service, beating `rate` for their service.
+    #[serde(default)]
+    pub rates: Vec<ServiceRate>,
     /// Whether usage to the group is taken from allowances (default true; international groups
     /// usually say false, so their calls are charged at the group's rate).
     #[serde(default = "yes")]
@@ -259,6 +297,37 @@ pub struct DestinationGroup {
 
 fn yes() -> bool {
     true
+}
+
+/// The rate of one service in a roaming zone or destination group, per its own rating unit: how
+/// a tariff rated per minute prices SMS and data there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServiceRate {
+    /// Service (`voice`, `sms`, `data`).
+    pub service: String,
+    /// Rate per `ratingUnit`.
+    #[serde(with = "tmf_money")]
+    pub rate: Money,
+    /// What the rate is per (absent: the tariff's `ratingUnit`); measures the service.
+    #[serde(default)]
+    pub rating_unit: Option<RatingUnit>,
+}
+
+impl ServiceRate {
+    /// The rating unit the rate is per, in a tariff rated per `tariff_unit`.
+    pub fn per(&self, tariff_unit: RatingUnit) -> RatingUnit {
+        self.rating_unit.unwrap_or(tariff_unit)
+    }
+
+    /// The service's rate and unit when it prices `service` (a mistyped unit never does).
+    pub fn of(rates: &[ServiceRate], service: Service, tariff_unit: RatingUnit) -> Option<(Money, RatingUnit)> {
+        rates
+            .iter()
+            .find(|r| r.service == service.as_str())
+            .map(|r| (r.rate, r.per(tariff_unit)))
+            .filter(|(_, per)| per.dimension() == service.dimension())
+    }
 }
 
 /// A roaming zone.
@@ -272,6 +341,9 @@ pub struct RoamingZone {
     /// Rate per rating unit in the zone (absent: the tariff's rate).
     #[serde(default, with = "tmf_money_opt")]
     pub rate: Option<Money>,
+    /// Rates per service in the zone, beating `rate` for their service.
+    #[serde(default)]
+    pub rates: Vec<ServiceRate>,
     /// Whether allowances are consumed in the zone (EU "roam like at home").
     #[serde(default)]
     pub allowances_apply: bool,
@@ -309,6 +381,8 @@ pub struct Allowance {
 /// Where and when a usage event happened, for [`Tariff::unit_rate`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct UsageEvent<'a> {
+    /// The service used (absent: the tariff's own, priced by the single rates in its rating unit).
+    pub service: Option<Service>,
     /// Called number (international format, `+` or `00` allowed).
     pub destination: Option<&'a str>,
     /// Visited network (MCC-MNC) when roaming.
@@ -319,15 +393,26 @@ pub struct UsageEvent<'a> {
     pub on_net: bool,
 }
 
+/// A rate per rating unit, the unit and where it came from: [`Tariff::unit_rate`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnitRate {
+    /// Amount per `per`.
+    pub rate: Money,
+    /// The rating unit it is per.
+    pub per: RatingUnit,
+    /// Which part of the tariff gave it.
+    pub source: RateSource,
+}
+
 /// Which part of a tariff gave a rate (also the `basis` of a rated record's explanation step).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum RateSource {
-    /// `roamingZones[].rate`.
+    /// `roamingZones[].rates[]` or `roamingZones[].rate`.
     RoamingZone,
     /// `onNetRate`.
     OnNet,
-    /// `destinationGroups[].rate`.
+    /// `destinationGroups[].rates[]` or `destinationGroups[].rate`.
     DestinationGroup,
     /// `periods[].rate`.
     Period,
@@ -502,6 +587,7 @@ impl Tariff {
                 }
             }
             rates.extend(g.rate.map(|r| (format!("{field}.rate"), r)));
+            self.check_service_rates(&field, &g.rates, &mut p, &mut rates);
         }
         let mut networks: BTreeMap<&str, &str> = BTreeMap::new();
         for (i, z) in self.roaming_zones.iter().enumerate() {
@@ -514,6 +600,7 @@ impl Tariff {
                 }
             }
             rates.extend(z.rate.map(|r| (format!("{field}.rate"), r)));
+            self.check_service_rates(&field, &z.rates, &mut p, &mut rates);
         }
         for (i, a) in self.allowances.iter().enumerate() {
             let field = format!("allowances[{i}]");
@@ -531,10 +618,60 @@ impl Tariff {
                 p.push(Problem::new(field, "must not be negative"));
             }
         }
-        if self.rate.is_none() && self.tiers.is_none() && self.destination_groups.iter().all(|g| g.rate.is_none()) {
+        if self.rate.is_none()
+            && self.tiers.is_none()
+            && self.destination_groups.iter().all(|g| g.rate.is_none() && g.rates.is_empty())
+        {
             p.push(Problem::new("rate", "a tariff needs a rate, tiers or destination group rates"));
         }
         if p.is_empty() { Ok(()) } else { Err(p) }
+    }
+
+    /// Checks the per-service `rates` of the zone or group at `field` (a known service, once, in
+    /// a rating unit that measures it) and collects their amounts for the currency check.
+    fn check_service_rates(
+        &self,
+        field: &str,
+        list: &[ServiceRate],
+        p: &mut Vec<Problem>,
+        rates: &mut Vec<(String, Money)>,
+    ) {
+        if list.len() > Service::ALL.len() {
+            p.push(Problem::new(format!("{field}.rates"), "at most one rate per service (voice, sms, data)"));
+        }
+        let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+        for (j, r) in list.iter().enumerate() {
+            let at = format!("{field}.rates[{j}]");
+            rates.push((format!("{at}.rate"), r.rate));
+            let Some(service) = Service::parse(&r.service) else {
+                p.push(Problem::new(format!("{at}.service"), format!("{:?} must be voice, sms or data", r.service)));
+                continue;
+            };
+            if let Some(k) = seen.get(service.as_str()) {
+                p.push(Problem::new(
+                    format!("{at}.service"),
+                    format!("{} has a rate already in rates[{k}]", r.service),
+                ));
+            } else {
+                seen.insert(service.as_str(), j);
+            }
+            let per = r.per(self.rating_unit);
+            let wanted = service.dimension();
+            if per.dimension() != wanted {
+                let why = format!(
+                    "{} measures {}, {} is measured in {}",
+                    per.as_str(),
+                    per.dimension().as_str(),
+                    r.service,
+                    wanted.as_str()
+                );
+                let msg = match r.rating_unit {
+                    Some(_) => why,
+                    None => format!("is needed: the tariff's ratingUnit {why}"),
+                };
+                p.push(Problem::new(format!("{at}.ratingUnit"), msg));
+            }
+        }
     }
 
     /// A measured quantity (base units) rounded up by the tariff's rounding rule.
@@ -590,26 +727,33 @@ impl Tariff {
         self.roaming_zones.iter().find(|z| z.visited_networks.iter().any(|n| n == mcc_mnc))
     }
 
-    /// The rate per rating unit of one usage event, and where it came from: the roaming zone's
-    /// rate when the event happens in a zone that has one, else the on-net rate (on-net usage of
-    /// a tariff that has one), else the destination group's, else
-    /// the time period's, else the base rate. `None` when none applies (a tariff rated by tiers
-    /// only: the rater charges a period's total with [`Tariff::tier_charge`]).
-    pub fn unit_rate(&self, event: &UsageEvent<'_>) -> Option<(Money, RateSource)> {
+    /// The rate of one usage event, what it is per and where it came from. Levels, first that
+    /// prices the event wins: the roaming zone of the visited network, the on-net rate (on-net
+    /// usage), the destination group of the called number, the time period, the base rate.
+    /// Within a zone or group, its per-service `rates` entry for the event's service beats its
+    /// single `rate`. A single rate (zone, group, on-net, period, base) is per the tariff's
+    /// rating unit, so it prices only the services that unit measures (all of them when the
+    /// event names no service); a level that cannot price the service is skipped. `None` when
+    /// none applies (a tariff rated by tiers only: the rater charges a period's total with
+    /// [`Tariff::tier_charge`]; or a service priced by allowances only).
+    pub fn unit_rate(&self, event: &UsageEvent<'_>) -> Option<UnitRate> {
+        let unit = self.rating_unit;
+        let single = |rate: Option<Money>| {
+            rate.filter(|_| event.service.is_none_or(|s| s.dimension() == unit.dimension())).map(|r| (r, unit))
+        };
+        let level = |rates: &[ServiceRate], rate: Option<Money>| {
+            event.service.and_then(|s| ServiceRate::of(rates, s, unit)).or_else(|| single(rate))
+        };
         let zone = event.visited_network.and_then(|n| self.roaming_zone(n));
-        if let Some(rate) = zone.and_then(|z| z.rate) {
-            return Some((rate, RateSource::RoamingZone));
-        }
-        if let Some(rate) = self.on_net_rate.filter(|_| event.on_net) {
-            return Some((rate, RateSource::OnNet));
-        }
-        if let Some(rate) = event.destination.and_then(|d| self.destination(d)).and_then(|g| g.rate) {
-            return Some((rate, RateSource::DestinationGroup));
-        }
-        if let Some(rate) = event.local_time.and_then(|t| self.period(t)).and_then(|p| p.rate) {
-            return Some((rate, RateSource::Period));
-        }
-        self.rate.map(|r| (r, RateSource::Base))
+        let group = event.destination.and_then(|d| self.destination(d));
+        let period = event.local_time.and_then(|t| self.period(t));
+        zone.and_then(|z| level(&z.rates, z.rate))
+            .map(|r| (r, RateSource::RoamingZone))
+            .or_else(|| single(self.on_net_rate.filter(|_| event.on_net)).map(|r| (r, RateSource::OnNet)))
+            .or_else(|| group.and_then(|g| level(&g.rates, g.rate)).map(|r| (r, RateSource::DestinationGroup)))
+            .or_else(|| period.and_then(|p| single(p.rate)).map(|r| (r, RateSource::Period)))
+            .or_else(|| single(self.rate).map(|r| (r, RateSource::Base)))
+            .map(|((rate, per), source)| UnitRate { rate, per, source })
     }
 
     /// The period of a local time (the first matching one).
@@ -666,9 +810,10 @@ mod tests {
         let t = Tariff::read(&v).unwrap();
         let sat = NaiveDateTime::parse_from_str("2026-03-07 10:00", "%Y-%m-%d %H:%M").unwrap();
         let rate = |destination, visited_network, local_time| {
-            let (m, src) =
-                t.unit_rate(&UsageEvent { destination, visited_network, local_time, on_net: false }).unwrap();
-            (m.amount, src)
+            let u =
+                t.unit_rate(&UsageEvent { destination, visited_network, local_time, ..UsageEvent::default() }).unwrap();
+            assert_eq!(u.per, RatingUnit::Minute, "a single rate is per the tariff's rating unit");
+            (u.rate.amount, u.source)
         };
         assert_eq!(rate(Some("33612"), Some("26201"), Some(sat)), (d("0.30"), RateSource::RoamingZone));
         assert_eq!(rate(Some("33612"), None, Some(sat)), (d("0.12"), RateSource::DestinationGroup));
@@ -689,14 +834,21 @@ mod tests {
         let ev = |on_net, visited_network| UsageEvent {
             destination: Some("33612"),
             visited_network,
-            local_time: None,
             on_net,
+            ..UsageEvent::default()
         };
-        assert_eq!(t.unit_rate(&ev(true, None)).unwrap(), (Money::new(Decimal::ZERO, t.currency), RateSource::OnNet));
-        assert_eq!(t.unit_rate(&ev(false, None)).unwrap().1, RateSource::DestinationGroup);
+        assert_eq!(
+            t.unit_rate(&ev(true, None)).unwrap(),
+            UnitRate {
+                rate: Money::new(Decimal::ZERO, t.currency),
+                per: RatingUnit::Minute,
+                source: RateSource::OnNet
+            }
+        );
+        assert_eq!(t.unit_rate(&ev(false, None)).unwrap().source, RateSource::DestinationGroup);
         v["roamingZones"][0]["rate"] = json!({"unit": "EUR", "value": 0.30});
         let t = Tariff::read(&v).unwrap();
-        assert_eq!(t.unit_rate(&ev(true, Some("26201"))).unwrap().1, RateSource::RoamingZone);
+        assert_eq!(t.unit_rate(&ev(true, Some("26201"))).unwrap().source, RateSource::RoamingZone);
         v["onNetRate"] = json!({"unit": "EUR", "value": -1});
         assert!(Tariff::read(&v).unwrap_err().iter().any(|p| p.field == "onNetRate"));
         let p = &t.periods[1];
@@ -709,6 +861,131 @@ mod tests {
             ],
         };
         assert_eq!(tiers.band_at(d("10")).unwrap().rate.amount, d("0.5"));
+    }
+
+    /// The voice fixture with per-service rates: in the EU zone (voice, SMS; its single rate
+    /// stays for the rest) and in the France mobile group (SMS).
+    fn with_service_rates() -> Value {
+        let mut v = voice();
+        v["roamingZones"][0]["rate"] = json!({"unit": "EUR", "value": 0.30});
+        v["roamingZones"][0]["rates"] = json!([
+            {"service": "voice", "rate": {"unit": "EUR", "value": 0.20}},
+            {"service": "sms", "rate": {"unit": "EUR", "value": 0.40}, "ratingUnit": "event"}]);
+        v["destinationGroups"][1]["rates"] =
+            json!([{"service": "sms", "rate": {"unit": "EUR", "value": 0.08}, "ratingUnit": "event"}]);
+        v
+    }
+
+    #[test]
+    fn per_service_rates_price_each_service_in_its_own_unit() {
+        let t = Tariff::read(&with_service_rates()).unwrap();
+        assert_eq!(t.roaming_zones[0].rates[0].per(t.rating_unit), RatingUnit::Minute, "absent: the tariff's unit");
+        let rate = |service, destination, visited_network| {
+            t.unit_rate(&UsageEvent { service, destination, visited_network, ..UsageEvent::default() })
+                .map(|u| (u.rate.amount, u.per, u.source))
+        };
+        let (eu, france_mobile, elsewhere) = (Some("26201"), Some("33612"), Some("4930"));
+        // In the zone: each service's own rate beats the zone's single rate.
+        assert_eq!(
+            rate(Some(Service::Voice), france_mobile, eu),
+            Some((d("0.20"), RatingUnit::Minute, RateSource::RoamingZone))
+        );
+        assert_eq!(
+            rate(Some(Service::Sms), france_mobile, eu),
+            Some((d("0.40"), RatingUnit::Event, RateSource::RoamingZone))
+        );
+        // No data rate anywhere: every single rate is per minute, so none prices bytes.
+        assert_eq!(rate(Some(Service::Data), france_mobile, eu), None);
+        // At home, an SMS to the group is at the group's SMS rate; elsewhere nothing prices it.
+        assert_eq!(
+            rate(Some(Service::Sms), france_mobile, None),
+            Some((d("0.08"), RatingUnit::Event, RateSource::DestinationGroup))
+        );
+        assert_eq!(rate(Some(Service::Sms), elsewhere, None), None);
+        // An SMS in the zone without a zone SMS rate falls to the next level that prices SMS.
+        let mut v = with_service_rates();
+        v["roamingZones"][0]["rates"] = json!([{"service": "voice", "rate": {"unit": "EUR", "value": 0.20}}]);
+        let t2 = Tariff::read(&v).unwrap();
+        let sms = UsageEvent {
+            service: Some(Service::Sms),
+            destination: france_mobile,
+            visited_network: eu,
+            ..UsageEvent::default()
+        };
+        assert_eq!(t2.unit_rate(&sms).map(|u| u.source), Some(RateSource::DestinationGroup));
+        // Without a service (the tariff's own), the single rates as before.
+        assert_eq!(rate(None, france_mobile, eu), Some((d("0.30"), RatingUnit::Minute, RateSource::RoamingZone)));
+        assert_eq!(
+            rate(None, france_mobile, None),
+            Some((d("0.12"), RatingUnit::Minute, RateSource::DestinationGroup))
+        );
+        // Voice, the tariff's own dimension: the single rates still apply.
+        assert_eq!(
+            rate(Some(Service::Voice), elsewhere, None),
+            Some((d("0.10"), RatingUnit::Minute, RateSource::Base))
+        );
+        // The document round-trips.
+        assert_eq!(Tariff::read(&serde_json::to_value(&t).unwrap()).unwrap(), t);
+        // Destination group SMS rates alone are enough rates for a tariff.
+        let only_groups = json!({"name": "SMS abroad", "currency": "EUR", "ratingUnit": "minute",
+            "destinationGroups": [{"name": "World", "prefixes": ["1"], "allowancesApply": false,
+                "rates": [{"service": "sms", "rate": {"unit": "EUR", "value": 0.25}, "ratingUnit": "event"}]}]});
+        assert!(Tariff::read(&only_groups).is_ok());
+    }
+
+    #[test]
+    fn bad_service_rates_name_their_field_path() {
+        let fields = |zone_rates: Value, group_rates: Value| {
+            let mut v = with_service_rates();
+            v["roamingZones"][0]["rates"] = zone_rates;
+            v["destinationGroups"][1]["rates"] = group_rates;
+            let mut f: Vec<String> = Tariff::read(&v).unwrap_err().into_iter().map(|p| p.field).collect();
+            f.sort();
+            f
+        };
+        let eur = |value: f64| json!({"unit": "EUR", "value": value});
+        assert_eq!(
+            fields(
+                json!([{"service": "fax", "rate": eur(1.0)},
+                       {"service": "sms", "rate": eur(1.0), "ratingUnit": "event"},
+                       {"service": "sms", "rate": eur(2.0), "ratingUnit": "event"}]),
+                json!([{"service": "sms", "rate": eur(-0.1), "ratingUnit": "event"},
+                       {"service": "voice", "rate": {"unit": "USD", "value": 0.1}}])
+            ),
+            [
+                "destinationGroups[1].rates[0].rate",
+                "destinationGroups[1].rates[1].rate",
+                "roamingZones[0].rates[0].service",
+                "roamingZones[0].rates[2].service",
+            ]
+        );
+        // A unit of another dimension, given or the tariff's (per minute) by default.
+        let e = {
+            let mut v = with_service_rates();
+            v["roamingZones"][0]["rates"] = json!([{"service": "sms", "rate": eur(0.5), "ratingUnit": "megabyte"},
+                                                   {"service": "data", "rate": eur(5.0)},
+                                                   {"service": "voice", "rate": eur(1.0), "ratingUnit": "event"}]);
+            Tariff::read(&v).unwrap_err()
+        };
+        let got: Vec<(&str, &str)> = e.iter().map(|p| (p.field.as_str(), p.message.as_str())).collect();
+        assert_eq!(
+            got,
+            [
+                ("roamingZones[0].rates[0].ratingUnit", "megabyte measures data volume, sms is measured in events"),
+                (
+                    "roamingZones[0].rates[1].ratingUnit",
+                    "is needed: the tariff's ratingUnit minute measures time, data is measured in data volume"
+                ),
+                ("roamingZones[0].rates[2].ratingUnit", "event measures events, voice is measured in time"),
+            ]
+        );
+        // More entries than services; a misspelt member (read errors name the list).
+        let four = json!([{"service": "voice", "rate": eur(1.0)}, {"service": "voice", "rate": eur(1.0)},
+                          {"service": "voice", "rate": eur(1.0)}, {"service": "voice", "rate": eur(1.0)}]);
+        assert!(fields(four, json!([])).contains(&"roamingZones[0].rates".to_string()));
+        let mut v = with_service_rates();
+        v["roamingZones"][0]["rates"] = json!([{"service": "sms", "rate": eur(1.0), "unit": "event"}]);
+        assert_eq!(Tariff::read(&v).unwrap_err()[0].field, "roamingZones");
     }
 
     #[test]

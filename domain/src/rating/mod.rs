@@ -45,7 +45,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 use std::sync::Arc;
 
-use crate::catalog::tariff::{Dimension, TierMode};
+use crate::catalog::tariff::{Dimension, RatingUnit, TierMode};
 use crate::catalog::tax::TaxRate;
 use crate::money::{Currency, Money, RoundingRule};
 
@@ -214,13 +214,16 @@ pub enum Step {
     /// Zero-rated usage: free, no allowance consumed.
     #[serde(rename_all = "camelCase")]
     Free { base_units: u64, basis: Basis },
-    /// Base units charged at a unit rate.
+    /// Base units charged at a unit rate, per `ratingUnit` (absent in records rated before steps
+    /// named it: the tariff's `ratingUnit`).
     #[serde(rename_all = "camelCase")]
     Rate {
         base_units: u64,
         basis: Basis,
         #[serde(with = "rust_decimal::serde::str")]
         rate: Decimal,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rating_unit: Option<RatingUnit>,
         #[serde(with = "rust_decimal::serde::str")]
         amount: Decimal,
     },

@@ -1,6 +1,7 @@
 //! A tariff prepared for rating: the catalog tariff plus indexes (a digit trie of destination
-//! prefixes, sorted roaming networks, periods in seconds of the day, allowances by service), and
-//! the rating of one record against it. Tests: `cargo test -p bss-domain rating`.
+//! prefixes, sorted roaming networks, periods in seconds of the day, allowances by service, the
+//! rate of each roaming zone and destination group by service), and the rating of one record
+//! against it. Tests: `cargo test -p bss-domain rating`.
 
 use chrono::{DateTime, Datelike, Duration, NaiveDateTime, TimeZone, Timelike, Utc};
 use rust_decimal::Decimal;
@@ -10,7 +11,7 @@ use super::{
     RatingError, Service, Step, UsageRecord,
 };
 use crate::catalog::Lifecycle;
-use crate::catalog::tariff::{Day, Dimension, Overage, Tariff, TierMode};
+use crate::catalog::tariff::{Day, Dimension, Overage, RatingUnit, ServiceRate, Tariff, TierMode};
 use crate::money::{Currency, Money};
 
 /// No entry (trie node without a prefix, child absent).
@@ -37,6 +38,20 @@ struct PreparedPeriod {
     rate: Option<Money>,
 }
 
+/// A rate and the rating unit it is per.
+type Priced = (Money, RatingUnit);
+
+/// The rate of a roaming zone or destination group for each service (by [`Service::index`]):
+/// its per-service entry, else its single rate when the tariff's rating unit measures the service.
+type ByService = [Option<Priced>; 3];
+
+fn rates_by_service(rates: &[ServiceRate], single: Option<Money>, unit: RatingUnit) -> ByService {
+    Service::ALL.map(|s| {
+        ServiceRate::of(rates, s, unit)
+            .or_else(|| single.filter(|_| unit.dimension() == s.dimension()).map(|r| (r, unit)))
+    })
+}
+
 #[derive(Debug, Clone)]
 struct PreparedAllowance {
     service: Option<Service>,
@@ -55,9 +70,13 @@ pub struct PreparedTariff {
     /// (group index, prefix).
     prefixes: Vec<(u16, Name)>,
     group_names: Vec<Name>,
+    /// Rates by group index, then service.
+    group_rates: Vec<ByService>,
     /// (MCC-MNC code, zone index), sorted by code.
     networks: Vec<(u32, u16)>,
     zone_names: Vec<Name>,
+    /// Rates by zone index, then service.
+    zone_rates: Vec<ByService>,
     periods: Vec<PreparedPeriod>,
     /// Every period edge in seconds of the day, ascending, with 86 400 (a day change).
     boundaries_secs: Vec<u32>,
@@ -167,7 +186,17 @@ impl PreparedTariff {
             id: Name::new(&tariff.id),
             version: Name::new(tariff.version.as_deref().unwrap_or("1")),
             group_names: tariff.destination_groups.iter().map(|g| Name::new(&g.name)).collect(),
+            group_rates: tariff
+                .destination_groups
+                .iter()
+                .map(|g| rates_by_service(&g.rates, g.rate, tariff.rating_unit))
+                .collect(),
             zone_names: tariff.roaming_zones.iter().map(|z| Name::new(&z.name)).collect(),
+            zone_rates: tariff
+                .roaming_zones
+                .iter()
+                .map(|z| rates_by_service(&z.rates, z.rate, tariff.rating_unit))
+                .collect(),
             trie,
             prefixes,
             networks,
@@ -362,6 +391,9 @@ impl PreparedTariff {
         let t = &self.tariff;
         let dimension = rec.service.dimension();
         let same_dimension = t.rating_unit.dimension() == dimension;
+        let service = rec.service.index();
+        // A single rate is per the tariff's rating unit: it prices only what that unit measures.
+        let single = |rate: Option<Money>| rate.filter(|_| same_dimension).map(|r| (r, t.rating_unit));
         let measured = rec.quantity;
 
         // Where: roaming zone, destination, on-net. They decide the rate and whether allowances apply.
@@ -372,7 +404,7 @@ impl PreparedTariff {
                 Some(z) => {
                     let zone = &t.roaming_zones[z];
                     allowances_apply = zone.allowances_apply;
-                    zone_rate = zone.rate;
+                    zone_rate = self.zone_rates[z][service];
                     steps.push(Step::RoamingZone { zone: self.zone_names[z].clone(), allowances_apply });
                 }
                 None => {
@@ -385,10 +417,10 @@ impl PreparedTariff {
         if let Some((g, prefix)) = rec.called_number.as_deref().and_then(|n| self.destination(n)) {
             let group = &t.destination_groups[g];
             allowances_apply &= group.allowances_apply;
-            group_rate = group.rate;
+            group_rate = self.group_rates[g][service];
             steps.push(Step::Destination { group: self.group_names[g].clone(), prefix: prefix.clone() });
         }
-        let on_net_rate = t.on_net_rate.filter(|_| rec.on_net);
+        let on_net_rate = single(t.on_net_rate.filter(|_| rec.on_net));
         if on_net_rate.is_some() && zone_rate.is_none() {
             steps.push(Step::OnNet);
         }
@@ -420,16 +452,15 @@ impl PreparedTariff {
                     base_units: base,
                 });
             }
-            let period_rate = period.and_then(|p| self.periods[p].rate);
+            let period_rate = single(period.and_then(|p| self.periods[p].rate));
             // Precedence of Tariff::unit_rate (checked equal by a property test).
             let unit_rate = zone_rate
                 .map(|r| (r, Basis::RoamingZone))
                 .or_else(|| on_net_rate.map(|r| (r, Basis::OnNet)))
                 .or_else(|| group_rate.map(|r| (r, Basis::DestinationGroup)))
                 .or_else(|| period_rate.map(|r| (r, Basis::Period)))
-                .or_else(|| t.rate.map(|r| (r, Basis::Base)))
-                .filter(|_| same_dimension);
-            if let Some((r, basis)) = unit_rate
+                .or_else(|| single(t.rate).map(|r| (r, Basis::Base)));
+            if let Some(((r, _), basis)) = unit_rate
                 && r.amount.is_zero()
             {
                 steps.push(Step::Free { base_units: base, basis });
@@ -478,9 +509,9 @@ impl PreparedTariff {
                 return;
             }
             let unit_base = Decimal::from(t.rating_unit.base_units());
-            if let Some((r, basis)) = unit_rate {
-                let Some(amount) = acc.add(r.amount, rest, t.rating_unit.base_units()) else { return };
-                steps.push(Step::Rate { base_units: rest, basis, rate: r.amount, amount });
+            if let Some(((r, per), basis)) = unit_rate {
+                let Some(amount) = acc.add(r.amount, rest, per.base_units()) else { return };
+                steps.push(Step::Rate { base_units: rest, basis, rate: r.amount, rating_unit: Some(per), amount });
             } else if let (Some(tiers), true) = (&t.tiers, same_dimension) {
                 let units = Decimal::from(rest) / unit_base;
                 let before = buckets.tier_units;
@@ -507,7 +538,7 @@ impl PreparedTariff {
                 acc.error = Some(Refusal::NoRate(if same_dimension {
                     "the tariff has no rate, tier or allowance for it"
                 } else {
-                    "the tariff's rating unit measures something else and no allowance covers it"
+                    "the tariff's rating unit measures something else and no allowance or per-service rate covers it"
                 }));
             }
         };

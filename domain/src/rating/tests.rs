@@ -2,7 +2,7 @@
 //! `cargo test -p bss-domain rating`.
 
 use super::*;
-use crate::catalog::tariff::{Tariff, UsageEvent};
+use crate::catalog::tariff::{RatingUnit, Tariff, UsageEvent};
 use chrono::NaiveDateTime;
 use proptest::prelude::*;
 use serde_json::{Value, json};
@@ -208,6 +208,69 @@ fn destination_groups_by_longest_prefix_and_roaming_zones_by_visited_network() {
     assert!(matches!(r.steps[0], Step::OutsideRoamingZones { .. }));
 }
 
+/// The explanation's rate steps: (basis, rate, what it is per, amount).
+fn rate_steps(r: &RatedRecord) -> Vec<(Basis, Decimal, Option<RatingUnit>, Decimal)> {
+    r.steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::Rate { basis, rate, rating_unit, amount, .. } => Some((*basis, *rate, *rating_unit, *amount)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn roaming_sms_and_data_in_world_zone_1_are_rated_at_the_zones_rate_for_each_service() {
+    let m = sample("tariff-mobile-m");
+    let ctx = RatingContext { tax: Some(std_tax()), ..RatingContext::default() };
+    let in_us = |service, quantity, called: Option<&str>| {
+        let mut r = rec(service, MON, quantity, called);
+        r.visited_network = Some("310260".into());
+        r
+    };
+    // 3 SMS at 0.50 per message = 1.50, tax 20 % = 0.30; no allowance in World zone 1.
+    let mut b = m.fresh_buckets();
+    let r = m.rate(&in_us(Service::Sms, 3, Some("+33622222222")), &ctx, &mut b).unwrap();
+    assert_eq!(
+        (r.allowance_base_units, r.net.amount, r.tax.amount, r.gross.amount),
+        (0, d("1.50"), d("0.30"), d("1.80"))
+    );
+    assert_eq!(rate_steps(&r), [(Basis::RoamingZone, d("0.50"), Some(RatingUnit::Event), d("1.50"))]);
+    assert_eq!(b, m.fresh_buckets(), "the SMS allowance is untouched");
+    // 2.5 MB at 5.00 per MB = 12.50.
+    let r = rate(&m, &in_us(Service::Data, 2_500_000, None));
+    assert_eq!((r.allowance_base_units, r.net.amount), (0, d("12.50")));
+    assert_eq!(rate_steps(&r), [(Basis::RoamingZone, d("5.00"), Some(RatingUnit::Megabyte), d("12.50"))]);
+    // Byte-exact (the tariff's rounding is for its own unit, minutes): 1 234 567 B = 1.234567 MB
+    // × 5.00 = 6.172835 → 6.17.
+    let r = rate(&m, &in_us(Service::Data, 1_234_567, None));
+    assert_eq!((r.charged_base_units, r.net.amount), (1_234_567, d("6.17")));
+    // Voice keeps 1.50 per minute: 90 s = 2.25; an SMS to an international number in the zone
+    // is at the zone's SMS rate, which beats the destination group's.
+    let r = rate(&m, &in_us(Service::Voice, 90, Some("+33612345678")));
+    assert_eq!(rate_steps(&r), [(Basis::RoamingZone, d("1.50"), Some(RatingUnit::Minute), d("2.25"))]);
+    assert_eq!(r.net.amount, d("2.25"));
+    assert_eq!(rate(&m, &in_us(Service::Sms, 1, Some("+447700900123"))).net.amount, d("0.50"));
+}
+
+#[test]
+fn an_international_sms_is_rated_at_its_destination_groups_sms_rate() {
+    let m = sample("tariff-mobile-m");
+    // 2 SMS to the UK at 0.25 per message = 0.50; international groups opt out of the allowances.
+    let r = rate(&m, &rec(Service::Sms, MON, 2, Some("+447700900123")));
+    assert!(r.steps.iter().any(|s| matches!(s, Step::Destination { group, prefix } if group.as_str() == "International zone 1" && prefix.as_str() == "44")));
+    assert_eq!((r.allowance_base_units, r.net.amount), (0, d("0.50")));
+    assert_eq!(rate_steps(&r), [(Basis::DestinationGroup, d("0.25"), Some(RatingUnit::Event), d("0.50"))]);
+    // International voice keeps the group's single rate, per minute: 60 s = 0.45.
+    let r = rate(&m, &rec(Service::Voice, MON, 60, Some("+447700900123")));
+    assert_eq!(rate_steps(&r), [(Basis::DestinationGroup, d("0.45"), Some(RatingUnit::Minute), d("0.45"))]);
+    // Mobile L: 1 SMS to the US = 0.25; a domestic SMS still comes from the allowance.
+    let l = sample("tariff-mobile-l");
+    assert_eq!(rate(&l, &rec(Service::Sms, MON, 1, Some("+12025550100"))).net.amount, d("0.25"));
+    let r = rate(&l, &rec(Service::Sms, MON, 1, Some("+33622222222")));
+    assert_eq!((r.allowance_base_units, r.net.amount), (1, d("0")));
+}
+
 #[test]
 fn sms_per_event_and_data_by_volume_with_its_unit() {
     let sms =
@@ -317,7 +380,12 @@ fn rated_records_name_tariff_and_version_and_serialize() {
     let j = serde_json::to_value(&r).unwrap();
     assert_eq!(j["net"], json!({"amount": "0.60", "currency": "EUR"}));
     assert_eq!(j["steps"][1]["step"], "rate");
-    assert_eq!(serde_json::from_value::<RatedRecord>(j).unwrap(), r);
+    assert_eq!(j["steps"][1]["ratingUnit"], "minute");
+    assert_eq!(serde_json::from_value::<RatedRecord>(j.clone()).unwrap(), r);
+    // A step stored before steps named their unit still reads.
+    let mut old = j["steps"][1].clone();
+    old.as_object_mut().unwrap().remove("ratingUnit");
+    assert!(matches!(serde_json::from_value::<Step>(old).unwrap(), Step::Rate { rating_unit: None, .. }));
 }
 
 #[test]
@@ -343,9 +411,9 @@ fn refusals_leave_the_buckets_untouched() {
     let m = sample("tariff-mobile-m");
     let ctx = RatingContext::default();
     let mut b = m.fresh_buckets();
-    // Data roaming in World zone 1: no allowance, and a per-minute rate cannot rate bytes.
+    // Data roaming outside every zone: no allowance, and a per-minute rate cannot rate bytes.
     let mut r = rec(Service::Data, MON, 1_000, None);
-    r.visited_network = Some("310260".into());
+    r.visited_network = Some("99999".into());
     assert!(matches!(m.rate(&r, &ctx, &mut b), Err(RatingError::NoRate { service: Service::Data, .. })));
     assert_eq!(b, m.fresh_buckets());
     let early = rec(Service::Voice, "2025-12-31T23:00:00Z", 60, None);
@@ -433,7 +501,7 @@ fn arb_record() -> impl Strategy<Value = UsageRecord> {
                 quantity,
                 called_number,
                 apn: None,
-                visited_network: if service == Service::Data { None } else { visited_network },
+                visited_network,
                 on_net,
                 direction: None,
                 carrier: None,
@@ -442,12 +510,54 @@ fn arb_record() -> impl Strategy<Value = UsageRecord> {
     )
 }
 
+/// A tariff rated per minute, event or megabyte, with random per-service rates (some in the
+/// tariff's unit without naming it, some free) and single rates in a roaming zone (`310260`)
+/// and a destination group (`1`, `44`), a random on-net rate and period rate, and a voice
+/// allowance (EU roaming and domestic numbers use it).
+fn arb_service_rates_tariff() -> impl Strategy<Value = PreparedTariff> {
+    let unit = prop_oneof![Just("minute"), Just("event"), Just("megabyte")];
+    let entries = proptest::collection::vec((any::<bool>(), any::<bool>(), 0u32..200), 6);
+    let singles = proptest::collection::vec(proptest::option::of(0u32..200), 4);
+    (unit, entries, singles).prop_map(|(unit, entries, singles)| {
+        let eur = |cents: u32| json!({"unit": "EUR", "value": Decimal::new(i64::from(cents), 2).to_string()});
+        let rates = |from: usize| -> Vec<Value> {
+            let units = [["minute", "second"], ["event", "event"], ["megabyte", "kilobyte"]];
+            Service::ALL
+                .iter()
+                .zip(&entries[from..from + 3])
+                .zip(units)
+                .filter(|((_, (present, _, _)), _)| *present)
+                .map(|((s, (_, other_unit, cents)), units)| {
+                    let per = units[usize::from(*other_unit)];
+                    let mut e = json!({"service": s.as_str(), "rate": eur(*cents)});
+                    if per != unit {
+                        e["ratingUnit"] = json!(per);
+                    }
+                    e
+                })
+                .collect()
+        };
+        let opt = |c: Option<u32>| c.map_or(Value::Null, eur);
+        tariff(json!({"id": "per-service", "name": "Per service", "currency": "EUR", "ratingUnit": unit,
+            "lifecycleStatus": "active", "rate": eur(10), "onNetRate": opt(singles[2]),
+            "periods": [{"name": "evening", "from": "20:00", "to": "24:00", "rate": opt(singles[3])}],
+            "roamingZones": [{"name": "EU", "visitedNetworks": ["26201"], "allowancesApply": true},
+                             {"name": "World", "visitedNetworks": ["310260"], "rate": opt(singles[0]), "rates": rates(0)}],
+            "destinationGroups": [{"name": "Domestic", "prefixes": ["33"]},
+                                  {"name": "Intl", "prefixes": ["1", "44"], "allowancesApply": false,
+                                   "rate": opt(singles[1]), "rates": rates(3)}],
+            "allowances": [{"service": "voice", "amount": 5, "unit": "minute",
+                            "overage": {"action": "charge", "rate": eur(20)}}]}))
+    })
+}
+
 fn arb_tariff() -> impl Strategy<Value = PreparedTariff> {
     prop_oneof![
-        Just(sample("tariff-mobile-m")),
-        Just(sample("tariff-mobile-l")),
-        Just(sample("tariff-interconnect")),
-        Just(tariff(voice_tariff()))
+        1 => Just(sample("tariff-mobile-m")),
+        1 => Just(sample("tariff-mobile-l")),
+        1 => Just(sample("tariff-interconnect")),
+        1 => Just(tariff(voice_tariff())),
+        2 => arb_service_rates_tariff()
     ]
 }
 
@@ -523,7 +633,8 @@ proptest! {
 
     #[test]
     fn the_index_answers_like_the_tariff(t in arb_tariff(), number in "(00|\\+)?[0-9]{1,14}", net in "[0-9]{5,6}",
-                                         minute in 0i64..(7 * 1440), on_net in any::<bool>()) {
+                                         in_zone in proptest::option::of(any::<proptest::sample::Index>()),
+                                         service in 0usize..3, minute in 0i64..(7 * 1440), on_net in any::<bool>()) {
         let tf = t.tariff();
         prop_assert_eq!(t.destination(&number).map(|(g, _)| &tf.destination_groups[g].name), tf.destination(&number).map(|g| &g.name));
         for n in tf.roaming_zones.iter().flat_map(|z| z.visited_networks.iter()).chain([&net]) {
@@ -531,19 +642,28 @@ proptest! {
         }
         let local = NaiveDateTime::parse_from_str("2026-03-09 00:00", "%Y-%m-%d %H:%M").unwrap() + chrono::Duration::minutes(minute);
         prop_assert_eq!(t.period(local).map(|p| &tf.periods[p].name), tf.period(local).map(|p| &p.name));
-        // The rate the kernel charges follows Tariff::unit_rate's precedence.
+        // The rate the kernel charges follows Tariff::unit_rate's precedence, for every service.
+        // Without allowances (they take usage before any rate) every record is charged at the
+        // unit rate, by the tiers or refused.
+        let t = PreparedTariff::new(Tariff { allowances: Vec::new(), ..tf.clone() });
+        let networks: Vec<&String> = tf.roaming_zones.iter().flat_map(|z| z.visited_networks.iter()).collect();
+        let net = match (in_zone, networks.is_empty()) {
+            (Some(i), false) => i.get(&networks).to_string(),
+            _ => net,
+        };
+        let (service, quantity) = [(Service::Voice, 60), (Service::Sms, 1), (Service::Data, 1_000_000)][service];
         let r = UsageRecord { called_number: Some(format!("+{}", number.trim_start_matches('+').trim_start_matches("00"))),
-                              visited_network: Some(net.clone()), on_net, ..rec(Service::Voice, "2026-03-09T00:00:00Z", 60, None) };
+                              visited_network: Some(net.clone()), on_net, ..rec(service, "2026-03-09T00:00:00Z", quantity, None) };
         let r = UsageRecord { start: at("2026-03-09T00:00:00Z") + chrono::Duration::minutes(minute), ..r };
-        let expected = tf.unit_rate(&UsageEvent { destination: r.called_number.as_deref(), visited_network: Some(&net),
-                                                  local_time: Some(local), on_net });
-        let mut b = t.fresh_buckets();
-        for bucket in b.allowances.iter_mut().flatten() { bucket.used_base_units = bucket.initial_base_units; }
-        let only_rate = t.tariff().allowances.is_empty() && tf.roaming_zone(&net).is_none();
-        if let (Ok(x), true) = (t.rate(&r, &RatingContext::default(), &mut b), only_rate) {
-            let got = x.steps.iter().find_map(|s| match s { Step::Rate { rate, basis, .. } => Some((*rate, *basis)), _ => None });
-            let want = expected.map(|(m, src)| (m.amount, src));
-            if x.steps.iter().all(|s| !matches!(s, Step::Free { .. })) { prop_assert_eq!(got, want); }
-        }
+        let expected = tf.unit_rate(&UsageEvent { service: Some(service), destination: r.called_number.as_deref(),
+                                                  visited_network: Some(&net), local_time: Some(local), on_net });
+        let want = expected.map(|u| (u.rate.amount, u.source, (!u.rate.amount.is_zero()).then_some(u.per)));
+        let rated = t.rate(&r, &RatingContext::default(), &mut t.fresh_buckets());
+        let got = rated.as_ref().ok().and_then(|x| x.steps.iter().find_map(|s| match s {
+            Step::Rate { rate, basis, rating_unit, .. } => Some((*rate, *basis, *rating_unit)),
+            Step::Free { basis, .. } => Some((Decimal::ZERO, *basis, None)),
+            _ => None,
+        }));
+        prop_assert_eq!(got, want, "{:?}", rated);
     }
 }
