@@ -9,3 +9,4 @@ pub mod money;
 pub mod order;
 pub mod quote;
 pub mod rating;
+pub mod usage;
