@@ -381,6 +381,11 @@ impl Client {
         Client { root: host.url(""), base: base.trim_end_matches('/').to_string(), auth: format!("Bearer {key}") }
     }
 
+    /// The same tenant on another host (e.g. after a restart on another port).
+    pub fn on(&self, host: &Host) -> Client {
+        Client { root: host.url(""), ..self.clone() }
+    }
+
     /// The full URL of `path`.
     pub fn url(&self, path: &str) -> String {
         if path.starts_with('/') {

@@ -7,6 +7,8 @@
 //! `{basis: retail|wholesale, percentage?, ratePerUnit? {unit, value}, settlementPeriod:
 //! month|quarter, currency}` — at least one of `percentage` (0 < p ≤ 100) and `ratePerUnit` (a
 //! non-negative amount in `currency`, paid per settled unit); every number an exact decimal.
+//! `tariff {id}` (BSS extension, optional): the partner's wholesale tariff — usage records of an
+//! interconnect carrier or roaming partner (their `carrier`) are rated against it.
 
 use rust_decimal::Decimal;
 use serde::Deserialize;
@@ -43,6 +45,12 @@ struct PartyRoleView {
     #[serde(default)]
     account: Vec<RefView>,
     revenue_share: RevenueShare,
+    tariff: Option<IdOnly>,
+}
+
+#[derive(Debug, Deserialize)]
+struct IdOnly {
+    id: String,
 }
 
 /// Validates a partner role document; the references to resolve.
@@ -68,6 +76,9 @@ pub fn validate_party_role(doc: &Value) -> Result<Vec<Ref>, Problem> {
             return Err(Problem::invalid(format!("account[{i}].@referredType"), "must be SettlementAccount"));
         }
         refs.push(Ref { field: format!("account[{i}].id"), kind: RefKind::SettlementAccount, id: a.id.clone() });
+    }
+    if let Some(t) = &v.tariff {
+        check_text("tariff.id", &t.id)?;
     }
     let rs = &v.revenue_share;
     check_one_of("revenueShare.basis", &rs.basis, BASES)?;

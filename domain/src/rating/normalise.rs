@@ -2,14 +2,14 @@
 //! [`UsageRecord`], with every problem naming its field. Tests: `cargo test -p bss-domain rating`.
 
 use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{Direction, MAX_DURATION_SECS, MAX_EVENTS, MAX_ID_CHARS, MAX_VOLUME_BYTES, Service, UsageRecord};
 use crate::catalog::Problem;
 
 /// A usage record as a network element or a partner sends it (TMF635 `usageCharacteristic`
 /// flattened). Quantities are signed so a negative one is reported, not a parse failure.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct RawUsage {
     /// Unique record id.
@@ -21,28 +21,39 @@ pub struct RawUsage {
     /// RFC 3339 with an offset, or a local `YYYY-MM-DDTHH:MM:SS` in `timeZone`.
     pub start_time: String,
     /// IANA time zone of a local `startTime` (absent: the configuration's).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub time_zone: Option<String>,
     /// Duration in `durationUnit`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub duration: Option<i64>,
     /// `s` (default), `ms` or `min`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub duration_unit: Option<String>,
     /// Volume in `volumeUnit`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub volume: Option<i64>,
     /// `B` (default), `kB`, `MB`, `GB` (decimal) or `KiB`, `MiB`, `GiB` (binary).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub volume_unit: Option<String>,
     /// Number of events (SMS; default 1).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub events: Option<i64>,
     /// Called number (national or international form, separators allowed).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub called_number: Option<String>,
     /// Access point name of a data session.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub apn: Option<String>,
     /// Visited network MCC-MNC (`262-01` or `26201`).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub visited_network: Option<String>,
     /// The other party is on our network.
     pub on_net: bool,
     /// `outgoing`, `incoming` or `transit` (wholesale).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub direction: Option<String>,
     /// Partner carrier (wholesale).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub carrier: Option<String>,
 }
 

@@ -110,6 +110,13 @@ impl<B: KvBackend> Hooks<B> for InventoryHooks {
         Ok(next)
     }
 
+    fn after_write(&self, env: &Env<'_, B>, change: &Change) -> Result<(), ApiError> {
+        match &change.after {
+            Some(product) => crate::subscribers::index_product(env, product),
+            None => Ok(()),
+        }
+    }
+
     fn before_delete(&self, _: &Env<'_, B>, _: &Kind, doc: &Value) -> Result<(), ApiError> {
         Err(ApiError::conflict(format!(
             "product {} cannot be deleted; terminate it with a delete product order",
@@ -189,6 +196,7 @@ pub fn complete_order<B: KvBackend>(env: &Env<'_, B>, order: &Value) -> Result<V
                     changes.extend(create_once(env, CHARGE, charge)?);
                 }
                 changes.extend(create_once(env, PRODUCT, product)?);
+                index_stored(env, &pid)?;
             }
             "none" => {}
             action => {
@@ -199,6 +207,8 @@ pub fn complete_order<B: KvBackend>(env: &Env<'_, B>, order: &Value) -> Result<V
                     .and_then(Value::as_array)
                     .is_some_and(|o| o.contains(&origin));
                 if done {
+                    // Applied before a crash or a redelivery: the index may still lack it.
+                    index_stored(env, &pid)?;
                     continue;
                 }
                 let change = env.resources(PRODUCT).modify(env, &NoHooks, &pid, |current| {
@@ -232,11 +242,22 @@ pub fn complete_order<B: KvBackend>(env: &Env<'_, B>, order: &Value) -> Result<V
                     }
                     Ok(next)
                 })?;
+                if let Some(after) = &change.after {
+                    crate::subscribers::index_product(env, after)?;
+                }
                 changes.push(change);
             }
         }
     }
     Ok(changes)
+}
+
+/// Indexes the stored product `id` under its MSISDN (see [`crate::subscribers`]).
+fn index_stored<B: KvBackend>(env: &Env<'_, B>, id: &str) -> Result<(), ApiError> {
+    match env.resources(PRODUCT).find(id)? {
+        Some(doc) => crate::subscribers::index_product(env, &doc.data),
+        None => Ok(()),
+    }
 }
 
 /// The charges of a product, oldest first.

@@ -6,3 +6,4 @@
 pub mod inventory;
 pub mod order;
 pub mod pricing;
+pub mod subscribers;

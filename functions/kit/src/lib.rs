@@ -15,6 +15,7 @@ pub mod http;
 pub mod idempotency;
 pub mod ids;
 pub mod json;
+pub mod lease;
 pub mod kv;
 pub mod list;
 pub mod resource;

@@ -1,0 +1,159 @@
+//! The subscriber index: which product a subscriber number (MSISDN) belongs to, over time — the
+//! lookup mediation uses to guide a usage record to its product, tariff and account. Kept by the
+//! inventory writers (order completion and API writes of `product`), one document per number
+//! (collection `subscriberLine`, id = the E.164 digits without `+`), listing every product that
+//! has carried the number with its dates, so a record is guided by the product active at its
+//! start time even after the number moved to another customer. Idempotent: re-indexing a
+//! product rewrites its own entry only.
+
+use bss_kit::ApiError;
+use bss_kit::kv::{KvBackend, StoreError};
+use bss_kit::resource::Env;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The collection of the index.
+pub const COLLECTION: &str = "subscriberLine";
+/// Most products one number may have carried (older entries beyond it are dropped first).
+pub const ENTRIES_MAX: usize = 64;
+
+/// One product that carried the number.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LineEntry {
+    /// The inventory product.
+    pub product_id: String,
+    /// Its billing account.
+    pub billing_account_id: String,
+    /// Its offering.
+    pub offering_id: String,
+    /// Its customer.
+    pub customer_id: String,
+    /// When it started (RFC 3339).
+    pub start_date: String,
+    /// When it ended (terminated), if it did.
+    #[serde(default)]
+    pub termination_date: Option<String>,
+    /// Its status when last indexed.
+    pub status: String,
+}
+
+/// Every product that carried one number.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubscriberLine {
+    /// Oldest first.
+    pub entries: Vec<LineEntry>,
+}
+
+impl SubscriberLine {
+    /// The entry of the product active at `at` (RFC 3339 strings compare in time order when they
+    /// share a format; both sides are parsed to be safe).
+    pub fn at(&self, at: chrono::DateTime<chrono::Utc>) -> Option<&LineEntry> {
+        let parse = |s: &str| chrono::DateTime::parse_from_rfc3339(s).ok().map(|d| d.to_utc());
+        self.entries.iter().rev().find(|e| {
+            let started = parse(&e.start_date).is_none_or(|s| s <= at);
+            let ended = e.termination_date.as_deref().and_then(parse).is_some_and(|t| t <= at);
+            started && !ended
+        })
+    }
+}
+
+/// The index id of an E.164 number (`+33612345678` → `33612345678`); `None` if it is not one.
+pub fn line_id(msisdn: &str) -> Option<String> {
+    let digits = msisdn.strip_prefix('+').unwrap_or(msisdn);
+    (!digits.is_empty() && digits.len() <= 15 && digits.bytes().all(|b| b.is_ascii_digit())).then(|| digits.into())
+}
+
+fn text(v: &Value, pointer: &str) -> String {
+    v.pointer(pointer).and_then(Value::as_str).unwrap_or_default().to_string()
+}
+
+/// The product's MSISDN characteristic, if it has one.
+pub fn msisdn_of(product: &Value) -> Option<String> {
+    product.get("productCharacteristic")?.as_array()?.iter().find_map(|c| {
+        let name = c.get("name")?.as_str()?;
+        name.eq_ignore_ascii_case("msisdn").then(|| c.get("value")?.as_str().map(str::to_string)).flatten()
+    })
+}
+
+/// Writes (or rewrites) the product's entry under its MSISDN; products without one are skipped.
+pub fn index_product<B: KvBackend>(env: &Env<'_, B>, product: &Value) -> Result<(), ApiError> {
+    let Some(id) = msisdn_of(product).as_deref().and_then(line_id) else { return Ok(()) };
+    let entry = LineEntry {
+        product_id: text(product, "/id"),
+        billing_account_id: text(product, "/billingAccount/id"),
+        offering_id: text(product, "/productOffering/id"),
+        customer_id: crate::inventory::customer_of(product).unwrap_or_default(),
+        start_date: text(product, "/startDate"),
+        termination_date: product.get("terminationDate").and_then(Value::as_str).map(str::to_string),
+        status: text(product, "/status"),
+    };
+    let docs = env.store.tenant(&env.tenant.tenant_id);
+    let merge = |line: &SubscriberLine| {
+        let mut next = line.clone();
+        match next.entries.iter_mut().find(|e| e.product_id == entry.product_id) {
+            Some(e) => *e = entry.clone(),
+            None => next.entries.push(entry.clone()),
+        }
+        if next.entries.len() > ENTRIES_MAX {
+            let extra = next.entries.len() - ENTRIES_MAX;
+            next.entries.drain(..extra);
+        }
+        next
+    };
+    for _ in 0..4 {
+        match docs.update::<SubscriberLine, _>(COLLECTION, &id, |v| Ok(merge(&v.data))) {
+            Ok(_) => return Ok(()),
+            Err(StoreError::NotFound(_)) => match docs.create(COLLECTION, &id, merge(&SubscriberLine::default())) {
+                Ok(_) => return Ok(()),
+                Err(StoreError::AlreadyExists(_)) => continue,
+                Err(e) => return Err(e.into()),
+            },
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ApiError::service_unavailable("the subscriber index is busy; retry", format!("index {id}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bss_kit::Store;
+    use bss_kit::auth::Tenant;
+    use bss_kit::kv::MemKv;
+    use serde_json::json;
+
+    fn product(id: &str, msisdn: &str, start: &str, end: Option<&str>) -> Value {
+        let mut p = json!({"id": id, "status": "active", "billingAccount": {"id": "ba1"},
+            "productOffering": {"id": "mob"}, "startDate": start,
+            "relatedParty": [{"id": "c1", "role": "customer"}],
+            "productCharacteristic": [{"name": "MSISDN", "value": msisdn}]});
+        if let Some(e) = end {
+            p["terminationDate"] = json!(e);
+            p["status"] = json!("terminated");
+        }
+        p
+    }
+
+    #[test]
+    fn a_number_is_guided_to_the_product_active_at_the_time() {
+        let store = Store::new(MemKv::new());
+        let tenant = Tenant { tenant_id: "t1".into(), key_id: "k".into() };
+        let env = Env::new(&store, &tenant);
+        index_product(&env, &product("p1", "+33611111111", "2026-01-01T00:00:00Z", None)).unwrap();
+        // Re-indexing (a redelivered completion) changes nothing; termination updates the entry.
+        index_product(&env, &product("p1", "+33611111111", "2026-01-01T00:00:00Z", None)).unwrap();
+        index_product(&env, &product("p1", "+33611111111", "2026-01-01T00:00:00Z", Some("2026-03-01T00:00:00Z")))
+            .unwrap();
+        index_product(&env, &product("p2", "+33611111111", "2026-04-01T00:00:00Z", None)).unwrap();
+        let line: SubscriberLine = store.tenant("t1").get(COLLECTION, "33611111111").unwrap().unwrap().data;
+        assert_eq!(line.entries.len(), 2);
+        let at = |s: &str| s.parse::<chrono::DateTime<chrono::Utc>>().unwrap();
+        assert_eq!(line.at(at("2026-02-01T00:00:00Z")).unwrap().product_id, "p1");
+        assert!(line.at(at("2026-03-15T00:00:00Z")).is_none(), "between the two products nobody had it");
+        assert_eq!(line.at(at("2026-05-01T00:00:00Z")).unwrap().product_id, "p2");
+        assert!(line.at(at("2025-12-01T00:00:00Z")).is_none());
+        // Another tenant sees nothing.
+        assert!(store.tenant("t2").get::<SubscriberLine>(COLLECTION, "33611111111").unwrap().is_none());
+    }
+}

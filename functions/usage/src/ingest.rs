@@ -1,0 +1,876 @@
+//! The mediation and rating pipeline of one batch (a single record is a batch of one):
+//! normalise → drop in-batch repeats → look up the ids already seen → guide each new record to its
+//! product, account and tariff → per account shard, under the shard's lease: re-check the ids,
+//! rate against the period's buckets, debit prepaid money or count postpaid credit, and store
+//! records, buckets and money with one atomic `set_many` → store held records → report.
+//!
+//! Why a lease per shard and not a compare-and-swap per record: a batch of 1,000 records would
+//! need 1,000 CAS round-trips; under the lease the same work is a handful of batch calls, and a
+//! crash before the `set_many` leaves nothing (the records are rated again when re-sent), after
+//! it everything (the re-sent records are duplicates). Exactly once therefore holds per record
+//! id across concurrent batches and restarts for records of the same account (a retry always
+//! is); two *different* payloads under one id sent concurrently for two different accounts can
+//! both be rated — the one case the lease does not cover, reported by `conflicts` only when the
+//! batches do not overlap in time.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::rc::Rc;
+
+use bss_commerce::subscribers::{self, LineEntry, SubscriberLine};
+use bss_domain::catalog::price::PriceView;
+use bss_domain::catalog::tariff::Tariff;
+use bss_domain::catalog::tax::rate_for;
+use bss_domain::catalog::{Kind as CatalogKind, Lifecycle, Snapshot, describe};
+use bss_domain::money::{Money, RoundingRule};
+use bss_domain::order::proration::billing_period;
+use bss_domain::rating::{
+    Buckets, NormaliseConfig, PreparedTariff, RatedRecord, RatingContext, RawUsage, Taxation, UsageRecord, normalise,
+};
+use bss_domain::usage::mediation::{self, BatchReport, Seen, UsageStatus};
+use bss_domain::usage::{CreditLimit, CsvProblem};
+use bss_kit::ApiError;
+use bss_kit::kv::{KvBackend, Versioned};
+use bss_kit::resource::Env;
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+
+use crate::model::{AccountState, CreditState, Keys, PeriodState, UsageDoc, storable_id};
+
+/// Most records in one batch request.
+pub const BATCH_RECORDS_MAX: usize = 10_000;
+/// Records per atomic write under a lease (each writes two keys, plus the states they touch).
+pub const GROUP_RECORDS_MAX: usize = 300;
+/// Keys per `get_many`.
+const READ_KEYS_MAX: usize = 1_000;
+
+/// How a batch is read and rated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Normalisation of numbers and times (includes `now`).
+    pub normalise: NormaliseConfig,
+    /// Shards of account state (each with its own lease).
+    pub shards: u32,
+    /// Lease time to live.
+    pub lease_ttl_ms: u64,
+}
+
+/// Something to announce once the batch is stored.
+#[derive(Debug, Clone)]
+pub struct Notice {
+    /// Event type (`CreditLimitThresholdEvent`…).
+    pub event_type: &'static str,
+    /// Ordering key.
+    pub key: String,
+    /// Payload.
+    pub payload: Value,
+}
+
+/// What a batch did.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// The per-batch answer.
+    pub report: BatchReport,
+    /// Events to publish.
+    pub notices: Vec<Notice>,
+    /// The stored records of the batch, by index (for a single-record answer).
+    pub docs: BTreeMap<usize, UsageDoc>,
+}
+
+/// One record of the batch on its way through.
+#[derive(Debug)]
+struct Item {
+    index: usize,
+    id: String,
+    fingerprint: String,
+    record: UsageRecord,
+    raw: RawUsage,
+}
+
+/// Where a record goes.
+#[derive(Debug, Clone)]
+pub struct Guide {
+    /// The product that carried the subscriber then.
+    pub line: LineEntry,
+    /// Its billing account.
+    pub account: Rc<AccountInfo>,
+    /// The tariff.
+    pub tariff: Rc<PreparedTariff>,
+    /// The tax of the usage price.
+    pub tax: Option<Taxation>,
+    /// Start of the bill period.
+    pub period: String,
+}
+
+/// What rating needs of a billing account.
+#[derive(Debug)]
+pub struct AccountInfo {
+    /// Id.
+    pub id: String,
+    /// Billing currency.
+    pub currency: String,
+    /// Time zone.
+    pub tz: chrono_tz::Tz,
+    /// Bill cycle day.
+    pub bill_cycle_day: u32,
+    /// `accountType: prepaid`.
+    pub prepaid: bool,
+    /// Postpaid credit limit.
+    pub credit_limit: Option<Money>,
+}
+
+fn kv_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Option<T> {
+    serde_json::from_slice(bytes).ok()
+}
+
+fn encode<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, ApiError> {
+    serde_json::to_vec(v).map_err(|e| ApiError::internal(format!("encoding: {e}")))
+}
+
+/// Values of `keys` (any number), by key.
+pub fn read_many<B: KvBackend>(kv: &B, keys: &[String]) -> Result<HashMap<String, Vec<u8>>, ApiError> {
+    let mut out = HashMap::with_capacity(keys.len());
+    for chunk in keys.chunks(READ_KEYS_MAX) {
+        for (k, v) in kv.get_many(chunk)? {
+            if let Some(v) = v {
+                out.insert(k, v);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The pipeline's state for one request: what it loaded once (catalog, tariffs, accounts).
+pub struct Pipeline<'a, B> {
+    env: &'a Env<'a, B>,
+    keys: Keys,
+    cfg: Config,
+    catalog: Option<Snapshot>,
+    tariffs: HashMap<String, Option<Rc<PreparedTariff>>>,
+    accounts: HashMap<String, Option<Rc<AccountInfo>>>,
+    /// Record id → the online-charging reservation its charge settles (released first).
+    settles: HashMap<String, String>,
+}
+
+impl<'a, B: KvBackend> Pipeline<'a, B> {
+    /// A pipeline for the caller's tenant.
+    pub fn new(env: &'a Env<'a, B>, cfg: Config) -> Self {
+        Pipeline {
+            env,
+            keys: Keys::new(&env.tenant.tenant_id),
+            cfg,
+            catalog: None,
+            tariffs: HashMap::new(),
+            accounts: HashMap::new(),
+            settles: HashMap::new(),
+        }
+    }
+
+    /// The record `record_id` settles the reservation `reservation_id` (online charging): its
+    /// charge is debited after the reservation is released, under the same lease.
+    pub fn settles(&mut self, record_id: &str, reservation_id: &str) {
+        self.settles.insert(record_id.to_string(), reservation_id.to_string());
+    }
+
+    /// The tenant's raw keys.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// Runs `f` under the lease of the shard of `account_id`.
+    pub fn under_lease<T>(&self, account_id: &str, f: impl FnOnce() -> Result<T, ApiError>) -> Result<T, ApiError> {
+        let shard = mediation::shard_of(account_id, self.cfg.shards);
+        let now_ms = || bss_kit::ids::now_ms();
+        bss_kit::lease::with_lease(self.kv(), &self.keys.lease(shard), self.cfg.lease_ttl_ms, &now_ms, f)
+    }
+
+    /// Runs `f` with the pipeline under the lease of the shard of `account_id`.
+    pub fn under_lease_mut<T>(
+        &mut self,
+        account_id: &str,
+        f: impl FnOnce(&mut Self) -> Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        let env = self.env;
+        let kv = env.store.backend();
+        let key = self.keys.lease(mediation::shard_of(account_id, self.cfg.shards));
+        let now_ms = || bss_kit::ids::now_ms();
+        let lease = bss_kit::lease::acquire(kv, &key, self.cfg.lease_ttl_ms, &now_ms)?;
+        let out = f(self);
+        let released = bss_kit::lease::release(kv, lease);
+        let out = out?;
+        released?;
+        Ok(out)
+    }
+
+    /// Guides one normalised record: its product, account, tariff, tax and period.
+    pub fn guide_record(&mut self, record: &UsageRecord) -> Result<Guide, String> {
+        let item = Item {
+            index: 0,
+            id: record.record_id.clone(),
+            fingerprint: String::new(),
+            record: record.clone(),
+            raw: RawUsage::default(),
+        };
+        match self.guide(std::slice::from_ref(&item)) {
+            Ok(mut m) => m.remove(&0).unwrap_or_else(|| Err("not guided".into())),
+            Err(e) => Err(e.message),
+        }
+    }
+
+    /// The usage tariff and tax of an offering for a record (rerating uses today's catalog).
+    pub fn tariff_of(
+        &mut self,
+        offering_id: &str,
+        rec: &UsageRecord,
+    ) -> Result<(Rc<PreparedTariff>, Option<Taxation>), String> {
+        self.tariff_for(offering_id, rec)
+    }
+
+    /// The account's rating facts, loaded once.
+    pub fn account(&mut self, id: &str) -> Result<Option<Rc<AccountInfo>>, ApiError> {
+        if !self.accounts.contains_key(id) {
+            self.load_accounts(&[id.to_string()])?;
+        }
+        Ok(self.accounts.get(id).cloned().flatten())
+    }
+
+    fn kv(&self) -> &B {
+        self.env.store.backend()
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        self.cfg.normalise.now
+    }
+
+    fn now_text(&self) -> String {
+        self.now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    }
+
+    fn catalog(&mut self) -> Result<&Snapshot, ApiError> {
+        if self.catalog.is_none() {
+            self.catalog = Some(bss_kit::catalog::snapshot(self.env)?);
+        }
+        Ok(self.catalog.as_ref().expect("loaded above"))
+    }
+
+    /// Mediates and rates a batch (see the module doc).
+    pub fn ingest(&mut self, batch: Vec<Result<RawUsage, CsvProblem>>) -> Result<Outcome, ApiError> {
+        if batch.len() > BATCH_RECORDS_MAX {
+            return Err(ApiError::payload_too_large(format!(
+                "{} records: a batch holds at most {BATCH_RECORDS_MAX}",
+                batch.len()
+            )));
+        }
+        let mut out = Outcome::default();
+        out.report.received = batch.len();
+        let mut held: Vec<(usize, UsageDoc)> = Vec::new();
+        let mut items = Vec::new();
+        let mut first: HashMap<String, (usize, String)> = HashMap::new();
+        for (index, raw) in batch.into_iter().enumerate() {
+            let raw = match raw {
+                Ok(r) => r,
+                Err(p) => {
+                    out.report.note(index, p.record_id.as_deref(), "rejected", p.to_string());
+                    continue;
+                }
+            };
+            let id = raw.record_id.trim().to_string();
+            let (fingerprint, normalised) = match normalise(&raw, &self.cfg.normalise) {
+                Ok(r) => (mediation::fingerprint(&r), Ok(r)),
+                Err(problems) => {
+                    let text = serde_json::to_string(&raw).unwrap_or_default();
+                    (mediation::raw_fingerprint(&text), Err(describe(&problems)))
+                }
+            };
+            if !storable_id(&id) {
+                let why = normalised.err().unwrap_or_default();
+                let reason = format!("recordId: {id:?} is not 1 to 128 characters of A-Z a-z 0-9 . _ : -; {why}");
+                out.report.note(index, Some(&id).filter(|i| !i.is_empty()).map(|s| s.as_str()), "rejected", reason);
+                continue;
+            }
+            // A repeat inside the batch: the first occurrence decides.
+            if let Some((_, fp)) = first.get(&id) {
+                if *fp == fingerprint {
+                    out.report.note(index, Some(&id), "duplicate", "repeated in this batch");
+                } else {
+                    out.report.note(
+                        index,
+                        Some(&id),
+                        "conflict",
+                        "this id appears earlier in the batch with another payload",
+                    );
+                }
+                continue;
+            }
+            first.insert(id.clone(), (index, fingerprint.clone()));
+            match normalised {
+                Ok(record) => items.push(Item { index, id, fingerprint, record, raw }),
+                Err(reason) => {
+                    held.push((index, self.held_doc(&id, &fingerprint, UsageStatus::Rejected, raw, None, reason)))
+                }
+            }
+        }
+        // Ids already seen.
+        let keys: Vec<String> = items.iter().map(|i| self.keys.usage(&i.id)).collect();
+        let stored = read_many(self.kv(), &keys)?;
+        let mut fresh = Vec::with_capacity(items.len());
+        for item in items {
+            let seen = stored.get(&self.keys.usage(&item.id)).and_then(|b| kv_json::<UsageDoc>(b));
+            match mediation::classify(seen.as_ref().map(|d| (d.status, d.fingerprint.as_str())), &item.fingerprint) {
+                Seen::New => fresh.push(item),
+                Seen::Duplicate => out.report.note(item.index, Some(&item.id), "duplicate", "already rated"),
+                Seen::Conflict { .. } => out.report.note(
+                    item.index,
+                    Some(&item.id),
+                    "conflict",
+                    "already rated with another payload; the stored record is kept",
+                ),
+            }
+        }
+        // Guide.
+        let guides = self.guide(&fresh)?;
+        let mut by_shard: BTreeMap<u32, Vec<(Item, Guide)>> = BTreeMap::new();
+        for item in fresh {
+            match guides.get(&item.index) {
+                Some(Ok(g)) => {
+                    let shard = mediation::shard_of(&g.account.id, self.cfg.shards);
+                    by_shard.entry(shard).or_default().push((item, g.clone()));
+                }
+                Some(Err(reason)) => {
+                    let doc = self.held_doc(
+                        &item.id,
+                        &item.fingerprint,
+                        UsageStatus::Recycled,
+                        item.raw.clone(),
+                        Some(item.record.clone()),
+                        reason.clone(),
+                    );
+                    held.push((item.index, doc));
+                }
+                None => {}
+            }
+        }
+        for (shard, group) in by_shard {
+            for chunk in chunks(group, GROUP_RECORDS_MAX) {
+                let key = self.keys.lease(shard);
+                let ttl = self.cfg.lease_ttl_ms;
+                let kv = self.env.store.backend();
+                let now_ms = || bss_kit::ids::now_ms();
+                bss_kit::lease::with_lease(kv, &key, ttl, &now_ms, || self.rate_group(chunk, &mut out, &mut held))?;
+            }
+        }
+        self.store_held(held, &mut out)?;
+        out.report.records.sort_by_key(|r| r.index);
+        debug_assert!(out.report.is_balanced());
+        Ok(out)
+    }
+
+    fn held_doc(
+        &self,
+        id: &str,
+        fingerprint: &str,
+        status: UsageStatus,
+        raw: RawUsage,
+        record: Option<UsageRecord>,
+        reason: String,
+    ) -> UsageDoc {
+        UsageDoc {
+            id: id.to_string(),
+            status,
+            fingerprint: fingerprint.to_string(),
+            raw: Some(raw),
+            record,
+            reason: Some(reason),
+            product_id: None,
+            account_id: None,
+            customer_id: None,
+            partner_id: None,
+            period: None,
+            rated: None,
+            previous: None,
+            tax_percent: None,
+            received_at: self.now_text(),
+            rated_at: None,
+        }
+    }
+
+    /// Looks up product, account and tariff for each record; `Err(reason)` holds it for recycling.
+    fn guide(&mut self, items: &[Item]) -> Result<HashMap<usize, Result<Guide, String>>, ApiError> {
+        let docs = self.env.store.tenant(&self.env.tenant.tenant_id);
+        let mut line_keys: Vec<String> = items
+            .iter()
+            .filter_map(|i| subscribers::line_id(&i.record.subscriber))
+            .filter_map(|id| docs.key(subscribers::COLLECTION, &id))
+            .collect();
+        line_keys.sort();
+        line_keys.dedup();
+        let lines: HashMap<String, SubscriberLine> = read_many(self.kv(), &line_keys)?
+            .into_iter()
+            .filter_map(|(k, v)| Some((k, kv_json::<Versioned<SubscriberLine>>(&v)?.data)))
+            .collect();
+        let mut out = HashMap::with_capacity(items.len());
+        let mut entries = Vec::with_capacity(items.len());
+        let (wholesale, items): (Vec<&Item>, Vec<&Item>) = items.iter().partition(|i| i.record.carrier.is_some());
+        for item in wholesale {
+            let g = self.guide_wholesale(&item.record);
+            out.insert(item.index, g);
+        }
+        for item in items {
+            let key =
+                subscribers::line_id(&item.record.subscriber).and_then(|id| docs.key(subscribers::COLLECTION, &id));
+            let entry = key.and_then(|k| lines.get(&k)).and_then(|l| l.at(item.record.start)).cloned();
+            match entry {
+                Some(e) => entries.push((item, e)),
+                None => {
+                    out.insert(
+                        item.index,
+                        Err(format!(
+                            "subscriber: {} has no product at {}",
+                            item.record.subscriber,
+                            item.record.start.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                        )),
+                    );
+                }
+            }
+        }
+        let wanted: Vec<String> = entries
+            .iter()
+            .map(|(_, e)| e.billing_account_id.clone())
+            .filter(|a| !self.accounts.contains_key(a))
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        self.load_accounts(&wanted)?;
+        for (item, entry) in entries {
+            let g = self.guide_one(item, entry);
+            out.insert(item.index, g);
+        }
+        Ok(out)
+    }
+
+    /// Guides an interconnect or roaming-partner record: the carrier is a partner (`partyRole`
+    /// id, role interconnectCarrier or roamingPartner) whose `tariff {id}` rates it, untaxed, in
+    /// the tariff's currency, which must be its settlement account's; settled monthly (UTC).
+    fn guide_wholesale(&mut self, rec: &UsageRecord) -> Result<Guide, String> {
+        let carrier = rec.carrier.clone().unwrap_or_default();
+        let docs = self.env.store.tenant(&self.env.tenant.tenant_id);
+        let read = |collection: &str, id: &str| -> Option<Value> {
+            docs.get::<Value>(collection, id).ok().flatten().map(|v| v.data)
+        };
+        let partner =
+            read("partyRole", &carrier).ok_or_else(|| format!("carrier: partner {carrier:?} does not exist"))?;
+        let role = partner.get("role").and_then(Value::as_str).unwrap_or_default();
+        if !matches!(role, "interconnectCarrier" | "roamingPartner") {
+            return Err(format!(
+                "carrier: partner {carrier} is a {role}, not an interconnect carrier or roaming partner"
+            ));
+        }
+        let tariff_id = partner
+            .pointer("/tariff/id")
+            .and_then(Value::as_str)
+            .ok_or_else(|| format!("partner {carrier} has no wholesale tariff (tariff.id)"))?
+            .to_string();
+        let account_id = partner.pointer("/account/0/id").and_then(Value::as_str).unwrap_or_default().to_string();
+        let settlement = read("settlementAccount", &account_id)
+            .ok_or_else(|| format!("partner {carrier}: settlement account {account_id:?} does not exist"))?;
+        let currency = settlement.get("currency").and_then(Value::as_str).unwrap_or_default().to_string();
+        self.catalog().map_err(|e| e.message.clone())?;
+        let tariff = self
+            .tariff(&tariff_id)
+            .ok_or_else(|| format!("partner {carrier}: tariff {tariff_id} does not exist or is invalid"))?;
+        if tariff.currency().code() != currency {
+            return Err(format!(
+                "partner {carrier}: tariff {tariff_id} is in {} but the settlement account is in {currency}: no silent conversion",
+                tariff.currency().code()
+            ));
+        }
+        let (start, _) = billing_period(rec.start.date_naive(), 1);
+        let line = LineEntry {
+            product_id: format!("partner.{carrier}"),
+            billing_account_id: account_id.clone(),
+            offering_id: String::new(),
+            customer_id: String::new(),
+            start_date: String::new(),
+            termination_date: None,
+            status: "active".into(),
+        };
+        let account = Rc::new(AccountInfo {
+            id: account_id,
+            currency,
+            tz: chrono_tz::UTC,
+            bill_cycle_day: 1,
+            prepaid: false,
+            credit_limit: None,
+        });
+        Ok(Guide { line, account, tariff, tax: None, period: start.to_string() })
+    }
+
+    fn load_accounts(&mut self, ids: &[String]) -> Result<(), ApiError> {
+        let docs = self.env.store.tenant(&self.env.tenant.tenant_id);
+        let keys: Vec<String> = ids.iter().filter_map(|a| docs.key("billingAccount", a)).collect();
+        let found = read_many(self.kv(), &keys)?;
+        for id in ids {
+            let doc = docs
+                .key("billingAccount", id)
+                .and_then(|k| found.get(&k))
+                .and_then(|b| kv_json::<Versioned<Value>>(b))
+                .map(|v| v.data);
+            let info = doc.map(|d| {
+                let account = bss_domain::order::inventory::Account::from_billing_account(&d);
+                let credit_limit = d
+                    .get("creditLimit")
+                    .and_then(|m| bss_domain::catalog::money_from_json(m).ok())
+                    .filter(|m| m.amount > Decimal::ZERO);
+                Rc::new(AccountInfo {
+                    id: id.clone(),
+                    currency: d.get("currency").and_then(Value::as_str).unwrap_or_default().to_string(),
+                    tz: account.tz,
+                    bill_cycle_day: account.bill_cycle_day,
+                    prepaid: d
+                        .get("accountType")
+                        .and_then(Value::as_str)
+                        .is_some_and(|t| t.eq_ignore_ascii_case("prepaid")),
+                    credit_limit,
+                })
+            });
+            self.accounts.insert(id.clone(), info);
+        }
+        Ok(())
+    }
+
+    fn guide_one(&mut self, item: &Item, entry: LineEntry) -> Result<Guide, String> {
+        let account = self
+            .accounts
+            .get(&entry.billing_account_id)
+            .cloned()
+            .flatten()
+            .ok_or_else(|| format!("billingAccount: {:?} does not exist", entry.billing_account_id))?;
+        let (tariff, tax) = self.tariff_for(&entry.offering_id, &item.record)?;
+        if tariff.currency().code() != account.currency {
+            return Err(format!(
+                "tariff {} is in {} but account {} bills in {}: no silent conversion",
+                tariff.tariff().id,
+                tariff.currency().code(),
+                account.id,
+                account.currency
+            ));
+        }
+        let local = item.record.start.with_timezone(&account.tz).date_naive();
+        let (start, _) = billing_period(local, account.bill_cycle_day);
+        Ok(Guide { line: entry, account, tariff, tax, period: start.to_string() })
+    }
+
+    /// The usage tariff of an offering for a record's service, and the tax of its price.
+    fn tariff_for(
+        &mut self,
+        offering_id: &str,
+        rec: &UsageRecord,
+    ) -> Result<(Rc<PreparedTariff>, Option<Taxation>), String> {
+        let at = rec.start;
+        let snap = self.catalog().map_err(|e| e.message.clone())?;
+        let offering = snap
+            .get(CatalogKind::ProductOffering, offering_id)
+            .ok_or_else(|| format!("productOffering: {offering_id:?} does not exist"))?;
+        let price_ids: Vec<String> = offering
+            .get("productOfferingPrice")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r.get("id").and_then(Value::as_str).map(str::to_string))
+            .collect();
+        let mut candidates = Vec::new();
+        for pid in price_ids {
+            let Some(doc) = snap.get(CatalogKind::ProductOfferingPrice, &pid) else { continue };
+            let Ok(price) = PriceView::read(doc) else { continue };
+            if price.lifecycle == Lifecycle::InDesign || !price.valid_for.contains(at) {
+                continue;
+            }
+            if let Some(t) = price.tariff_id.clone() {
+                candidates.push((t, price.tax_category.clone()));
+            }
+        }
+        if candidates.is_empty() {
+            return Err(format!("offering {offering_id} has no usage price valid at {at}"));
+        }
+        let tax_of = |snap: &Snapshot, cat: &Option<String>| {
+            cat.as_deref().and_then(|c| rate_for(snap, c, None, at)).map(Taxation::new)
+        };
+        let mut fallback = None;
+        for (tariff_id, cat) in candidates {
+            let Some(t) = self.tariff(&tariff_id) else { continue };
+            let service = t.tariff().service.clone();
+            let snap = self.catalog.as_ref().expect("loaded above");
+            // A tariff of one service (voice, sms, data) rates only it; a tariff of a bundle of
+            // services (`mobile`, `interconnect`, none) rates all of them, after the specific ones.
+            match service.as_deref().and_then(bss_domain::rating::Service::parse) {
+                Some(s) if s == rec.service => return Ok((t, tax_of(snap, &cat))),
+                Some(_) => {}
+                None => fallback = fallback.or(Some((t, tax_of(snap, &cat)))),
+            }
+        }
+        fallback.ok_or_else(|| format!("offering {offering_id} has no usage tariff for {}", rec.service.as_str()))
+    }
+
+    fn tariff(&mut self, id: &str) -> Option<Rc<PreparedTariff>> {
+        if let Some(t) = self.tariffs.get(id) {
+            return t.clone();
+        }
+        let snap = self.catalog.as_ref()?;
+        let prepared = snap.get(CatalogKind::Tariff, id).and_then(|doc| {
+            let mut t = Tariff::read(doc).ok()?;
+            t.id = id.to_string();
+            if t.version.is_none() {
+                // A tariff corrected in place is a new version for rerating: its last update.
+                t.version = doc.get("lastUpdate").and_then(Value::as_str).map(str::to_string);
+            }
+            Some(Rc::new(PreparedTariff::new(t)))
+        });
+        self.tariffs.insert(id.to_string(), prepared.clone());
+        prepared
+    }
+
+    /// Rates a group of records of one shard under its lease and stores them atomically.
+    fn rate_group(
+        &self,
+        group: Vec<(Item, Guide)>,
+        out: &mut Outcome,
+        held: &mut Vec<(usize, UsageDoc)>,
+    ) -> Result<(), ApiError> {
+        let k = &self.keys;
+        let mut keys: Vec<String> = group.iter().map(|(i, _)| k.usage(&i.id)).collect();
+        let mut state_keys: Vec<String> = group.iter().map(|(_, g)| k.state(&g.line.product_id, &g.period)).collect();
+        let mut account_keys: Vec<String> = group.iter().map(|(_, g)| k.account(&g.account.id)).collect();
+        state_keys.sort();
+        state_keys.dedup();
+        account_keys.sort();
+        account_keys.dedup();
+        keys.extend(state_keys.iter().cloned());
+        keys.extend(account_keys.iter().cloned());
+        let current = read_many(self.kv(), &keys)?;
+        let mut states: HashMap<String, PeriodState> = HashMap::new();
+        let mut accounts: HashMap<String, AccountState> = HashMap::new();
+        let mut writes: Vec<(String, Vec<u8>)> = Vec::with_capacity(group.len() * 2 + 8);
+        let mut rated_docs = Vec::new();
+        let now = self.now();
+        for (item, g) in group {
+            let ukey = k.usage(&item.id);
+            // Re-checked under the lease: a concurrent batch may have rated it meanwhile.
+            let seen = current.get(&ukey).and_then(|b| kv_json::<UsageDoc>(b));
+            match mediation::classify(seen.as_ref().map(|d| (d.status, d.fingerprint.as_str())), &item.fingerprint) {
+                Seen::New => {}
+                Seen::Duplicate => {
+                    out.report.note(item.index, Some(&item.id), "duplicate", "already rated");
+                    continue;
+                }
+                Seen::Conflict { .. } => {
+                    out.report.note(item.index, Some(&item.id), "conflict", "already rated with another payload");
+                    continue;
+                }
+            }
+            if rated_docs.iter().any(|d: &(usize, UsageDoc)| d.1.id == item.id) {
+                continue;
+            }
+            let skey = k.state(&g.line.product_id, &g.period);
+            let state = states.entry(skey.clone()).or_insert_with(|| {
+                current
+                    .get(&skey)
+                    .and_then(|b| kv_json::<PeriodState>(b))
+                    .unwrap_or(PeriodState { buckets: Vec::new(), records: 0 })
+            });
+            let tariff = &g.tariff;
+            let tid = tariff.tariff().id.clone();
+            let fresh = tariff.fresh_buckets();
+            let slot = match state.buckets.iter().position(|b| b.tariff_id == tid) {
+                Some(i) => i,
+                None => {
+                    state.buckets.push(fresh.clone());
+                    state.buckets.len() - 1
+                }
+            };
+            // A tariff whose allowances changed shape mid-period starts from fresh buckets.
+            if state.buckets[slot].allowances.len() != fresh.allowances.len() {
+                state.buckets[slot] = fresh;
+            }
+            let before: Buckets = state.buckets[slot].clone();
+            let ctx = RatingContext { time_zone: g.account.tz, tax: g.tax.clone(), rounding: RoundingRule::HalfEven };
+            let rated = match tariff.rate(&item.record, &ctx, &mut state.buckets[slot]) {
+                Ok(r) => r,
+                Err(e) => {
+                    let doc = self.recycled(&item, e.to_string());
+                    held.push((item.index, doc));
+                    continue;
+                }
+            };
+            let akey = k.account(&g.account.id);
+            let account = accounts
+                .entry(akey.clone())
+                .or_insert_with(|| current.get(&akey).and_then(|b| kv_json::<AccountState>(b)).unwrap_or_default());
+            if let (Some(reservation), Some(b)) = (self.settles.get(&item.id), account.balance.as_mut()) {
+                // An expired reservation already gave its money back: nothing to release.
+                let _ = b.release(reservation, now);
+            }
+            match charge(account, &g, &rated, now) {
+                Ok(crossed) => {
+                    for percent in crossed {
+                        let limit = account.credit.as_ref().map(|c| c.limit.clone());
+                        out.notices.push(Notice {
+                            event_type: "CreditLimitThresholdEvent",
+                            key: g.account.id.clone(),
+                            payload: json!({"creditLimitThreshold": {
+                                "billingAccount": {"id": g.account.id},
+                                "percent": percent,
+                                "period": g.period,
+                                "spent": limit.as_ref().map(|l| json!({"unit": l.limit.currency.code(), "value": l.spent})),
+                                "creditLimit": limit.as_ref().map(|l| json!({"unit": l.limit.currency.code(), "value": l.limit.amount})),
+                            }}),
+                        });
+                    }
+                }
+                Err(reason) => {
+                    state.buckets[slot] = before;
+                    held.push((item.index, self.recycled(&item, reason)));
+                    continue;
+                }
+            }
+            state.records += 1;
+            let doc = UsageDoc {
+                id: item.id.clone(),
+                status: UsageStatus::Rated,
+                fingerprint: item.fingerprint.clone(),
+                raw: None,
+                record: Some(item.record.clone()),
+                reason: None,
+                product_id: Some(g.line.product_id.clone()).filter(|_| item.record.carrier.is_none()),
+                account_id: Some(g.account.id.clone()),
+                customer_id: Some(g.line.customer_id.clone()).filter(|c| !c.is_empty()),
+                partner_id: item.record.carrier.clone(),
+                period: Some(g.period.clone()),
+                tax_percent: g.tax.as_ref().map(|t| t.rate().rate.to_string()),
+                rated: Some(rated),
+                previous: None,
+                received_at: self.now_text(),
+                rated_at: Some(self.now_text()),
+            };
+            writes.push((ukey, encode(&doc)?));
+            writes.push((k.by_product(&g.line.product_id, &g.period, &item.id), Vec::new()));
+            rated_docs.push((item.index, doc));
+        }
+        for (key, state) in &states {
+            writes.push((key.clone(), encode(state)?));
+        }
+        for (key, account) in &accounts {
+            writes.push((key.clone(), encode(account)?));
+        }
+        if !rated_docs.is_empty() {
+            self.kv().set_many(&writes)?;
+        }
+        out.report.accepted += rated_docs.len();
+        for (index, doc) in rated_docs {
+            out.docs.insert(index, doc);
+        }
+        Ok(())
+    }
+
+    fn recycled(&self, item: &Item, reason: String) -> UsageDoc {
+        self.held_doc(
+            &item.id,
+            &item.fingerprint,
+            UsageStatus::Recycled,
+            item.raw.clone(),
+            Some(item.record.clone()),
+            reason,
+        )
+    }
+
+    /// Stores held records one by one with compare-and-swap (they are few): a held record never
+    /// replaces a rated one written meanwhile.
+    fn store_held(&self, held: Vec<(usize, UsageDoc)>, out: &mut Outcome) -> Result<(), ApiError> {
+        let kv = self.kv();
+        let mut markers = Vec::with_capacity(held.len());
+        for (index, doc) in held {
+            let key = self.keys.usage(&doc.id);
+            let outcome = if doc.status == UsageStatus::Rejected { "rejected" } else { "recycled" };
+            let reason = doc.reason.clone().unwrap_or_default();
+            let mut stored = false;
+            for attempt in 1..=8 {
+                let (cas, current) = kv.cas_read(&key)?;
+                let existing = current.as_deref().and_then(kv_json::<UsageDoc>);
+                if let Some(e) = existing.as_ref().filter(|e| !e.status.is_held()) {
+                    let (what, why) = if e.fingerprint == doc.fingerprint {
+                        ("duplicate", "already rated")
+                    } else {
+                        ("conflict", "already rated with another payload; the stored record is kept")
+                    };
+                    out.report.note(index, Some(&doc.id), what, why);
+                    stored = true;
+                    break;
+                }
+                let mut doc = doc.clone();
+                if let Some(e) = existing {
+                    doc.received_at = e.received_at;
+                }
+                if kv.cas_write(cas, &encode(&doc)?)? {
+                    markers.push((self.keys.held(&doc.id), Vec::new()));
+                    out.report.note(index, Some(&doc.id), outcome, reason.clone());
+                    out.docs.insert(index, doc);
+                    stored = true;
+                    break;
+                }
+                kv.backoff(attempt);
+            }
+            if !stored {
+                return Err(ApiError::service_unavailable("usage records are busy; retry", format!("held {key}")));
+            }
+        }
+        if !markers.is_empty() {
+            kv.set_many(&markers)?;
+        }
+        Ok(())
+    }
+}
+
+/// Debits prepaid money or counts postpaid credit for a rated record: the thresholds newly
+/// crossed, or why the record cannot be charged now (held for recycling).
+fn charge(account: &mut AccountState, g: &Guide, rated: &RatedRecord, now: DateTime<Utc>) -> Result<Vec<u8>, String> {
+    let amount = rated.gross.amount;
+    if g.account.prepaid {
+        let Some(balance) = account.balance.as_mut() else {
+            return Err(format!("prepaid account {} has no balance; top it up", g.account.id));
+        };
+        let before = balance.clone();
+        return match balance.debit(amount, now) {
+            Ok(()) => Ok(Vec::new()),
+            Err(e) => {
+                *balance = before;
+                Err(format!("insufficient prepaid balance: {e}"))
+            }
+        };
+    }
+    let Some(limit) = g.account.credit_limit else { return Ok(Vec::new()) };
+    let fresh = || CreditState { period: g.period.clone(), limit: CreditLimit::new(limit, false) };
+    let credit = account.credit.get_or_insert_with(fresh);
+    if credit.period != g.period {
+        if credit.period.as_str() > g.period.as_str() {
+            // Late usage of a closed period does not reopen its notifications.
+            return Ok(Vec::new());
+        }
+        *credit = fresh();
+    }
+    credit.limit.limit = limit;
+    credit.limit.try_charge(amount).map_err(|e| format!("credit limit: {e}"))
+}
+
+fn chunks<T>(v: Vec<T>, n: usize) -> Vec<Vec<T>> {
+    let mut out = Vec::new();
+    let mut cur = Vec::with_capacity(n.min(v.len()));
+    for x in v {
+        cur.push(x);
+        if cur.len() == n {
+            out.push(std::mem::take(&mut cur));
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
