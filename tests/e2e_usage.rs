@@ -395,3 +395,42 @@ fn exactly_once_survives_a_kill_9_restart() {
     let allowance = steps.as_array().unwrap().iter().find(|s| s["step"] == "allowance").unwrap().clone();
     assert_eq!(allowance["remainingBaseUnits"], (500 - 201) * 60, "{steps}");
 }
+
+#[test]
+fn an_offering_sharing_allowances_pools_them_across_the_account_hierarchy() {
+    let (host, _dir) = Host::start(HostOptions::default());
+    let (api, customer) = setup(&host);
+    let top = line(&api, &customer, "+33611000600", json!({}));
+    let child =
+        |msisdn: &str| line(&api, &customer, msisdn, json!({"parentAccount": {"id": top.account}, "billRollUp": true}));
+    let (a, b) = (child("+33611000601"), child("+33611000602"));
+    let used = |rec: Value| -> u64 {
+        let r = api.post(&format!("{US}/usage"), &rec);
+        assert_eq!(r.status, 201, "{}", r.body);
+        let steps = r.json()["rating"]["steps"].clone();
+        let step = steps.as_array().unwrap().iter().find(|s| s["step"] == "allowance").cloned();
+        step.unwrap_or_else(|| panic!("no allowance step: {steps}"))["remainingBaseUnits"].as_u64().unwrap()
+    };
+    // Without sharing (October) each product has its own 500 minutes.
+    assert_eq!(used(call("sh-1", "0611000601", "2026-10-03T10:00:00+01:00", 90, "0622000000")), 500 * 60 - 90);
+    assert_eq!(used(call("sh-2", "0611000602", "2026-10-03T10:05:00+01:00", 30, "0622000000")), 500 * 60 - 60);
+    // The offering starts sharing: November's usage of both children (and the top) draws on one pool.
+    let p = api.patch(
+        "/tmf-api/productCatalogManagement/v4/productOffering/mobile-m",
+        json!({"allowanceSharing": "accountHierarchy"}),
+    );
+    assert_eq!(p.status, 200, "{}", p.body);
+    let bad = api
+        .patch("/tmf-api/productCatalogManagement/v4/productOffering/mobile-m", json!({"allowanceSharing": "family"}));
+    assert_eq!(bad.status, 422, "{}", bad.body);
+    assert_eq!(used(call("sh-3", "0611000601", "2026-11-03T10:00:00+01:00", 90, "0622000000")), 500 * 60 - 90);
+    assert_eq!(used(call("sh-4", "0611000602", "2026-11-03T10:05:00+01:00", 30, "0622000000")), 500 * 60 - 90 - 60);
+    assert_eq!(
+        used(call("sh-5", "0611000600", "2026-11-03T10:10:00+01:00", 60, "0622000000")),
+        500 * 60 - 90 - 60 - 60
+    );
+    // Rerating one product of a pool is refused, naming why.
+    let r = api.post(&format!("{US}/rerateRun"), json!({"product": {"id": a.product}, "period": "2026-11-01"}));
+    assert_eq!(r.status, 409, "{}", r.body);
+    let _ = b;
+}

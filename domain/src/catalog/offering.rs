@@ -9,6 +9,9 @@
 //!   addOnOf targets), `upgradeTo`, `downgradeTo` (allowed plan changes). Self-reference refused.
 //! - `marketSegment: [{id?, name?}]`: who may buy it (used by the basket check when the customer's
 //!   segments are known).
+//! - `allowanceSharing` (BSS extension): `none` (default: each product has its own allowance
+//!   buckets) or `accountHierarchy` (the products of this offering in one account hierarchy
+//!   consume one pool of the tariff's allowances per bill period of the hierarchy's top account).
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -63,6 +66,9 @@ pub struct Segment {
     pub name: Option<String>,
 }
 
+/// `allowanceSharing` values.
+pub const ALLOWANCE_SHARING: &[&str] = &["none", "accountHierarchy"];
+
 /// The typed view of a `productOffering` document.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OfferingView {
@@ -88,6 +94,8 @@ pub struct OfferingView {
     pub segments: Vec<Segment>,
     /// `category[].id`.
     pub category_ids: Vec<String>,
+    /// `allowanceSharing: accountHierarchy`.
+    pub shares_allowances: bool,
 }
 
 impl OfferingView {
@@ -105,6 +113,12 @@ impl OfferingView {
         let relationships = take(&mut problems, d.opt::<Vec<Relationship>>("productOfferingRelationship"));
         let segments = take(&mut problems, d.opt::<Vec<Segment>>("marketSegment"));
         let categories = take(&mut problems, d.refs("category"));
+        let sharing = take(&mut problems, d.opt::<String>("allowanceSharing")).flatten();
+        if let Some(x) = &sharing
+            && !ALLOWANCE_SHARING.contains(&x.as_str())
+        {
+            problems.push(Problem::new("allowanceSharing", format!("{x:?} is not one of none, accountHierarchy")));
+        }
         if let Some(n) = &name
             && n.trim().is_empty()
         {
@@ -134,6 +148,7 @@ impl OfferingView {
             relationships: relationships.flatten().unwrap_or_default(),
             segments: segments.flatten().unwrap_or_default(),
             category_ids: ids(categories),
+            shares_allowances: sharing.as_deref() == Some("accountHierarchy"),
         };
         let mut problems = Vec::new();
         if view.is_bundle && view.bundled_ids.is_empty() {
@@ -165,5 +180,24 @@ impl OfferingView {
     /// Whether the offering may be sold at `at`.
     pub fn orderable_at(&self, at: chrono::DateTime<chrono::Utc>) -> bool {
         self.lifecycle == Lifecycle::Active && self.valid_for.contains(at)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn allowance_sharing_is_validated() {
+        let base = json!({"id": "o", "name": "Family", "lifecycleStatus": "active"});
+        assert!(!OfferingView::read(&base).unwrap().shares_allowances);
+        let mut shared = base.clone();
+        shared["allowanceSharing"] = json!("accountHierarchy");
+        assert!(OfferingView::read(&shared).unwrap().shares_allowances);
+        let mut bad = base;
+        bad["allowanceSharing"] = json!("family");
+        let problems = OfferingView::read(&bad).unwrap_err();
+        assert_eq!(problems[0].field, "allowanceSharing");
     }
 }

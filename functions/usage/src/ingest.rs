@@ -43,6 +43,8 @@ pub const BATCH_RECORDS_MAX: usize = 10_000;
 pub const GROUP_RECORDS_MAX: usize = 300;
 /// Keys per `get_many`.
 const READ_KEYS_MAX: usize = 1_000;
+/// Deepest account hierarchy followed to its top.
+pub const HIERARCHY_DEPTH_MAX: usize = 16;
 
 /// How a batch is read and rated.
 #[derive(Debug, Clone)]
@@ -100,10 +102,15 @@ pub struct Guide {
     pub tax: Option<Taxation>,
     /// Start of the bill period.
     pub period: String,
+    /// Whose allowance buckets the record consumes: the product, or `pool.<topAccount>` when the
+    /// offering shares allowances across the account hierarchy.
+    pub bucket_owner: String,
+    /// Start of the buckets' period (the top account's, for a pool).
+    pub bucket_period: String,
 }
 
 /// What rating needs of a billing account.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct AccountInfo {
     /// Id.
     pub id: String,
@@ -117,6 +124,11 @@ pub struct AccountInfo {
     pub prepaid: bool,
     /// Postpaid credit limit.
     pub credit_limit: Option<Money>,
+    /// `parentAccount.id`.
+    pub parent: Option<String>,
+    /// The top of its hierarchy (itself without a parent): the state of a whole hierarchy is
+    /// serialised by one lease, so a pool and each member's money never race.
+    pub root: String,
 }
 
 fn kv_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Option<T> {
@@ -226,6 +238,15 @@ impl<'a, B: KvBackend> Pipeline<'a, B> {
         self.tariff_for(offering_id, rec)
     }
 
+    /// Whether an offering's products share their allowances across the account hierarchy.
+    pub fn shares_allowances(&mut self, offering_id: &str) -> Result<bool, ApiError> {
+        Ok(self
+            .catalog()?
+            .get(CatalogKind::ProductOffering, offering_id)
+            .and_then(|o| bss_domain::catalog::offering::OfferingView::read(o).ok())
+            .is_some_and(|o| o.shares_allowances))
+    }
+
     /// The account's rating facts, loaded once.
     pub fn account(&mut self, id: &str) -> Result<Option<Rc<AccountInfo>>, ApiError> {
         if !self.accounts.contains_key(id) {
@@ -333,7 +354,7 @@ impl<'a, B: KvBackend> Pipeline<'a, B> {
         for item in fresh {
             match guides.get(&item.index) {
                 Some(Ok(g)) => {
-                    let shard = mediation::shard_of(&g.account.id, self.cfg.shards);
+                    let shard = mediation::shard_of(&g.account.root, self.cfg.shards);
                     by_shard.entry(shard).or_default().push((item, g.clone()));
                 }
                 Some(Err(reason)) => {
@@ -495,17 +516,62 @@ impl<'a, B: KvBackend> Pipeline<'a, B> {
             status: "active".into(),
         };
         let account = Rc::new(AccountInfo {
-            id: account_id,
+            id: account_id.clone(),
             currency,
             tz: chrono_tz::UTC,
             bill_cycle_day: 1,
             prepaid: false,
             credit_limit: None,
+            parent: None,
+            root: account_id.clone(),
         });
-        Ok(Guide { line, account, tariff, tax: None, period: start.to_string() })
+        let owner = line.product_id.clone();
+        let period = start.to_string();
+        Ok(Guide { line, account, tariff, tax: None, bucket_owner: owner, bucket_period: period.clone(), period })
     }
 
+    /// Loads accounts and every ancestor (at most [`HIERARCHY_DEPTH_MAX`] levels), then their roots.
     fn load_accounts(&mut self, ids: &[String]) -> Result<(), ApiError> {
+        let mut wanted: Vec<String> = ids.iter().filter(|a| !self.accounts.contains_key(*a)).cloned().collect();
+        for _ in 0..HIERARCHY_DEPTH_MAX {
+            if wanted.is_empty() {
+                break;
+            }
+            self.load_account_docs(&wanted)?;
+            let mut parents: Vec<String> = wanted
+                .iter()
+                .filter_map(|a| self.accounts.get(a).cloned().flatten())
+                .filter_map(|a| a.parent.clone())
+                .filter(|p| !self.accounts.contains_key(p))
+                .collect();
+            parents.sort();
+            parents.dedup();
+            wanted = parents;
+        }
+        let loaded: Vec<String> = self.accounts.keys().cloned().collect();
+        for id in loaded {
+            let Some(info) = self.accounts.get(&id).cloned().flatten() else { continue };
+            let mut root = info.id.clone();
+            let mut at = info.parent.clone();
+            for _ in 0..HIERARCHY_DEPTH_MAX {
+                match at.as_ref().and_then(|p| self.accounts.get(p).cloned().flatten()) {
+                    Some(parent) => {
+                        root = parent.id.clone();
+                        at = parent.parent.clone();
+                    }
+                    None => break,
+                }
+            }
+            if root != info.root {
+                let mut updated = (*info).clone();
+                updated.root = root;
+                self.accounts.insert(id, Some(Rc::new(updated)));
+            }
+        }
+        Ok(())
+    }
+
+    fn load_account_docs(&mut self, ids: &[String]) -> Result<(), ApiError> {
         let docs = self.env.store.tenant(&self.env.tenant.tenant_id);
         let keys: Vec<String> = ids.iter().filter_map(|a| docs.key("billingAccount", a)).collect();
         let found = read_many(self.kv(), &keys)?;
@@ -531,6 +597,8 @@ impl<'a, B: KvBackend> Pipeline<'a, B> {
                         .and_then(Value::as_str)
                         .is_some_and(|t| t.eq_ignore_ascii_case("prepaid")),
                     credit_limit,
+                    parent: d.pointer("/parentAccount/id").and_then(Value::as_str).map(str::to_string),
+                    root: id.clone(),
                 })
             });
             self.accounts.insert(id.clone(), info);
@@ -555,9 +623,21 @@ impl<'a, B: KvBackend> Pipeline<'a, B> {
                 account.currency
             ));
         }
-        let local = item.record.start.with_timezone(&account.tz).date_naive();
-        let (start, _) = billing_period(local, account.bill_cycle_day);
-        Ok(Guide { line: entry, account, tariff, tax, period: start.to_string() })
+        let period = period_start(&account, item.record.start);
+        let shared = self
+            .catalog
+            .as_ref()
+            .and_then(|snap| snap.get(CatalogKind::ProductOffering, &entry.offering_id))
+            .and_then(|o| bss_domain::catalog::offering::OfferingView::read(o).ok())
+            .is_some_and(|o| o.shares_allowances);
+        let (bucket_owner, bucket_period) = match shared {
+            true => {
+                let top = self.accounts.get(&account.root).cloned().flatten().unwrap_or_else(|| account.clone());
+                (format!("pool.{}", top.id), period_start(&top, item.record.start))
+            }
+            false => (entry.product_id.clone(), period.clone()),
+        };
+        Ok(Guide { line: entry, account, tariff, tax, period, bucket_owner, bucket_period })
     }
 
     /// The usage tariff of an offering for a record's service, and the tax of its price.
@@ -638,7 +718,8 @@ impl<'a, B: KvBackend> Pipeline<'a, B> {
     ) -> Result<(), ApiError> {
         let k = &self.keys;
         let mut keys: Vec<String> = group.iter().map(|(i, _)| k.usage(&i.id)).collect();
-        let mut state_keys: Vec<String> = group.iter().map(|(_, g)| k.state(&g.line.product_id, &g.period)).collect();
+        let mut state_keys: Vec<String> =
+            group.iter().map(|(_, g)| k.state(&g.bucket_owner, &g.bucket_period)).collect();
         let mut account_keys: Vec<String> = group.iter().map(|(_, g)| k.account(&g.account.id)).collect();
         state_keys.sort();
         state_keys.dedup();
@@ -651,11 +732,13 @@ impl<'a, B: KvBackend> Pipeline<'a, B> {
         let mut accounts: HashMap<String, AccountState> = HashMap::new();
         let mut writes: Vec<(String, Vec<u8>)> = Vec::with_capacity(group.len() * 2 + 8);
         let mut rated_docs = Vec::new();
+        let mut unheld = Vec::new();
         let now = self.now();
         for (item, g) in group {
             let ukey = k.usage(&item.id);
             // Re-checked under the lease: a concurrent batch may have rated it meanwhile.
             let seen = current.get(&ukey).and_then(|b| kv_json::<UsageDoc>(b));
+            let was_held = seen.as_ref().is_some_and(|d| d.status.is_held());
             match mediation::classify(seen.as_ref().map(|d| (d.status, d.fingerprint.as_str())), &item.fingerprint) {
                 Seen::New => {}
                 Seen::Duplicate => {
@@ -670,7 +753,7 @@ impl<'a, B: KvBackend> Pipeline<'a, B> {
             if rated_docs.iter().any(|d: &(usize, UsageDoc)| d.1.id == item.id) {
                 continue;
             }
-            let skey = k.state(&g.line.product_id, &g.period);
+            let skey = k.state(&g.bucket_owner, &g.bucket_period);
             let state = states.entry(skey.clone()).or_insert_with(|| {
                 current
                     .get(&skey)
@@ -753,6 +836,9 @@ impl<'a, B: KvBackend> Pipeline<'a, B> {
             };
             writes.push((ukey, encode(&doc)?));
             writes.push((k.by_product(&g.line.product_id, &g.period, &item.id), Vec::new()));
+            if was_held {
+                unheld.push(k.held(&item.id));
+            }
             rated_docs.push((item.index, doc));
         }
         for (key, state) in &states {
@@ -763,6 +849,10 @@ impl<'a, B: KvBackend> Pipeline<'a, B> {
         }
         if !rated_docs.is_empty() {
             self.kv().set_many(&writes)?;
+        }
+        if !unheld.is_empty() {
+            // Only the index of held records: a marker left by a crash here is skipped on listing.
+            self.kv().delete_many(&unheld)?;
         }
         out.report.accepted += rated_docs.len();
         for (index, doc) in rated_docs {
@@ -827,6 +917,12 @@ impl<'a, B: KvBackend> Pipeline<'a, B> {
         }
         Ok(())
     }
+}
+
+/// Start of the bill period of `account` containing `at` (its cycle day, in its time zone).
+fn period_start(account: &AccountInfo, at: DateTime<Utc>) -> String {
+    let local = at.with_timezone(&account.tz).date_naive();
+    billing_period(local, account.bill_cycle_day).0.to_string()
 }
 
 /// Debits prepaid money or counts postpaid credit for a rated record: the thresholds newly

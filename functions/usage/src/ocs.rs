@@ -143,8 +143,8 @@ pub fn reserve<B: KvBackend>(env: &Env<'_, B>, ctx: &Ctx, cfg: Config) -> Result
     let keys = pipeline.keys().clone();
     let rkey = reservation_key(&keys, &id);
     let akey = keys.account(&guide.account.id);
-    let skey = keys.state(&guide.line.product_id, &guide.period);
-    let doc = pipeline.under_lease(&guide.account.id, || {
+    let skey = keys.state(&guide.bucket_owner, &guide.bucket_period);
+    let doc = pipeline.under_lease(&guide.account.root, || {
         if let Some(existing) = read::<ReservationDoc, _>(kv, &rkey)? {
             // The same reservation asked again (a network retry): the same grant.
             return Ok(existing);
@@ -247,10 +247,10 @@ pub fn release<B: KvBackend>(env: &Env<'_, B>, id: &str, cfg: Config) -> Result<
     }
     .ok_or_else(|| ApiError::not_found(format!("reservation {id} does not exist")))?;
     let now = cfg.normalise.now;
-    let pipeline = Pipeline::new(env, cfg);
+    let mut pipeline = Pipeline::new(env, cfg);
     let akey = keys.account(&doc.account_id);
-    let account_id = doc.account_id.clone();
-    let doc = pipeline.under_lease(&account_id, || {
+    let root = pipeline.account(&doc.account_id)?.map(|a| a.root.clone()).unwrap_or_else(|| doc.account_id.clone());
+    let doc = pipeline.under_lease(&root, || {
         let mut doc: ReservationDoc = read(kv, &rkey)?.unwrap_or(doc);
         if doc.state != "reserved" {
             return Ok(doc);
@@ -304,7 +304,7 @@ pub fn top_up<B: KvBackend>(env: &Env<'_, B>, ctx: &Ctx, cfg: Config) -> Result<
     }
     let kv = env.store.backend();
     let akey = pipeline.keys().account(&account.id);
-    let state = pipeline.under_lease(&account.id, || {
+    let state = pipeline.under_lease(&account.root, || {
         let mut state: AccountState = read(kv, &akey)?.unwrap_or_default();
         let balance = state.balance.get_or_insert_with(|| Balance::new(amount.currency));
         balance.top_up(amount.amount, now).map_err(|e| ApiError::unprocessable(e.to_string()))?;

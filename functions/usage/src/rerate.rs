@@ -73,10 +73,18 @@ pub fn run<B: KvBackend>(env: &Env<'_, B>, ctx: &Ctx, cfg: Config) -> Result<Rep
     let account = pipeline
         .account(&account_id)?
         .ok_or_else(|| ApiError::unprocessable(format!("billingAccount: {account_id:?} does not exist")))?;
+    if pipeline.shares_allowances(&offering)? {
+        return Err(ApiError::conflict(format!(
+            "product {}: its offering shares allowances across the account hierarchy, whose pool a \
+             rerun of one product cannot replay; rerating pools is not supported yet",
+            req.product.id
+        ))
+        .with_code("SHARED_ALLOWANCES"));
+    }
     let keys = pipeline.keys().clone();
     let run_id = bss_kit::ids::new_id();
     let prefix = keys.by_product_prefix(&req.product.id, Some(&req.period));
-    let lease_account = account.id.clone();
+    let lease_account = account.root.clone();
     let report = pipeline.under_lease_mut(&lease_account, |pipeline| {
         let ids: Vec<String> = env
             .store
