@@ -5,6 +5,9 @@
 //! has carried the number with its dates, so a record is guided by the product active at its
 //! start time even after the number moved to another customer. Idempotent: re-indexing a
 //! product rewrites its own entry only.
+//!
+//! Beside it, the account index (`accountProducts`, id = the billing account): every product
+//! ever billed to an account, which a bill run reads instead of scanning the inventory.
 
 use bss_kit::ApiError;
 use bss_kit::kv::{KvBackend, StoreError};
@@ -76,8 +79,57 @@ pub fn msisdn_of(product: &Value) -> Option<String> {
     })
 }
 
-/// Writes (or rewrites) the product's entry under its MSISDN; products without one are skipped.
+/// The collection of the account index.
+pub const ACCOUNT_PRODUCTS: &str = "accountProducts";
+/// Most products indexed under one account.
+pub const ACCOUNT_PRODUCTS_MAX: usize = 10_000;
+
+/// The products of one billing account.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountProducts {
+    /// Product ids, in indexing order.
+    pub products: Vec<String>,
+}
+
+/// Upserts a document with a CAS loop (create when absent).
+fn upsert<B: KvBackend, T>(
+    env: &Env<'_, B>,
+    collection: &str,
+    id: &str,
+    merge: impl Fn(&T) -> T,
+) -> Result<(), ApiError>
+where
+    T: Serialize + serde::de::DeserializeOwned + Default,
+{
+    let docs = env.store.tenant(&env.tenant.tenant_id);
+    for _ in 0..4 {
+        match docs.update::<T, _>(collection, id, |v| Ok(merge(&v.data))) {
+            Ok(_) => return Ok(()),
+            Err(StoreError::NotFound(_)) => match docs.create(collection, id, merge(&T::default())) {
+                Ok(_) => return Ok(()),
+                Err(StoreError::AlreadyExists(_)) => continue,
+                Err(e) => return Err(e.into()),
+            },
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ApiError::service_unavailable("an index is busy; retry", format!("{collection} {id}")))
+}
+
+/// Writes (or rewrites) the product's entries: under its MSISDN (products without one are not
+/// subscriber lines) and under its billing account.
 pub fn index_product<B: KvBackend>(env: &Env<'_, B>, product: &Value) -> Result<(), ApiError> {
+    let account = text(product, "/billingAccount/id");
+    let pid = text(product, "/id");
+    if !account.is_empty() && !pid.is_empty() {
+        upsert::<B, AccountProducts>(env, ACCOUNT_PRODUCTS, &account, |a| {
+            let mut next = a.clone();
+            if !next.products.contains(&pid) && next.products.len() < ACCOUNT_PRODUCTS_MAX {
+                next.products.push(pid.clone());
+            }
+            next
+        })?;
+    }
     let Some(id) = msisdn_of(product).as_deref().and_then(line_id) else { return Ok(()) };
     let entry = LineEntry {
         product_id: text(product, "/id"),
@@ -88,8 +140,7 @@ pub fn index_product<B: KvBackend>(env: &Env<'_, B>, product: &Value) -> Result<
         termination_date: product.get("terminationDate").and_then(Value::as_str).map(str::to_string),
         status: text(product, "/status"),
     };
-    let docs = env.store.tenant(&env.tenant.tenant_id);
-    let merge = |line: &SubscriberLine| {
+    upsert::<B, SubscriberLine>(env, COLLECTION, &id, |line| {
         let mut next = line.clone();
         match next.entries.iter_mut().find(|e| e.product_id == entry.product_id) {
             Some(e) => *e = entry.clone(),
@@ -100,19 +151,7 @@ pub fn index_product<B: KvBackend>(env: &Env<'_, B>, product: &Value) -> Result<
             next.entries.drain(..extra);
         }
         next
-    };
-    for _ in 0..4 {
-        match docs.update::<SubscriberLine, _>(COLLECTION, &id, |v| Ok(merge(&v.data))) {
-            Ok(_) => return Ok(()),
-            Err(StoreError::NotFound(_)) => match docs.create(COLLECTION, &id, merge(&SubscriberLine::default())) {
-                Ok(_) => return Ok(()),
-                Err(StoreError::AlreadyExists(_)) => continue,
-                Err(e) => return Err(e.into()),
-            },
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Err(ApiError::service_unavailable("the subscriber index is busy; retry", format!("index {id}")))
+    })
 }
 
 #[cfg(test)]
@@ -153,6 +192,8 @@ mod tests {
         assert!(line.at(at("2026-03-15T00:00:00Z")).is_none(), "between the two products nobody had it");
         assert_eq!(line.at(at("2026-05-01T00:00:00Z")).unwrap().product_id, "p2");
         assert!(line.at(at("2025-12-01T00:00:00Z")).is_none());
+        let account: AccountProducts = store.tenant("t1").get(ACCOUNT_PRODUCTS, "ba1").unwrap().unwrap().data;
+        assert_eq!(account.products, vec!["p1".to_string(), "p2".to_string()]);
         // Another tenant sees nothing.
         assert!(store.tenant("t2").get::<SubscriberLine>(COLLECTION, "33611111111").unwrap().is_none());
     }

@@ -9,7 +9,8 @@
 //! - `usageState/<productId>/<periodStart>` → [`PeriodState`]: allowance buckets per tariff;
 //! - `usageAccount/<accountId>` → [`AccountState`]: prepaid balance and postpaid credit;
 //! - `usageLease/<shard>`: the lease that serialises the state of the accounts of a shard;
-//! - `usageCorrection/<runId>/<recordId>` → a rerating difference, for billing.
+//! - `usageCorrection/<runId>/<recordId>` → a rerating difference, and the same document under
+//!   `usageCorrectionByAccount/<accountId>/<runId>/<recordId>`, which billing reads and clears.
 
 use bss_domain::rating::{Buckets, RatedRecord, RawUsage, UsageRecord};
 use bss_domain::usage::mediation::UsageStatus;
@@ -156,6 +157,14 @@ impl Keys {
     /// `usageCorrection/<run>/<id>`.
     pub fn correction(&self, run: &str, id: &str) -> String {
         format!("{}usageCorrection/{run}/{id}", self.prefix)
+    }
+    /// `usageCorrectionByAccount/<account>/<run>/<id>`.
+    pub fn correction_by_account(&self, account: &str, run: &str, id: &str) -> String {
+        format!("{}usageCorrectionByAccount/{account}/{run}/{id}", self.prefix)
+    }
+    /// The prefix of an account's pending corrections (billing).
+    pub fn correction_by_account_prefix(&self, account: &str) -> String {
+        format!("{}usageCorrectionByAccount/{account}/", self.prefix)
     }
     /// The prefix of a run's corrections.
     pub fn correction_prefix(&self, run: &str) -> String {

@@ -143,8 +143,11 @@ pub fn run<B: KvBackend>(env: &Env<'_, B>, ctx: &Ctx, cfg: Config) -> Result<Rep
                 "newAmount": {"taxExcluded": money(&new.net), "taxIncluded": money(&new.gross)},
                 "difference": {"taxExcluded": money(&delta.net), "tax": money(&delta.tax), "taxIncluded": money(&delta.gross)},
                 "state": "pendingBilling",
+                "delta": delta,
+                "taxCategory": tax.as_ref().map(|t| t.rate().tax_category.clone()),
             });
             writes.push((keys.correction(&run_id, &doc.id), bytes(&correction)?));
+            writes.push((keys.correction_by_account(&account.id, &run_id, &doc.id), bytes(&correction)?));
             corrections.push(correction);
             if doc.status != UsageStatus::Billed {
                 doc.status = UsageStatus::Rerated;

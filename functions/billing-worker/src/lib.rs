@@ -1,0 +1,26 @@
+//! `billing-worker`: the queue consumer of bill runs (`billing.run`): bills every account of a
+//! batch with `billing::run::bill_batch` — exactly once per account, failures recorded on the run
+//! and never blocking the batch; a store failure asks the queue for a retry (the batch then
+//! skips the accounts already done). Build with `cargo build --target wasm32-wasip2 --release -p
+//! billing-worker`; tested by `cargo test -p bss-host --test e2e_billing`.
+
+use billing::run::{Batch, bill_batch};
+use bss_kit::Tenant;
+use bss_kit::events::Message;
+use bss_kit::resource::Env;
+
+bss_kit::export_consumer!(handle);
+
+fn handle(msg: Message) -> Result<(), String> {
+    let batch: Batch = match serde_json::from_slice(&msg.body) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("billing-worker: dropping message {} on {}: not a bill-run batch ({e})", msg.id, msg.subject);
+            return Ok(());
+        }
+    };
+    let store = bss_kit::wasi_kv::open_store().map_err(|e| e.message)?;
+    let tenant = Tenant { tenant_id: batch.tenant_id.clone(), key_id: "billing-worker".into() };
+    let env = Env::new(&store, &tenant);
+    bill_batch(&env, &batch).map_err(|e| format!("{} ({})", e.message, e.detail().unwrap_or_default()))
+}

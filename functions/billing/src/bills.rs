@@ -1,0 +1,615 @@
+//! Billing one account for one period, exactly once: gather what the period owes (products and
+//! their charges from the inventory, rated usage, rerating corrections, the ledger), build the
+//! bill with `bss_domain::billing::bill::build_bill`, store it, number it and post it.
+//!
+//! Exactly once, whatever crashes or reruns: the bill's id is `bill:<account>:<periodStart>` and
+//! it is created with compare-and-swap, so a second run finds it and only finishes what the first
+//! left undone (numbering, posting). Each step is idempotent and checks its own mark:
+//! 1. create the draft (`new`) — absent → created; present → kept as it is;
+//! 2. number it (gap-free): the tenant's counter document remembers the last bill it numbered;
+//!    a bill found unnumbered while the counter names it gets the counter's number (the crash
+//!    fell between the two writes), so numbers are never skipped nor given twice;
+//! 3. post it to the account's ledger (a bill already posted is not posted again);
+//! 4. mark its one-time charges billed and clear its corrections from the pending index.
+//!
+//! Lines cannot repeat across periods either: line ids derive from what they bill, and the
+//! previous period's bill's line ids are passed as `alreadyBilled` (a one-time charge or a
+//! correction whose step 4 was lost is skipped, then cleared).
+
+use std::collections::BTreeMap;
+
+use bss_commerce::subscribers::{ACCOUNT_PRODUCTS, AccountProducts};
+use bss_domain::billing::bill::{
+    AccountActivity, ActivityKind, Bill, BillInput, BillTaxRate, Correction, OneTimeCharge, RecurringItem,
+    UsageSummary, build_bill,
+};
+use bss_domain::billing::ledger::{EntryKind, Ledger};
+use bss_domain::billing::number::{BillCounter, BillState, NumberSeries, validate};
+use bss_domain::billing::period::{BillPeriod, Interval};
+use bss_domain::catalog::price::PriceView;
+use bss_domain::catalog::tax::TaxRate;
+use bss_domain::catalog::{Kind as CatalogKind, Lifecycle, Snapshot, money_from_json};
+use bss_domain::money::{Currency, Money, RoundingRule};
+use bss_domain::rating::{ChargeDelta, Service, Step};
+use bss_kit::ApiError;
+use bss_kit::kv::{KvBackend, StoreError, Versioned};
+use bss_kit::resource::{Env, Kind};
+use chrono::{DateTime, NaiveDate, Utc};
+use chrono_tz::Tz;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+/// The bills (TMF678 `CustomerBill`).
+pub const BILL: Kind =
+    Kind { collection: "customerBill", type_name: "CustomerBill", base_path: BASE, domain: "billing" };
+/// The API base path.
+pub const BASE: &str = "/tmf-api/customerBillManagement/v4";
+/// Days from the bill date to the due date unless the account says (`paymentTermsDays`).
+pub const PAYMENT_TERMS_DAYS_DEFAULT: u32 = 14;
+/// Most usage records read for one product and period.
+pub const USAGE_RECORDS_MAX: usize = 100_000;
+/// Most pending corrections billed at once.
+pub const CORRECTIONS_MAX: usize = 10_000;
+
+const LEDGER: &str = "ledger";
+const COUNTER: &str = "billNumber";
+const COUNTER_ID: &str = "default";
+
+/// The number counter of a tenant, with the bill it numbered last.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Counter {
+    counter: Option<BillCounter>,
+    last_bill_id: Option<String>,
+    last_bill_no: Option<String>,
+}
+
+fn text<'a>(v: &'a Value, pointer: &str) -> &'a str {
+    v.pointer(pointer).and_then(Value::as_str).unwrap_or_default()
+}
+
+fn bad(e: impl std::fmt::Display) -> ApiError {
+    ApiError::unprocessable(e.to_string())
+}
+
+/// What billing needs of an account.
+#[derive(Debug, Clone)]
+pub struct AccountFacts {
+    /// Id.
+    pub id: String,
+    /// Currency.
+    pub currency: Currency,
+    /// Time zone.
+    pub tz: Tz,
+    /// Bill cycle day.
+    pub bill_cycle_day: u32,
+    /// Payment terms.
+    pub payment_terms_days: u32,
+    /// The document.
+    pub doc: Value,
+}
+
+/// Loads a billing account's facts.
+pub fn account<B: KvBackend>(env: &Env<'_, B>, id: &str) -> Result<AccountFacts, ApiError> {
+    let doc = env
+        .store
+        .tenant(&env.tenant.tenant_id)
+        .get::<Value>("billingAccount", id)?
+        .map(|v| v.data)
+        .ok_or_else(|| ApiError::unprocessable(format!("billingAccount: {id:?} does not exist")))?;
+    let a = bss_domain::order::inventory::Account::from_billing_account(&doc);
+    let currency = Currency::new(text(&doc, "/currency")).map_err(bad)?;
+    let terms = doc.get("paymentTermsDays").and_then(Value::as_u64).map(|d| d.min(120) as u32);
+    Ok(AccountFacts {
+        id: id.to_string(),
+        currency,
+        tz: a.tz,
+        bill_cycle_day: a.bill_cycle_day,
+        payment_terms_days: terms.unwrap_or(PAYMENT_TERMS_DAYS_DEFAULT),
+        doc,
+    })
+}
+
+/// The id of an account's bill for a period.
+pub fn bill_id(account: &str, period: &BillPeriod) -> String {
+    format!("bill:{account}:{}", period.start)
+}
+
+fn local_date(s: &str, tz: Tz) -> Option<NaiveDate> {
+    DateTime::parse_from_rfc3339(s).ok().map(|d| d.with_timezone(&tz).date_naive())
+}
+
+fn tax_category_of(snap: &Snapshot, pop: Option<&str>) -> String {
+    pop.and_then(|id| snap.get(CatalogKind::ProductOfferingPrice, id))
+        .and_then(|d| PriceView::read(d).ok())
+        .and_then(|p| p.tax_category)
+        .unwrap_or_else(|| "standard".into())
+}
+
+/// Everything the period owes, as the domain's bill input.
+pub fn gather<B: KvBackend>(
+    env: &Env<'_, B>,
+    acct: &AccountFacts,
+    period: BillPeriod,
+    issued_at: DateTime<Utc>,
+    ledger: &Ledger,
+) -> Result<(BillInput, Vec<String>, Vec<String>), ApiError> {
+    let docs = env.store.tenant(&env.tenant.tenant_id);
+    let kv = env.store.backend();
+    let snap = bss_kit::catalog::snapshot(env)?;
+    let products =
+        docs.get::<AccountProducts>(ACCOUNT_PRODUCTS, &acct.id)?.map(|v| v.data.products).unwrap_or_default();
+    let product_keys: Vec<String> = products.iter().filter_map(|p| docs.key("product", p)).collect();
+    let mut product_docs = Vec::new();
+    for chunk in product_keys.chunks(1000) {
+        for (_, v) in kv.get_many(chunk)? {
+            if let Some(d) = v.and_then(|b| serde_json::from_slice::<Versioned<Value>>(&b).ok()) {
+                product_docs.push(d.data);
+            }
+        }
+    }
+    let mut recurring = Vec::new();
+    let mut one_time = Vec::new();
+    let mut usage = Vec::new();
+    let mut one_time_ids = Vec::new();
+    let whole = period.whole();
+    for p in &product_docs {
+        let pid = text(p, "/id").to_string();
+        if text(p, "/billingAccount/id") != acct.id {
+            continue;
+        }
+        let start = local_date(text(p, "/startDate"), acct.tz).unwrap_or(period.start);
+        let end = p.get("terminationDate").and_then(Value::as_str).and_then(|t| local_date(t, acct.tz));
+        let from = start.max(whole.from);
+        let to = end.unwrap_or(whole.to).min(whole.to);
+        let lines = p.get("productPrice").and_then(Value::as_array).map(Vec::len).unwrap_or(0);
+        let charge_keys: Vec<String> =
+            (1..=lines).filter_map(|n| docs.key("billingCharge", &format!("{pid}.{n}"))).collect();
+        for (_, v) in kv.get_many(&charge_keys)? {
+            let Some(c) = v.and_then(|b| serde_json::from_slice::<Versioned<Value>>(&b).ok()).map(|d| d.data) else {
+                continue;
+            };
+            let Ok(amount) = money_from_json(c.get("amount").unwrap_or(&Value::Null)) else { continue };
+            let category = tax_category_of(&snap, c.pointer("/productOfferingPrice/id").and_then(Value::as_str));
+            let description = c.get("name").and_then(Value::as_str).unwrap_or("charge").to_string();
+            let charge_id = text(&c, "/id").to_string();
+            match text(&c, "/chargeType") {
+                // Monthly charges, in arrears over the days the product was active in the period.
+                "recurring" if matches!(text(&c, "/recurringChargePeriod"), "month" | "") && from < to => {
+                    recurring.push(RecurringItem {
+                        charge_id,
+                        product_id: pid.clone(),
+                        description,
+                        price: amount,
+                        tax_category: category,
+                        period: None,
+                        active: vec![Interval { from, to }],
+                    });
+                }
+                "oneTime" if text(&c, "/state") == "pendingBilling" && start < whole.to => {
+                    one_time_ids.push(charge_id.clone());
+                    one_time.push(OneTimeCharge {
+                        charge_id,
+                        product_id: pid.clone(),
+                        description,
+                        unit_price: amount,
+                        quantity: 1,
+                        tax_category: category,
+                    });
+                }
+                _ => {}
+            }
+        }
+        usage.extend(usage_of(env, &pid, &period, acct.currency)?);
+    }
+    let (corrections, correction_keys) = corrections_of(env, &acct.id)?;
+    let tax_rates: Vec<BillTaxRate> = snap
+        .all(CatalogKind::TaxRate)
+        .filter_map(|d| TaxRate::read(d).ok())
+        .filter(|t| t.lifecycle == Lifecycle::Active)
+        .map(|t| BillTaxRate::from(&t))
+        .collect();
+    let last_bill_at = ledger.bills.last().map(|b| b.issued_at);
+    let activity: Vec<AccountActivity> = ledger
+        .entries
+        .iter()
+        .filter(|e| e.kind != EntryKind::Bill && last_bill_at.is_none_or(|t| e.at > t) && e.at <= issued_at)
+        .map(|e| AccountActivity {
+            id: e.id.clone(),
+            kind: match e.kind {
+                EntryKind::Payment => ActivityKind::Payment,
+                EntryKind::CreditNote => ActivityKind::CreditNote,
+                _ => ActivityKind::Refund,
+            },
+            amount: e.amount,
+            at: e.at,
+            bill_id: e.bill_id.clone(),
+        })
+        .collect();
+    // What the activity since the last bill changed is shown on this bill: the previous balance
+    // is the balance before it.
+    let mut previous = ledger.balance();
+    for a in &activity {
+        let signed = match a.kind {
+            ActivityKind::Refund => -a.amount.amount,
+            _ => a.amount.amount,
+        };
+        previous = Money::new(previous.amount + signed, previous.currency);
+    }
+    let previous_bill =
+        docs.get::<Value>(BILL.collection, &bill_id(&acct.id, &period.previous(acct.bill_cycle_day)))?;
+    let already_billed = previous_bill
+        .and_then(|b| serde_json::from_value::<Bill>(b.data.get("bill").cloned().unwrap_or(Value::Null)).ok())
+        .map(|b| b.line_ids().map(str::to_string).collect())
+        .unwrap_or_default();
+    let input = BillInput {
+        account_id: acct.id.clone(),
+        currency: acct.currency,
+        period,
+        time_zone: acct.tz,
+        jurisdiction: acct.doc.get("taxJurisdiction").and_then(Value::as_str).map(str::to_string),
+        issued_at,
+        payment_terms_days: acct.payment_terms_days,
+        rounding: RoundingRule::HalfEven,
+        recurring,
+        plan_changes: Vec::new(),
+        one_time,
+        usage,
+        corrections,
+        discounts: Vec::new(),
+        tax_rates,
+        previous_balance: previous,
+        activity,
+        already_billed,
+    };
+    Ok((input, one_time_ids, correction_keys))
+}
+
+#[derive(Default)]
+struct ServiceSum {
+    quantity: u64,
+    allowance: u64,
+    records: u64,
+    net: Decimal,
+    tax: Decimal,
+    category: Option<String>,
+}
+
+/// A product's rated usage of a period, per service (taxed as rated: sums of rounded records).
+fn usage_of<B: KvBackend>(
+    env: &Env<'_, B>,
+    product: &str,
+    period: &BillPeriod,
+    currency: Currency,
+) -> Result<Vec<UsageSummary>, ApiError> {
+    let prefix = format!("t/{}/usageByProduct/{product}/{}/", env.tenant.tenant_id, period.start);
+    let ids: Vec<String> =
+        env.store.list_keys(&prefix, USAGE_RECORDS_MAX)?.into_iter().map(|k| k[prefix.len()..].to_string()).collect();
+    let keys: Vec<String> = ids.iter().map(|i| format!("t/{}/usage/{i}", env.tenant.tenant_id)).collect();
+    let mut sums: BTreeMap<&'static str, (Service, ServiceSum)> = BTreeMap::new();
+    for chunk in keys.chunks(1000) {
+        for (_, v) in env.store.backend().get_many(chunk)? {
+            let Some(doc) = v.and_then(|b| serde_json::from_slice::<Value>(&b).ok()) else { continue };
+            let Some(rated) = doc
+                .get("rated")
+                .and_then(|r| serde_json::from_value::<bss_domain::rating::RatedRecord>(r.clone()).ok())
+            else {
+                continue;
+            };
+            if rated.net.currency != currency {
+                return Err(ApiError::unprocessable(format!(
+                    "usage {} is in {} but the account bills in {}",
+                    rated.record_id,
+                    rated.net.currency.code(),
+                    currency.code()
+                )));
+            }
+            let (_, s) = sums.entry(rated.service.as_str()).or_insert_with(|| (rated.service, ServiceSum::default()));
+            s.quantity += rated.charged_base_units;
+            s.allowance += rated.allowance_base_units;
+            s.records += 1;
+            s.net += rated.net.amount;
+            s.tax += rated.tax.amount;
+            if s.category.is_none() {
+                s.category = rated.steps.iter().find_map(|st| match st {
+                    Step::Tax { category, .. } => Some(category.as_str().to_string()),
+                    _ => None,
+                });
+            }
+        }
+    }
+    Ok(sums
+        .into_iter()
+        .map(|(_, (service, s))| UsageSummary {
+            product_id: product.to_string(),
+            service,
+            description: None,
+            tax_category: s.category.unwrap_or_else(|| "standard".into()),
+            quantity_base_units: s.quantity,
+            allowance_base_units: s.allowance,
+            records: s.records,
+            net: Money::new(s.net, currency),
+            tax: Some(Money::new(s.tax, currency)),
+        })
+        .collect())
+}
+
+/// The account's pending rerating corrections, and their index keys (cleared once billed).
+fn corrections_of<B: KvBackend>(env: &Env<'_, B>, account: &str) -> Result<(Vec<Correction>, Vec<String>), ApiError> {
+    let prefix = format!("t/{}/usageCorrectionByAccount/{account}/", env.tenant.tenant_id);
+    let keys = env.store.list_keys(&prefix, CORRECTIONS_MAX)?;
+    let mut out = Vec::new();
+    for chunk in keys.chunks(1000) {
+        for (_, v) in env.store.backend().get_many(chunk)? {
+            let Some(doc) = v.and_then(|b| serde_json::from_slice::<Value>(&b).ok()) else { continue };
+            let Some(delta) = doc.get("delta").and_then(|d| serde_json::from_value::<ChargeDelta>(d.clone()).ok())
+            else {
+                continue;
+            };
+            out.push(Correction {
+                rerate_run_id: text(&doc, "/rerateRun/id").to_string(),
+                product_id: text(&doc, "/product/id").to_string(),
+                description: None,
+                tax_category: doc.get("taxCategory").and_then(Value::as_str).unwrap_or("standard").to_string(),
+                delta,
+            });
+        }
+    }
+    Ok((out, keys))
+}
+
+fn money(m: &Money) -> Value {
+    json!({"unit": m.currency.code(), "value": m.amount})
+}
+
+/// The TMF678 `CustomerBill` document of a bill (the domain bill kept whole under `bill`).
+pub fn bill_doc(bill: &Bill, run_id: Option<&str>, on_demand: bool) -> Value {
+    let tz_items: Vec<Value> = bill
+        .tax_summary
+        .iter()
+        .map(|t| {
+            json!({"taxCategory": t.tax_category, "taxRate": t.rate, "taxAmount": money(&t.tax),
+                        "taxableAmount": money(&t.taxable), "jurisdiction": t.jurisdiction})
+        })
+        .collect();
+    json!({
+        "billNo": bill.bill_no,
+        "billDate": bill.bill_date.to_string(),
+        "paymentDueDate": bill.due_date.to_string(),
+        "billingPeriod": {"startDateTime": bill.period.start.to_string(), "endDateTime": bill.period.end.to_string()},
+        "state": bill.state.as_str(),
+        "category": if on_demand { "onDemand" } else { "normal" },
+        "runType": "onCycle",
+        "billingAccount": {"id": bill.account_id},
+        "amountDue": money(&bill.amount_due),
+        "remainingAmount": money(&bill.total),
+        "taxExcludedAmount": money(&bill.subtotal),
+        "taxIncludedAmount": money(&bill.total),
+        "taxItem": tz_items,
+        "billRun": run_id.map(|r| json!({"id": r})),
+        "bill": bill,
+    })
+}
+
+/// Bills `account` for `period` (see the module doc); answers the stored bill document.
+pub fn bill_account<B: KvBackend>(
+    env: &Env<'_, B>,
+    account_id: &str,
+    period: Option<BillPeriod>,
+    now: DateTime<Utc>,
+    run_id: Option<&str>,
+    validate_now: bool,
+) -> Result<Value, ApiError> {
+    let acct = account(env, account_id)?;
+    let period = period.unwrap_or_else(|| BillPeriod::last_closed(now, acct.bill_cycle_day, acct.tz));
+    let id = bill_id(&acct.id, &period);
+    let docs = env.store.tenant(&env.tenant.tenant_id);
+    let existing = docs.get::<Value>(BILL.collection, &id)?;
+    let (doc, one_time, corrections) = match existing {
+        Some(d) => (d.data, Vec::new(), Vec::new()),
+        None => {
+            let ledger = load_ledger(env, &acct)?;
+            let (input, one_time, corrections) = gather(env, &acct, period, now, &ledger)?;
+            let bill = build_bill(&input).map_err(bad)?;
+            debug_assert!(bill.adds_up());
+            let doc = bill_doc(&bill, run_id, false);
+            match env.resources(BILL).create_with_id(env, &bss_kit::resource::NoHooks, &id, doc) {
+                Ok(c) => (c.after.unwrap_or_default(), one_time, corrections),
+                Err(e) if e.code == "ALREADY_EXISTS" => (
+                    docs.get::<Value>(BILL.collection, &id)?.map(|d| d.data).unwrap_or_default(),
+                    Vec::new(),
+                    Vec::new(),
+                ),
+                Err(e) => return Err(e),
+            }
+        }
+    };
+    let doc = if validate_now { issue(env, &acct, &id, now)? } else { doc };
+    finish(env, &doc, &one_time, &corrections)?;
+    Ok(doc)
+}
+
+fn load_ledger<B: KvBackend>(env: &Env<'_, B>, acct: &AccountFacts) -> Result<Ledger, ApiError> {
+    Ok(env
+        .store
+        .tenant(&env.tenant.tenant_id)
+        .get::<Ledger>(LEDGER, &acct.id)?
+        .map(|v| v.data)
+        .unwrap_or_else(|| Ledger::new(&acct.id, acct.currency)))
+}
+
+/// Changes an account's ledger with compare-and-swap (created empty when absent).
+pub fn update_ledger<B: KvBackend, T>(
+    env: &Env<'_, B>,
+    account_id: &str,
+    currency: Currency,
+    mut f: impl FnMut(&mut Ledger) -> Result<T, ApiError>,
+) -> Result<T, ApiError> {
+    let docs = env.store.tenant(&env.tenant.tenant_id);
+    for _ in 0..8 {
+        let mut out = None;
+        let result = docs.update::<Ledger, _>(LEDGER, account_id, |v| {
+            let mut l = v.data.clone();
+            out = Some(f(&mut l)?);
+            Ok(l)
+        });
+        match result {
+            Ok(_) => return Ok(out.expect("set by the update")),
+            Err(StoreError::NotFound(_)) => match docs.create(LEDGER, account_id, Ledger::new(account_id, currency)) {
+                Ok(_) | Err(StoreError::AlreadyExists(_)) => continue,
+                Err(e) => return Err(e.into()),
+            },
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ApiError::service_unavailable("the ledger is busy; retry", format!("ledger {account_id}")))
+}
+
+/// The stored bill `id` as a domain bill.
+pub fn domain_bill(doc: &Value) -> Result<Bill, ApiError> {
+    serde_json::from_value(doc.get("bill").cloned().unwrap_or(Value::Null))
+        .map_err(|e| ApiError::internal(format!("stored bill: {e}")))
+}
+
+/// Validates (numbers) a draft bill and posts it to the ledger; both idempotent (see module doc).
+pub fn issue<B: KvBackend>(
+    env: &Env<'_, B>,
+    acct: &AccountFacts,
+    id: &str,
+    now: DateTime<Utc>,
+) -> Result<Value, ApiError> {
+    let docs = env.store.tenant(&env.tenant.tenant_id);
+    let current = docs
+        .get::<Value>(BILL.collection, id)?
+        .ok_or_else(|| ApiError::not_found(format!("customerBill {id} does not exist")))?;
+    let mut bill = domain_bill(&current.data)?;
+    if bill.state == BillState::OnHold {
+        return Ok(current.data);
+    }
+    if bill.bill_no.is_none() {
+        let number = take_number(env, id, &mut bill)?;
+        let change = env.resources(BILL).modify(env, &bss_kit::resource::NoHooks, id, |doc| {
+            let mut next = doc.clone();
+            let mut b = domain_bill(doc)?;
+            if b.bill_no.is_none() {
+                b.bill_no = Some(number.clone());
+                b.state = BillState::Validated;
+                next["billNo"] = json!(number);
+                next["state"] = json!(BillState::Validated.as_str());
+                next["bill"] = serde_json::to_value(&b).map_err(|e| ApiError::internal(e.to_string()))?;
+            }
+            Ok(next)
+        })?;
+        bill = domain_bill(change.after.as_ref().unwrap_or(&current.data))?;
+    }
+    let posted = bill.clone();
+    update_ledger(env, &acct.id, acct.currency, |l| {
+        if l.bill(&posted.id).is_none() {
+            l.post(&posted, now).map_err(bad)?;
+        }
+        Ok(())
+    })?;
+    Ok(docs.get::<Value>(BILL.collection, id)?.map(|d| d.data).unwrap_or_default())
+}
+
+/// The next gap-free number for bill `id` (the counter's, if it already gave one to this bill).
+fn take_number<B: KvBackend>(env: &Env<'_, B>, id: &str, bill: &mut Bill) -> Result<String, ApiError> {
+    let docs = env.store.tenant(&env.tenant.tenant_id);
+    let series = NumberSeries::default();
+    for _ in 0..32 {
+        let current = docs.get::<Counter>(COUNTER, COUNTER_ID)?;
+        let counter = current.as_ref().map(|c| c.data.clone()).unwrap_or_default();
+        if counter.last_bill_id.as_deref() == Some(id)
+            && let Some(n) = counter.last_bill_no.clone()
+        {
+            return Ok(n);
+        }
+        // The last numbered bill must carry its number before the next is given (a crash
+        // between the counter and the bill is repaired here, so no number is lost).
+        if let (Some(last), Some(no)) = (&counter.last_bill_id, &counter.last_bill_no) {
+            repair(env, last, no)?;
+        }
+        let mut b = bill.clone();
+        b.state = BillState::New;
+        let next =
+            validate(&mut b, counter.counter.as_ref().unwrap_or(&BillCounter::default()), &series).map_err(bad)?;
+        let number = b.bill_no.clone().unwrap_or_default();
+        let doc =
+            Counter { counter: Some(next), last_bill_id: Some(id.to_string()), last_bill_no: Some(number.clone()) };
+        let won = match current {
+            None => docs.create(COUNTER, COUNTER_ID, doc).map(|_| true).or_else(|e| match e {
+                StoreError::AlreadyExists(_) => Ok(false),
+                e => Err(e),
+            })?,
+            Some(v) => {
+                let expected = v.version;
+                docs.update::<Counter, _>(COUNTER, COUNTER_ID, |c| {
+                    if c.version != expected {
+                        return Err(ApiError::conflict("counter moved"));
+                    }
+                    Ok(doc.clone())
+                })
+                .map(|_| true)
+                .or_else(|e| match e {
+                    StoreError::Rejected(_) => Ok(false),
+                    e => Err(e),
+                })?
+            }
+        };
+        if won {
+            bill.bill_no = Some(number.clone());
+            return Ok(number);
+        }
+    }
+    Err(ApiError::service_unavailable("bill numbering is busy; retry", "counter contention"))
+}
+
+fn repair<B: KvBackend>(env: &Env<'_, B>, id: &str, number: &str) -> Result<(), ApiError> {
+    let Some(doc) = env.store.tenant(&env.tenant.tenant_id).get::<Value>(BILL.collection, id)? else { return Ok(()) };
+    if doc.data.get("billNo").and_then(Value::as_str).is_some() {
+        return Ok(());
+    }
+    env.resources(BILL).modify(env, &bss_kit::resource::NoHooks, id, |d| {
+        let mut next = d.clone();
+        let mut b = domain_bill(d)?;
+        if b.bill_no.is_none() {
+            b.bill_no = Some(number.to_string());
+            b.state = BillState::Validated;
+            next["billNo"] = json!(number);
+            next["state"] = json!("validated");
+            next["bill"] = serde_json::to_value(&b).map_err(|e| ApiError::internal(e.to_string()))?;
+        }
+        Ok(next)
+    })?;
+    Ok(())
+}
+
+/// Step 4: one-time charges billed, corrections cleared (idempotent).
+fn finish<B: KvBackend>(
+    env: &Env<'_, B>,
+    doc: &Value,
+    one_time: &[String],
+    corrections: &[String],
+) -> Result<(), ApiError> {
+    let bill = domain_bill(doc)?;
+    let billed: std::collections::BTreeSet<String> = bill.line_ids().map(str::to_string).collect();
+    for charge in one_time {
+        let line = format!("oneTime:{charge}");
+        // Billed now, or skipped because an earlier bill billed it (its mark was lost).
+        if !billed.contains(&line) && !bill.skipped_line_ids.contains(&line) {
+            continue;
+        }
+        let bill_id = bill.id.clone();
+        env.resources(bss_commerce::inventory::CHARGE).modify(env, &bss_kit::resource::NoHooks, charge, |c| {
+            let mut next = c.clone();
+            next["state"] = json!("billed");
+            next["bill"] = json!({"id": bill_id});
+            Ok(next)
+        })?;
+    }
+    if !corrections.is_empty() {
+        env.store.backend().delete_many(corrections)?;
+    }
+    Ok(())
+}

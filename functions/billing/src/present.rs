@@ -1,0 +1,154 @@
+//! Bill presentment: a stored bill as the document `bss_present` renders — a clean HTML page
+//! (`GET customerBill/{id}/document`, or `?format=html`) and an A4 PDF (`?format=pdf` or
+//! `Accept: application/pdf`), rendered inside the component (pure Rust, no system fonts).
+//! Sections group the lines by product, usage is summarised per service with what the
+//! allowances covered, taxes per category and rate; the operator is the tenant, the customer the
+//! billing account. Tested by `cargo test -p bss-host --test e2e_billing`.
+
+use std::collections::BTreeMap;
+
+use bss_domain::billing::bill::{Bill, LineKind};
+use bss_domain::rating::Service;
+use bss_kit::ApiError;
+use bss_kit::kv::KvBackend;
+use bss_kit::resource::Env;
+use bss_present::{Customer, Document, Line, Operator, Payment, Period, Section, Summary, TaxRow, Totals, UsageRow};
+use serde_json::Value;
+
+use crate::bills::{BILL, domain_bill};
+
+fn quantity_text(service: Service, base_units: u64) -> String {
+    match service {
+        Service::Voice => format!("{}:{:02} min", base_units / 60, base_units % 60),
+        Service::Sms => format!("{base_units} SMS"),
+        Service::Data => format!("{:.1} MB", base_units as f64 / 1_000_000.0),
+    }
+}
+
+/// The document of a bill.
+pub fn document<B: KvBackend>(env: &Env<'_, B>, bill_doc: &Value) -> Result<Document, ApiError> {
+    let bill: Bill = domain_bill(bill_doc)?;
+    let operator = bss_kit::tenancy::get_tenant(env.store, &env.tenant.tenant_id).map(|t| t.name).unwrap_or_default();
+    let account =
+        env.store.tenant(&env.tenant.tenant_id).get::<Value>("billingAccount", &bill.account_id)?.map(|v| v.data);
+    let customer_name =
+        account.as_ref().and_then(|a| a.get("name")).and_then(Value::as_str).unwrap_or(&bill.account_id);
+    let mut by_product: BTreeMap<String, Vec<Line>> = BTreeMap::new();
+    let mut usage = Vec::new();
+    for l in &bill.lines {
+        let detail = match (&l.period, &l.proration) {
+            (Some(p), Some(r)) => format!(
+                "{} – {} ({} of {} days)",
+                p.from,
+                p.to.pred_opt().unwrap_or(p.to),
+                r.days_charged,
+                r.days_in_period
+            ),
+            (Some(p), None) => format!("{} – {}", p.from, p.to.pred_opt().unwrap_or(p.to)),
+            _ => String::new(),
+        };
+        let detail = match &l.usage {
+            Some(u) => {
+                let q = quantity_text(u.service, u.quantity_base_units);
+                usage.push(UsageRow {
+                    service: u.service.as_str().to_string(),
+                    quantity: format!("{q} ({} records)", u.records),
+                    included: quantity_text(u.service, u.allowance_base_units),
+                    net: l.net.amount,
+                });
+                q
+            }
+            None => detail,
+        };
+        let title = match (l.kind, &l.product_id) {
+            (LineKind::Correction, _) => "Corrections".to_string(),
+            (_, Some(p)) => format!("Product {p}"),
+            _ => "Account".to_string(),
+        };
+        by_product.entry(title).or_default().push(Line {
+            description: l.description.clone(),
+            detail,
+            net: l.net.amount,
+            tax_rate: l.tax_rate,
+            tax: l.tax.amount,
+            gross: l.gross.amount,
+        });
+    }
+    let sections = by_product.into_iter().map(|(title, lines)| Section { title, subtitle: None, lines }).collect();
+    let number = bill.bill_no.clone().unwrap_or_else(|| format!("DRAFT {}", bill.id));
+    Ok(Document {
+        lang: "en".into(),
+        operator: Operator { name: operator, address: Vec::new(), vat_id: None, logo_text: None, contact: Vec::new() },
+        bill_number: number.clone(),
+        issue_date: bill.bill_date,
+        due_date: bill.due_date,
+        period: Period { from: bill.period.start, to: bill.period.end.pred_opt().unwrap_or(bill.period.end) },
+        customer: Customer {
+            name: customer_name.to_string(),
+            account_id: bill.account_id.clone(),
+            address: Vec::new(),
+            vat_id: None,
+        },
+        currency: bill.currency,
+        summary: Summary {
+            previous_balance: bill.previous_balance.amount,
+            payments: bill.refunds.amount - bill.payments.amount,
+            credits: -bill.credits.amount,
+            new_charges: bill.total.amount,
+            amount_due: bill.amount_due.amount,
+        },
+        sections,
+        usage_by_service: usage,
+        tax_summary: bill
+            .tax_summary
+            .iter()
+            .map(|t| TaxRow {
+                category: t.tax_category.clone(),
+                jurisdiction: t.jurisdiction.clone().unwrap_or_default(),
+                rate: t.rate,
+                base: t.taxable.amount,
+                tax: t.tax.amount,
+            })
+            .collect(),
+        totals: Totals { net: bill.subtotal.amount, tax: bill.tax_total.amount, gross: bill.total.amount },
+        payment: Payment {
+            iban: None,
+            bic: None,
+            reference: number,
+            pay_online_url: None,
+            instructions: vec![format!("Pay by the due date, quoting the reference; account {}.", bill.account_id)],
+        },
+        notes: Vec::new(),
+    })
+}
+
+#[cfg(feature = "component")]
+/// Registers `GET customerBill/{id}/document`.
+pub fn register(r: &mut spin_sdk::http::Router) {
+    use bss_kit::http::{Reply, handler, param};
+    use bss_kit::resource::with_env;
+    r.get(
+        &format!("{}/customerBill/:id/document", crate::bills::BASE),
+        handler(|ctx, p| {
+            with_env(ctx, |env| {
+                let doc = env.resources(BILL).get(&param(p, "id")?)?.data;
+                let document = document(env, &doc)?;
+                let accept = ctx.header("accept").unwrap_or_default();
+                let pdf = match ctx.query_param("format").as_deref() {
+                    Some("pdf") => true,
+                    Some("html") | None => accept.contains("application/pdf") && !accept.contains("text/html"),
+                    Some(other) => return Err(ApiError::bad_request(format!("format: {other:?} is not html or pdf"))),
+                };
+                let unrenderable =
+                    |e: bss_present::Error| ApiError::unprocessable(format!("the bill cannot be rendered: {e}"));
+                if pdf {
+                    let bytes = bss_present::pdf(&document).map_err(unrenderable)?;
+                    Ok(Reply::new(200, bytes).with_header("content-type", "application/pdf"))
+                } else {
+                    let html = bss_present::html(&document).map_err(unrenderable)?;
+                    Ok(Reply::new(200, html.into_bytes()).with_header("content-type", "text/html; charset=utf-8"))
+                }
+            })
+        }),
+    );
+}

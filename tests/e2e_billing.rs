@@ -1,0 +1,227 @@
+//! End-to-end tests of billing (TMF678) over real HTTP against the real `bss-host` with the real
+//! order, usage, billing and billing-worker components and the sample catalog: a month billed
+//! line by line against amounts computed by hand (prorated plan, one-time fee, rated usage with
+//! its tax), presented as HTML and PDF; a bill run that finds the bill already made bills nothing
+//! twice; a bill run killed with `kill -9` midway, restarted and rerun: one bill per account,
+//! numbers gap-free, totals equal to the rated usage. Run with
+//! `cargo test -p bss-host --test e2e_billing`.
+
+mod support;
+
+use chrono::{Datelike, NaiveDate, Utc};
+use rust_decimal::Decimal;
+use rust_decimal::prelude::*;
+use serde_json::{Value, json};
+use std::time::Duration;
+use support::*;
+
+const CB: &str = "/tmf-api/customerBillManagement/v4";
+const US: &str = "/tmf-api/usageManagement/v4";
+const PO: &str = "/tmf-api/productOrderingManagement/v4";
+const WAIT: Duration = Duration::from_secs(90);
+
+fn dec(v: &Value) -> Decimal {
+    match v {
+        Value::String(s) => Decimal::from_str(s).unwrap(),
+        Value::Number(n) => Decimal::from_str(&n.to_string()).unwrap(),
+        other => panic!("not a number: {other}"),
+    }
+}
+
+fn round(d: Decimal) -> Decimal {
+    d.round_dp_with_strategy(2, RoundingStrategy::MidpointNearestEven)
+}
+
+fn setup(host: &Host) -> (Client, String) {
+    let api = Client::new_tenant(host, "Lumen Telecom", CB);
+    api.import_sample_catalog();
+    let party = api.create("/tmf-api/party/v4/individual", json!({"givenName": "Ada", "familyName": "Lovelace"}));
+    let customer = api.create(
+        "/tmf-api/customerManagement/v4/customer",
+        json!({"name": "Ada Lovelace", "engagedParty": {"id": party, "@referredType": "Individual"}}),
+    );
+    (api, customer)
+}
+
+fn account(api: &Client, customer: &str, name: &str) -> String {
+    api.create(
+        "/tmf-api/accountManagement/v4/billingAccount",
+        json!({"name": name, "billCycleDay": 1, "timeZone": "Europe/Paris", "currency": "EUR", "billDelivery": "email",
+               "relatedParty": [{"id": customer, "role": "owner", "@referredType": "Customer"}]}),
+    )
+}
+
+/// Today's bill period in Paris (cycle day 1): its start and its number of days; days left
+/// from today.
+fn current_period() -> (NaiveDate, i64, i64) {
+    let today = Utc::now().with_timezone(&chrono_tz::Europe::Paris).date_naive();
+    let start = NaiveDate::from_ymd_opt(today.year(), today.month(), 1).unwrap();
+    let end = start.checked_add_months(chrono::Months::new(1)).unwrap();
+    (start, (end - start).num_days(), (end - today).num_days())
+}
+
+#[test]
+fn a_month_is_billed_line_by_line_and_presented() {
+    let (host, _dir) = Host::start(HostOptions::default());
+    let (api, customer) = setup(&host);
+    let acct = account(&api, &customer, "Ada's mobile");
+    // A Mobile M ordered today: 19.99/month from today, SIM activation 10.00 once.
+    let order = api.created(
+        &format!("{PO}/productOrder"),
+        json!({"relatedParty": [{"id": customer, "role": "customer"}], "billingAccount": {"id": acct},
+               "productOrderItem": [{"id": "1", "action": "add", "productOffering": {"id": "mobile-m"}}]}),
+    );
+    let oid = order["id"].as_str().unwrap().to_string();
+    eventually(WAIT, "the order to complete", || {
+        (api.get(&format!("{PO}/productOrder/{oid}")).json()["state"] == "completed").then_some(())
+    });
+    let product = api.get(&format!("/tmf-api/productInventory/v4/product/{oid}-1")).json();
+    let msisdn =
+        product["productCharacteristic"].as_array().unwrap().iter().find(|c| c["name"] == "MSISDN").unwrap()["value"]
+            .as_str()
+            .unwrap()
+            .to_string();
+    // Usage now: 90 s to the US (outside allowances: 1.5 min × 0.45 = 0.675 → 0.68 net, 0.14 VAT)
+    // and an SMS at home (inside the allowance: 0).
+    // Usage just after the product started (a record before it would have no product).
+    let started: chrono::DateTime<Utc> = product["startDate"].as_str().unwrap().parse().unwrap();
+    let now = (started + chrono::Duration::seconds(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let usage = json!([
+        {"recordId": "m-1", "subscriber": msisdn, "service": "voice", "startTime": now, "duration": 90, "calledNumber": "+12125550100"},
+        {"recordId": "m-2", "subscriber": msisdn, "service": "sms", "startTime": now, "calledNumber": "0622000000"},
+    ]);
+    let r = api.post(&format!("{US}/usageBatch"), &usage).json();
+    assert_eq!(r["accepted"], 2, "{r}");
+    // The bill of the current period, now (as on a termination).
+    let bill = api.created(&format!("{CB}/customerBillOnDemand"), json!({"billingAccount": {"id": acct}}));
+    let id = bill["id"].as_str().unwrap().to_string();
+    let (start, days, left) = current_period();
+    assert_eq!(id, format!("bill:{acct}:{start}"));
+    assert_eq!(bill["state"], "validated", "{bill}");
+    assert_eq!(bill["billNo"], format!("INV-{}-000001", start.year()));
+    let lines = api.get(&format!("{CB}/appliedCustomerBillingRate?bill.id={id}")).json();
+    let lines = lines.as_array().unwrap();
+    let by_type = |t: &str| lines.iter().filter(|l| l["type"] == t).cloned().collect::<Vec<_>>();
+    // Recurring: 19.99 × days-left / days, rounded once; VAT 20% on the rounded net.
+    let recurring = by_type("recurring");
+    assert_eq!(recurring.len(), 1, "{lines:?}");
+    let net = round(Decimal::from_str("19.99").unwrap() * Decimal::from(left) / Decimal::from(days));
+    assert_eq!(dec(&recurring[0]["taxExcludedAmount"]["value"]), net, "{}", recurring[0]);
+    let vat = |n: Decimal| round(n * Decimal::from(20) / Decimal::from(100));
+    assert_eq!(dec(&recurring[0]["taxIncludedAmount"]["value"]), net + vat(net));
+    let one_time = by_type("oneTime");
+    assert_eq!(one_time.len(), 1, "{lines:?}");
+    assert_eq!(dec(&one_time[0]["taxIncludedAmount"]["value"]), Decimal::from(12));
+    let usage_lines = by_type("usage");
+    let voice = usage_lines.iter().find(|l| l["usage"]["service"] == "voice").unwrap();
+    assert_eq!(dec(&voice["taxExcludedAmount"]["value"]), Decimal::from_str("0.68").unwrap());
+    assert_eq!(dec(&voice["taxIncludedAmount"]["value"]), Decimal::from_str("0.82").unwrap());
+    let sms = usage_lines.iter().find(|l| l["usage"]["service"] == "sms").unwrap();
+    assert_eq!(dec(&sms["taxIncludedAmount"]["value"]), Decimal::ZERO);
+    assert_eq!(sms["usage"]["allowanceBaseUnits"], 1);
+    // The bill adds up: total = Σ lines; nothing owed before, so amount due = total.
+    let total: Decimal = lines.iter().map(|l| dec(&l["taxIncludedAmount"]["value"])).sum();
+    let expected = net + vat(net) + Decimal::from(12) + Decimal::from_str("0.82").unwrap();
+    assert_eq!(total, expected);
+    assert_eq!(dec(&bill["taxIncludedAmount"]["value"]), expected);
+    assert_eq!(dec(&bill["amountDue"]["value"]), expected);
+    // Presentment.
+    let html = send(
+        "GET",
+        &api.url(&format!("{CB}/customerBill/{id}/document")),
+        &[("Authorization", api.auth.as_str())],
+        None,
+    );
+    assert_eq!(html.status, 200, "{}", html.body);
+    for needle in ["Lumen Telecom", "Ada&#x27;s mobile", &format!("INV-{}-000001", start.year()), "voice"] {
+        assert!(
+            html.body.contains(needle) || html.body.contains(&needle.replace("&#x27;", "&#39;")),
+            "{needle} missing"
+        );
+    }
+    let pdf = send(
+        "GET",
+        &api.url(&format!("{CB}/customerBill/{id}/document?format=pdf")),
+        &[("Authorization", api.auth.as_str())],
+        None,
+    );
+    assert_eq!(pdf.status, 200);
+    assert!(pdf.body.starts_with("%PDF"), "not a PDF");
+    // An issued bill is immutable; a bill run for the same period finds it and bills nothing twice.
+    let edit = api.patch(&format!("{CB}/customerBill/{id}"), json!({"amountDue": {"unit": "EUR", "value": 0}}));
+    assert_eq!(edit.status, 409, "{}", edit.body);
+    let run = api.created(&format!("{CB}/billRun"), json!({"accounts": [acct], "periodStart": start}));
+    let rid = run["id"].as_str().unwrap().to_string();
+    let status = eventually(WAIT, "the run to complete", || {
+        let s = api.get(&format!("{CB}/billRun/{rid}")).json();
+        (s["state"] != "inProgress").then_some(s)
+    });
+    assert_eq!(status["state"], "completed", "{status}");
+    assert_eq!(status["accountsDone"], 1);
+    let bills = api.get(&format!("{CB}/customerBill?billingAccount.id={acct}")).json();
+    assert_eq!(bills.as_array().unwrap().len(), 1, "{bills}");
+    assert_eq!(api.get(&format!("{CB}/customerBill/{}", id)).json()["billNo"], format!("INV-{}-000001", start.year()));
+}
+
+#[test]
+fn a_bill_run_killed_midway_and_rerun_bills_each_account_once_with_gap_free_numbers() {
+    const ACCOUNTS: usize = 40;
+    let dir = tempfile::tempdir().unwrap();
+    let host = Host::start_in(dir.path(), HostOptions::default());
+    let (api, customer) = setup(&host);
+    let (start, _, _) = current_period();
+    let now = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let mut expected: Vec<(String, Decimal)> = Vec::new();
+    for i in 0..ACCOUNTS {
+        let acct = account(&api, &customer, &format!("Line {i}"));
+        let msisdn = format!("+336120{i:05}");
+        api.create(
+            "/tmf-api/productInventory/v4/product",
+            json!({"name": "Mobile M", "status": "active", "productOffering": {"id": "mobile-m"},
+                   "relatedParty": [{"id": customer, "role": "customer", "@referredType": "Customer"}],
+                   "billingAccount": {"id": acct}, "startDate": "2026-01-01T00:00:00Z",
+                   "productCharacteristic": [{"name": "MSISDN", "value": msisdn}]}),
+        );
+        // i + 1 calls of 60 s to the US: 0.45 + 0.09 VAT each.
+        let calls: Vec<Value> = (0..=i)
+            .map(|n| {
+                json!({"recordId": format!("k-{i}-{n}"), "subscriber": msisdn, "service": "voice",
+                            "startTime": now, "duration": 60, "calledNumber": "+12125550100"})
+            })
+            .collect();
+        let r = api.post(&format!("{US}/usageBatch"), Value::Array(calls)).json();
+        assert_eq!(r["accepted"], i + 1, "{r}");
+        expected.push((acct, Decimal::from_str("0.54").unwrap() * Decimal::from(i + 1)));
+    }
+    let run = api.created(&format!("{CB}/billRun"), json!({"periodStart": start}));
+    let rid = run["id"].as_str().unwrap().to_string();
+    std::thread::sleep(Duration::from_millis(300));
+    host.kill9();
+    let host = Host::start_in(dir.path(), HostOptions::default());
+    let api = api.on(&host);
+    let done = |rid: &str| {
+        eventually(WAIT, "the run to finish", || {
+            let s = api.get(&format!("{CB}/billRun/{rid}")).json();
+            (s["state"] != "inProgress").then_some(s)
+        })
+    };
+    let status = done(&rid);
+    assert_eq!(status["accountsDone"], ACCOUNTS, "{status}");
+    // A rerun by mistake: every bill exists already.
+    let again = api.created(&format!("{CB}/billRun"), json!({"periodStart": start}));
+    let status = done(again["id"].as_str().unwrap());
+    assert_eq!(status["accountsDone"], ACCOUNTS, "{status}");
+    let bills = api.get(&format!("{CB}/customerBill?limit=1000")).json();
+    let bills = bills.as_array().unwrap();
+    assert_eq!(bills.len(), ACCOUNTS, "one bill per account");
+    let mut numbers: Vec<u64> =
+        bills.iter().map(|b| b["billNo"].as_str().unwrap().rsplit('-').next().unwrap().parse().unwrap()).collect();
+    numbers.sort();
+    assert_eq!(numbers, (1..=ACCOUNTS as u64).collect::<Vec<_>>(), "gap-free, each once");
+    for (acct, total) in expected {
+        let bill = bills.iter().find(|b| b["billingAccount"]["id"] == acct.as_str()).unwrap();
+        assert_eq!(dec(&bill["taxIncludedAmount"]["value"]), total, "{bill}");
+        let lines = bill["bill"]["lines"].as_array().unwrap();
+        assert_eq!(lines.len(), 1, "one usage line, no duplicate: {bill}");
+    }
+}
