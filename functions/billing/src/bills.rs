@@ -52,7 +52,8 @@ pub const USAGE_RECORDS_MAX: usize = 100_000;
 /// Most pending corrections billed at once.
 pub const CORRECTIONS_MAX: usize = 10_000;
 
-const LEDGER: &str = "ledger";
+/// The collection of account ledgers (`bss_domain::billing::ledger::Ledger`).
+pub const LEDGER: &str = "ledger";
 const COUNTER: &str = "billNumber";
 const COUNTER_ID: &str = "default";
 
@@ -380,7 +381,7 @@ pub fn bill_doc(bill: &Bill, run_id: Option<&str>, on_demand: bool) -> Value {
         "billingPeriod": {"startDateTime": bill.period.start.to_string(), "endDateTime": bill.period.end.to_string()},
         "state": bill.state.as_str(),
         "category": if on_demand { "onDemand" } else { "normal" },
-        "runType": "onCycle",
+        "runType": if on_demand { "offCycle" } else { "onCycle" },
         "billingAccount": {"id": bill.account_id},
         "amountDue": money(&bill.amount_due),
         "remainingAmount": money(&bill.total),
@@ -401,6 +402,19 @@ pub fn bill_account<B: KvBackend>(
     run_id: Option<&str>,
     validate_now: bool,
 ) -> Result<Value, ApiError> {
+    bill_account_as(env, account_id, period, now, run_id, validate_now, run_id.is_none())
+}
+
+/// [`bill_account`], saying whether the bill is on demand (`category: onDemand`) or of a cycle run.
+pub fn bill_account_as<B: KvBackend>(
+    env: &Env<'_, B>,
+    account_id: &str,
+    period: Option<BillPeriod>,
+    now: DateTime<Utc>,
+    run_id: Option<&str>,
+    validate_now: bool,
+    on_demand: bool,
+) -> Result<Value, ApiError> {
     let acct = account(env, account_id)?;
     let period = period.unwrap_or_else(|| BillPeriod::last_closed(now, acct.bill_cycle_day, acct.tz));
     let id = bill_id(&acct.id, &period);
@@ -413,7 +427,7 @@ pub fn bill_account<B: KvBackend>(
             let (input, one_time, corrections) = gather(env, &acct, period, now, &ledger)?;
             let bill = build_bill(&input).map_err(bad)?;
             debug_assert!(bill.adds_up());
-            let doc = bill_doc(&bill, run_id, false);
+            let doc = bill_doc(&bill, run_id, on_demand);
             match env.resources(BILL).create_with_id(env, &bss_kit::resource::NoHooks, &id, doc) {
                 Ok(c) => (c.after.unwrap_or_default(), one_time, corrections),
                 Err(e) if e.code == "ALREADY_EXISTS" => (
@@ -504,12 +518,17 @@ pub fn issue<B: KvBackend>(
         bill = domain_bill(change.after.as_ref().unwrap_or(&current.data))?;
     }
     let posted = bill.clone();
-    update_ledger(env, &acct.id, acct.currency, |l| {
+    let ledger = update_ledger(env, &acct.id, acct.currency, |l| {
         if l.bill(&posted.id).is_none() {
             l.post(&posted, now).map_err(bad)?;
         }
-        Ok(())
+        Ok(l.clone())
     })?;
+    // Posting may have settled it at once with credit the account had: the document says so.
+    let ids = std::collections::BTreeSet::from([id.to_string()]);
+    for change in crate::payments::sync_bills(env, &ledger, &ids)? {
+        bss_kit::resource::emit(env.tenant, &change);
+    }
     Ok(docs.get::<Value>(BILL.collection, id)?.map(|d| d.data).unwrap_or_default())
 }
 

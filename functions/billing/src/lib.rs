@@ -15,6 +15,12 @@
 //!   the lines.
 //! - `POST customerBillOnDemand` `{billingAccount: {id}}` → 201 the bill of the account's current
 //!   period up to now (e.g. on termination); the cycle run later finds it and bills nothing twice.
+//! - `GET customerBill/{id}/document[?format=html|pdf]`: presentment ([`present`]).
+//! - `POST creditNote`, `GET creditNote[/{id}]`, `GET billingAccountBalance/{accountId}` and
+//!   `POST dunningRun` (daily, by cron): see [`payments`] and [`dunning`].
+//!
+//! Under `/tmf-api/paymentManagement/v4` (TMF676): `POST payment`, `POST refund`, `GET
+//! payment[/{id}]`, `GET refund[/{id}]` — allocated by the account's ledger ([`payments`]).
 
 pub mod bills;
 pub mod dunning;

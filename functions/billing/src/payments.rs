@@ -66,7 +66,7 @@ pub const CREDIT_NOTE: Kind =
 /// The path segment of the balance view (under the TMF678 base).
 pub const BALANCE: &str = "billingAccountBalance";
 /// The ledgers' collection (the name `crate::bills` stores them under).
-pub const LEDGER: &str = "ledger";
+pub use crate::bills::LEDGER;
 /// Attributes of a payment or refund the server sets.
 const SERVER_OWNED: &[&str] = &["status", "statusDate", "paymentItem", "refundItem", "unallocatedAmount"];
 

@@ -15,7 +15,7 @@ use bss_kit::resource::Env;
 use bss_present::{Customer, Document, Line, Operator, Payment, Period, Section, Summary, TaxRow, Totals, UsageRow};
 use serde_json::Value;
 
-use crate::bills::{BILL, domain_bill};
+use crate::bills::domain_bill;
 
 fn quantity_text(service: Service, base_units: u64) -> String {
     match service {
@@ -131,7 +131,7 @@ pub fn register(r: &mut spin_sdk::http::Router) {
         &format!("{}/customerBill/:id/document", crate::bills::BASE),
         handler(|ctx, p| {
             with_env(ctx, |env| {
-                let doc = env.resources(BILL).get(&param(p, "id")?)?.data;
+                let doc = env.resources(crate::bills::BILL).get(&param(p, "id")?)?.data;
                 let document = document(env, &doc)?;
                 let accept = ctx.header("accept").unwrap_or_default();
                 let pdf = match ctx.query_param("format").as_deref() {

@@ -12,7 +12,8 @@
 //! completion a no-op. Charges: see `bss_domain::order::inventory`; ids `<productId>.<n>`.
 //!
 //! Over the API ([`InventoryHooks`]): `POST product` is allowed for migrations and operations
-//! (the offering, customer and billing account must exist; status defaults to `created`); a
+//! (the offering, customer and billing account must exist; status defaults to `created`; its
+//! `productPrice` lines start billing like an order's — the same charges); a
 //! PATCH may change descriptive attributes (`name`, `description`, `productCharacteristic`,
 //! `place`, `note`) but not `status` (409: suspend, resume and terminate are orders) nor what
 //! the order fixed (offering, prices, parties, account, dates, order items); DELETE is 409
@@ -111,10 +112,18 @@ impl<B: KvBackend> Hooks<B> for InventoryHooks {
     }
 
     fn after_write(&self, env: &Env<'_, B>, change: &Change) -> Result<(), ApiError> {
-        match &change.after {
-            Some(product) => crate::subscribers::index_product(env, product),
-            None => Ok(()),
+        let Some(product) = &change.after else { return Ok(()) };
+        if change.before.is_none() {
+            // A migrated product is billed like an ordered one: its charges from its prices.
+            let account_id = product.pointer("/billingAccount/id").and_then(Value::as_str).unwrap_or_default();
+            let account_doc = env.resources(BILLING_ACCOUNT).find(account_id)?.map(|d| d.data).unwrap_or(Value::Null);
+            let account = Account::from_billing_account(&account_doc);
+            let started = product.get("startDate").and_then(Value::as_str).and_then(|s| s.parse().ok());
+            for charge in charges(product, account, started.unwrap_or_else(chrono::Utc::now), RoundingRule::HalfEven) {
+                create_once(env, CHARGE, charge)?;
+            }
         }
+        crate::subscribers::index_product(env, product)
     }
 
     fn before_delete(&self, _: &Env<'_, B>, _: &Kind, doc: &Value) -> Result<(), ApiError> {

@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod billrun;
 pub mod bindings;
 pub mod db;
 pub mod kv;

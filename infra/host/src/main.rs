@@ -20,6 +20,8 @@ struct Cli {
 enum Command {
     /// Build the components, then serve every HTTP route and run every queue consumer.
     Up(UpArgs),
+    /// Start a bill run on a running host (or follow one) and show its progress bar.
+    BillRun(bss_host::billrun::BillRunArgs),
     /// Run the components' build commands only.
     Build {
         /// The application manifest.
@@ -94,6 +96,7 @@ fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     match cli.command {
+        Command::BillRun(a) => bss_host::billrun::run(a).map(drop),
         Command::Build { manifest } => bss_host::app::build_components(&bss_host::manifest::Manifest::load(&manifest)?),
         Command::Up(a) => {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
