@@ -3,7 +3,8 @@
 //! line by line against amounts computed by hand (prorated plan, one-time fee, rated usage with
 //! its tax), presented as HTML and PDF; a bill run that finds the bill already made bills nothing
 //! twice; a bill run killed with `kill -9` midway, restarted and rerun: one bill per account,
-//! numbers gap-free, totals equal to the rated usage. Run with
+//! numbers gap-free, totals equal to the rated usage; an enterprise hierarchy whose children roll
+//! up into one consolidated bill with a per-child breakdown. Run with
 //! `cargo test -p bss-host --test e2e_billing`.
 
 mod support;
@@ -236,4 +237,67 @@ fn a_bill_run_killed_midway_and_rerun_bills_each_account_once_with_gap_free_numb
         let lines = bill["bill"]["lines"].as_array().unwrap();
         assert_eq!(lines.len(), 1, "one usage line, no duplicate: {bill}");
     }
+}
+
+#[test]
+fn an_enterprise_hierarchy_rolls_up_into_one_consolidated_bill() {
+    let (host, _dir) = Host::start(HostOptions::default());
+    let (api, customer) = setup(&host);
+    let top = account(&api, &customer, "Acme HQ");
+    let child = |name: &str| {
+        api.create(
+            "/tmf-api/accountManagement/v4/billingAccount",
+            json!({"name": name, "billCycleDay": 1, "timeZone": "Europe/Paris", "currency": "EUR", "billDelivery": "email",
+                   "relatedParty": [{"id": customer, "role": "owner", "@referredType": "Customer"}],
+                   "parentAccount": {"id": top}, "billRollUp": true}),
+        )
+    };
+    let (sales, ops) = (child("Acme Sales"), child("Acme Ops"));
+    let now = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    // One line each; calls to the US: 0.54 € a minute with VAT. HQ 1 min, Sales 2, Ops 3.
+    for (i, acct) in [&top, &sales, &ops].into_iter().enumerate() {
+        let msisdn = format!("+3361300000{i}");
+        api.create(
+            "/tmf-api/productInventory/v4/product",
+            json!({"name": "Mobile M", "status": "active", "productOffering": {"id": "mobile-m"},
+                   "relatedParty": [{"id": customer, "role": "customer", "@referredType": "Customer"}],
+                   "billingAccount": {"id": acct}, "startDate": "2026-01-01T00:00:00Z",
+                   "productCharacteristic": [{"name": "MSISDN", "value": msisdn}]}),
+        );
+        let r = api.post(
+            &format!("{US}/usage"),
+            json!({"recordId": format!("h-{i}"), "subscriber": msisdn, "service": "voice",
+            "startTime": now, "duration": 60 * (i + 1), "calledNumber": "+12125550100"}),
+        );
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+    // A child is not billed on its own.
+    let own = api.post(&format!("{CB}/customerBillOnDemand"), json!({"billingAccount": {"id": sales}}));
+    assert_eq!(own.status, 409, "{}", own.body);
+    let (start, _, _) = current_period();
+    let run = api.created(&format!("{CB}/billRun"), json!({"accounts": [top, sales, ops], "periodStart": start}));
+    let rid = run["id"].as_str().unwrap().to_string();
+    let status = eventually(WAIT, "the run to finish", || {
+        let s = api.get(&format!("{CB}/billRun/{rid}")).json();
+        (s["state"] != "inProgress").then_some(s)
+    });
+    assert_eq!((status["accountsDone"].as_u64(), status["accountsSkipped"].as_u64()), (Some(1), Some(2)), "{status}");
+    let bills = api.get(&format!("{CB}/customerBill")).json();
+    assert_eq!(bills.as_array().unwrap().len(), 1, "one consolidated bill: {bills}");
+    let bill = &bills[0];
+    assert_eq!(bill["billingAccount"]["id"], top.as_str());
+    assert_eq!(dec(&bill["taxIncludedAmount"]["value"]), Decimal::from_str("3.24").unwrap(), "{bill}");
+    let parts = bill["rollUp"].as_array().unwrap();
+    let part =
+        |a: &str| parts.iter().find(|p| p["billingAccount"]["id"] == a).map(|p| dec(&p["taxIncludedAmount"]["value"]));
+    assert_eq!(part(&top), Some(Decimal::from_str("0.54").unwrap()));
+    assert_eq!(part(&sales), Some(Decimal::from_str("1.08").unwrap()));
+    assert_eq!(part(&ops), Some(Decimal::from_str("1.62").unwrap()));
+    let html = send(
+        "GET",
+        &api.url(&format!("{CB}/customerBill/{}/document", bill["id"].as_str().unwrap())),
+        &[("Authorization", api.auth.as_str())],
+        None,
+    );
+    assert!(html.body.contains(&format!("Account {sales}")), "a section per rolled-up account");
 }

@@ -18,7 +18,7 @@
 
 use std::collections::BTreeMap;
 
-use bss_commerce::subscribers::{ACCOUNT_PRODUCTS, AccountProducts};
+use bss_commerce::subscribers::{ACCOUNT_CHILDREN, ACCOUNT_PRODUCTS, AccountChildren, AccountProducts};
 use bss_domain::billing::bill::{
     AccountActivity, ActivityKind, Bill, BillInput, BillTaxRate, Correction, OneTimeCharge, RecurringItem,
     UsageSummary, build_bill,
@@ -129,18 +129,59 @@ fn tax_category_of(snap: &Snapshot, pop: Option<&str>) -> String {
 }
 
 /// Everything the period owes, as the domain's bill input.
+/// Most accounts one consolidated bill covers (the payer and every account rolling up into it).
+pub const ROLL_UP_ACCOUNTS_MAX: usize = 10_000;
+
+/// The accounts whose bills roll up into `payer` (children with `billRollUp`, and theirs), in
+/// hierarchy order, without the payer.
+pub fn rolled_up<B: KvBackend>(env: &Env<'_, B>, payer: &str) -> Result<Vec<String>, ApiError> {
+    let docs = env.store.tenant(&env.tenant.tenant_id);
+    let mut out: Vec<String> = Vec::new();
+    let mut next = vec![payer.to_string()];
+    while let Some(parent) = next.pop() {
+        let children =
+            docs.get::<AccountChildren>(ACCOUNT_CHILDREN, &parent)?.map(|v| v.data.children).unwrap_or_default();
+        for c in children.into_iter().filter(|c| c.bill_roll_up) {
+            if c.id == payer || out.contains(&c.id) || out.len() >= ROLL_UP_ACCOUNTS_MAX {
+                continue;
+            }
+            out.push(c.id.clone());
+            next.push(c.id);
+        }
+    }
+    Ok(out)
+}
+
+/// What [`gather`] found.
+#[derive(Debug)]
+pub struct Gathered {
+    /// The domain's bill input.
+    pub input: BillInput,
+    /// The one-time charges it bills (marked billed afterwards).
+    pub one_time: Vec<String>,
+    /// The index keys of the corrections it bills (cleared afterwards).
+    pub corrections: Vec<String>,
+    /// Each product's billing account (the payer's or a rolled-up one's).
+    pub owner: BTreeMap<String, String>,
+}
+
+/// Everything the period owes (the payer's and its rolled-up accounts'): see [`Gathered`].
 pub fn gather<B: KvBackend>(
     env: &Env<'_, B>,
     acct: &AccountFacts,
     period: BillPeriod,
     issued_at: DateTime<Utc>,
     ledger: &Ledger,
-) -> Result<(BillInput, Vec<String>, Vec<String>), ApiError> {
+) -> Result<Gathered, ApiError> {
     let docs = env.store.tenant(&env.tenant.tenant_id);
     let kv = env.store.backend();
     let snap = bss_kit::catalog::snapshot(env)?;
-    let products =
-        docs.get::<AccountProducts>(ACCOUNT_PRODUCTS, &acct.id)?.map(|v| v.data.products).unwrap_or_default();
+    let accounts: Vec<String> = std::iter::once(acct.id.clone()).chain(rolled_up(env, &acct.id)?).collect();
+    let mut products = Vec::new();
+    for a in &accounts {
+        products.extend(docs.get::<AccountProducts>(ACCOUNT_PRODUCTS, a)?.map(|v| v.data.products).unwrap_or_default());
+    }
+    let mut owner: BTreeMap<String, String> = BTreeMap::new();
     let product_keys: Vec<String> = products.iter().filter_map(|p| docs.key("product", p)).collect();
     let mut product_docs = Vec::new();
     for chunk in product_keys.chunks(1000) {
@@ -157,9 +198,11 @@ pub fn gather<B: KvBackend>(
     let whole = period.whole();
     for p in &product_docs {
         let pid = text(p, "/id").to_string();
-        if text(p, "/billingAccount/id") != acct.id {
+        let billed_to = text(p, "/billingAccount/id");
+        if !accounts.iter().any(|a| a == billed_to) {
             continue;
         }
+        owner.insert(pid.clone(), billed_to.to_string());
         let start = local_date(text(p, "/startDate"), acct.tz).unwrap_or(period.start);
         let end = p.get("terminationDate").and_then(Value::as_str).and_then(|t| local_date(t, acct.tz));
         let from = start.max(whole.from);
@@ -204,7 +247,13 @@ pub fn gather<B: KvBackend>(
         }
         usage.extend(usage_of(env, &pid, &period, acct.currency)?);
     }
-    let (corrections, correction_keys) = corrections_of(env, &acct.id)?;
+    let mut corrections = Vec::new();
+    let mut correction_keys = Vec::new();
+    for a in &accounts {
+        let (c, k) = corrections_of(env, a)?;
+        corrections.extend(c);
+        correction_keys.extend(k);
+    }
     let tax_rates: Vec<BillTaxRate> = snap
         .all(CatalogKind::TaxRate)
         .filter_map(|d| TaxRate::read(d).ok())
@@ -264,7 +313,7 @@ pub fn gather<B: KvBackend>(
         activity,
         already_billed,
     };
-    Ok((input, one_time_ids, correction_keys))
+    Ok(Gathered { input, one_time: one_time_ids, corrections: correction_keys, owner })
 }
 
 #[derive(Default)]
@@ -416,6 +465,12 @@ pub fn bill_account_as<B: KvBackend>(
     on_demand: bool,
 ) -> Result<Value, ApiError> {
     let acct = account(env, account_id)?;
+    if let Some(payer) = rolls_up_into(&acct) {
+        return Err(ApiError::conflict(format!(
+            "billingAccount {account_id} rolls up into {payer}: its charges are on {payer}'s bill"
+        ))
+        .with_code("ROLLED_UP"));
+    }
     let period = period.unwrap_or_else(|| BillPeriod::last_closed(now, acct.bill_cycle_day, acct.tz));
     let id = bill_id(&acct.id, &period);
     let docs = env.store.tenant(&env.tenant.tenant_id);
@@ -424,10 +479,13 @@ pub fn bill_account_as<B: KvBackend>(
         Some(d) => (d.data, Vec::new(), Vec::new()),
         None => {
             let ledger = load_ledger(env, &acct)?;
-            let (input, one_time, corrections) = gather(env, &acct, period, now, &ledger)?;
+            let Gathered { input, one_time, corrections, owner } = gather(env, &acct, period, now, &ledger)?;
             let bill = build_bill(&input).map_err(bad)?;
             debug_assert!(bill.adds_up());
-            let doc = bill_doc(&bill, run_id, on_demand);
+            let mut doc = bill_doc(&bill, run_id, on_demand);
+            if owner.values().any(|a| *a != acct.id) {
+                doc["rollUp"] = roll_up_breakdown(&bill, &owner);
+            }
             match env.resources(BILL).create_with_id(env, &bss_kit::resource::NoHooks, &id, doc) {
                 Ok(c) => (c.after.unwrap_or_default(), one_time, corrections),
                 Err(e) if e.code == "ALREADY_EXISTS" => (
@@ -442,6 +500,35 @@ pub fn bill_account_as<B: KvBackend>(
     let doc = if validate_now { issue(env, &acct, &id, now)? } else { doc };
     finish(env, &doc, &one_time, &corrections)?;
     Ok(doc)
+}
+
+/// The payer an account's bills roll up into, if they do (`billRollUp` with a parent).
+pub fn rolls_up_into(acct: &AccountFacts) -> Option<String> {
+    let (parent, roll_up) = bss_domain::customer::account::hierarchy_attributes(&acct.doc);
+    parent.filter(|_| roll_up)
+}
+
+/// Per account of a consolidated bill: its lines and subtotals (every line belongs to exactly
+/// one account: the payer's own lines are the ones of no rolled-up product).
+fn roll_up_breakdown(bill: &Bill, owner: &BTreeMap<String, String>) -> Value {
+    let mut by: BTreeMap<String, (Vec<String>, Decimal, Decimal)> = BTreeMap::new();
+    for l in &bill.lines {
+        let a = l.product_id.as_ref().and_then(|p| owner.get(p)).cloned().unwrap_or_else(|| bill.account_id.clone());
+        let e = by.entry(a).or_default();
+        e.0.push(l.id.clone());
+        e.1 += l.net.amount;
+        e.2 += l.gross.amount;
+    }
+    let code = bill.currency.code();
+    Value::Array(
+        by.into_iter()
+            .map(|(a, (lines, net, gross))| {
+                json!({"billingAccount": {"id": a}, "lineId": lines,
+                       "taxExcludedAmount": {"unit": code, "value": net},
+                       "taxIncludedAmount": {"unit": code, "value": gross}})
+            })
+            .collect(),
+    )
 }
 
 fn load_ledger<B: KvBackend>(env: &Env<'_, B>, acct: &AccountFacts) -> Result<Ledger, ApiError> {

@@ -33,6 +33,14 @@ pub fn document<B: KvBackend>(env: &Env<'_, B>, bill_doc: &Value) -> Result<Docu
         env.store.tenant(&env.tenant.tenant_id).get::<Value>("billingAccount", &bill.account_id)?.map(|v| v.data);
     let customer_name =
         account.as_ref().and_then(|a| a.get("name")).and_then(Value::as_str).unwrap_or(&bill.account_id);
+    // A consolidated bill: each line's account, for a section per rolled-up account.
+    let mut account_of: BTreeMap<String, String> = BTreeMap::new();
+    for part in bill_doc.get("rollUp").and_then(Value::as_array).into_iter().flatten() {
+        let a = part.pointer("/billingAccount/id").and_then(Value::as_str).unwrap_or_default();
+        for l in part.get("lineId").and_then(Value::as_array).into_iter().flatten() {
+            account_of.insert(l.as_str().unwrap_or_default().to_string(), a.to_string());
+        }
+    }
     let mut by_product: BTreeMap<String, Vec<Line>> = BTreeMap::new();
     let mut usage = Vec::new();
     for l in &bill.lines {
@@ -64,6 +72,10 @@ pub fn document<B: KvBackend>(env: &Env<'_, B>, bill_doc: &Value) -> Result<Docu
             (LineKind::Correction, _) => "Corrections".to_string(),
             (_, Some(p)) => format!("Product {p}"),
             _ => "Account".to_string(),
+        };
+        let title = match account_of.get(&l.id) {
+            Some(a) => format!("Account {a} · {title}"),
+            None => title,
         };
         by_product.entry(title).or_default().push(Line {
             description: l.description.clone(),

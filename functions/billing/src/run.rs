@@ -143,7 +143,11 @@ pub fn bill_batch<B: KvBackend>(env: &Env<'_, B>, batch: &Batch) -> Result<(), A
                 }
             }
             Ok(None) => {
-                if created(docs.create(DONE, &marker, json!({"skipped": "another bill cycle day"})))? {
+                if created(docs.create(
+                    DONE,
+                    &marker,
+                    json!({"skipped": "another bill cycle day, or rolled up into its payer"}),
+                ))? {
                     env.store.backend().increment(&counter_key(&env.tenant.tenant_id, &batch.run_id, "skipped"), 1)?;
                 }
             }
@@ -170,7 +174,8 @@ fn created<T>(r: Result<T, StoreError>) -> Result<bool, ApiError> {
 
 fn bill_one<B: KvBackend>(env: &Env<'_, B>, batch: &Batch, account: &str) -> Result<Option<String>, ApiError> {
     let acct = crate::bills::account(env, account)?;
-    if batch.bill_cycle_day.is_some_and(|d| d != acct.bill_cycle_day) {
+    // Another cycle day, or an account billed on its payer's consolidated bill.
+    if batch.bill_cycle_day.is_some_and(|d| d != acct.bill_cycle_day) || crate::bills::rolls_up_into(&acct).is_some() {
         return Ok(None);
     }
     let period = match batch.period_start {

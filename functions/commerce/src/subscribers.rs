@@ -6,8 +6,10 @@
 //! start time even after the number moved to another customer. Idempotent: re-indexing a
 //! product rewrites its own entry only.
 //!
-//! Beside it, the account index (`accountProducts`, id = the billing account): every product
-//! ever billed to an account, which a bill run reads instead of scanning the inventory.
+//! Beside it, the account indexes a bill run reads instead of scanning: `accountProducts` (id =
+//! the billing account: every product ever billed to it) and `accountChildren` (id = a billing
+//! account: its direct children and whether their bills roll up into it; kept by the customer
+//! component on every account write).
 
 use bss_kit::ApiError;
 use bss_kit::kv::{KvBackend, StoreError};
@@ -89,6 +91,59 @@ pub const ACCOUNT_PRODUCTS_MAX: usize = 10_000;
 pub struct AccountProducts {
     /// Product ids, in indexing order.
     pub products: Vec<String>,
+}
+
+/// The collection of the hierarchy index: an account's direct children (id = the parent).
+pub const ACCOUNT_CHILDREN: &str = "accountChildren";
+/// Most children indexed under one account.
+pub const ACCOUNT_CHILDREN_MAX: usize = 10_000;
+
+/// One child account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChildAccount {
+    /// The child.
+    pub id: String,
+    /// Its bills roll up into the parent's.
+    pub bill_roll_up: bool,
+}
+
+/// The direct children of an account.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountChildren {
+    /// Children, in indexing order.
+    pub children: Vec<ChildAccount>,
+}
+
+/// Keeps the hierarchy index after a billing account was written (`before`/`after`, either
+/// absent on a create or a delete): the child leaves its old parent's list and joins the new
+/// one's with its `billRollUp`. Idempotent (a retried write rewrites the same entries).
+pub fn index_account_parent<B: KvBackend>(
+    env: &Env<'_, B>,
+    id: &str,
+    before: Option<(Option<String>, bool)>,
+    after: Option<(Option<String>, bool)>,
+) -> Result<(), ApiError> {
+    let old_parent = before.and_then(|b| b.0);
+    let new = after.and_then(|(p, roll_up)| p.map(|p| (p, roll_up)));
+    if let Some(old) = old_parent.filter(|o| new.as_ref().is_none_or(|(n, _)| n != o)) {
+        upsert::<B, AccountChildren>(env, ACCOUNT_CHILDREN, &old, |c| {
+            let mut next = c.clone();
+            next.children.retain(|x| x.id != id);
+            next
+        })?;
+    }
+    if let Some((parent, roll_up)) = new {
+        upsert::<B, AccountChildren>(env, ACCOUNT_CHILDREN, &parent, |c| {
+            let mut next = c.clone();
+            next.children.retain(|x| x.id != id);
+            if next.children.len() < ACCOUNT_CHILDREN_MAX {
+                next.children.push(ChildAccount { id: id.to_string(), bill_roll_up: roll_up });
+            }
+            next
+        })?;
+    }
+    Ok(())
 }
 
 /// Upserts a document with a CAS loop (create when absent).
@@ -194,6 +249,18 @@ mod tests {
         assert!(line.at(at("2025-12-01T00:00:00Z")).is_none());
         let account: AccountProducts = store.tenant("t1").get(ACCOUNT_PRODUCTS, "ba1").unwrap().unwrap().data;
         assert_eq!(account.products, vec!["p1".to_string(), "p2".to_string()]);
+        // The hierarchy index follows a child's moves.
+        let attrs = |p: &str, r: bool| Some((Some(p.to_string()), r));
+        index_account_parent(&env, "c1", None, attrs("top", true)).unwrap();
+        index_account_parent(&env, "c2", None, attrs("top", false)).unwrap();
+        index_account_parent(&env, "c1", attrs("top", true), attrs("other", true)).unwrap();
+        let top: AccountChildren = store.tenant("t1").get(ACCOUNT_CHILDREN, "top").unwrap().unwrap().data;
+        assert_eq!(top.children, vec![ChildAccount { id: "c2".into(), bill_roll_up: false }]);
+        let other: AccountChildren = store.tenant("t1").get(ACCOUNT_CHILDREN, "other").unwrap().unwrap().data;
+        assert_eq!(other.children, vec![ChildAccount { id: "c1".into(), bill_roll_up: true }]);
+        index_account_parent(&env, "c1", attrs("other", true), None).unwrap();
+        let other: AccountChildren = store.tenant("t1").get(ACCOUNT_CHILDREN, "other").unwrap().unwrap().data;
+        assert!(other.children.is_empty());
         // Another tenant sees nothing.
         assert!(store.tenant("t2").get::<SubscriberLine>(COLLECTION, "33611111111").unwrap().is_none());
     }

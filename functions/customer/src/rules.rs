@@ -145,7 +145,18 @@ impl<B: KvBackend> Hooks<B> for Rules {
 
     fn after_write(&self, env: &Env<'_, B>, change: &Change) -> Result<(), ApiError> {
         self.write_audit(env, &change.kind, change.before.as_ref(), change.after.as_ref(), change.version, RECORDED)?;
-        self.recheck_move(env, change)
+        self.recheck_move(env, change)?;
+        if change.kind.collection == "billingAccount" {
+            // Re-read: a move undone by the recheck is indexed as it stands.
+            let stored = env.resources(change.kind).find(change.id())?.map(|d| d.data);
+            bss_commerce::subscribers::index_account_parent(
+                env,
+                change.id(),
+                change.before.as_ref().map(hierarchy_attributes),
+                stored.as_ref().map(hierarchy_attributes),
+            )?;
+        }
+        Ok(())
     }
 }
 
