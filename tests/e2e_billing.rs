@@ -4,7 +4,10 @@
 //! its tax), presented as HTML and PDF; a bill run that finds the bill already made bills nothing
 //! twice; a bill run killed with `kill -9` midway, restarted and rerun: one bill per account,
 //! numbers gap-free, totals equal to the rated usage; an enterprise hierarchy whose children roll
-//! up into one consolidated bill with a per-child breakdown. Run with
+//! up into one consolidated bill with a per-child breakdown; a realistic closed month for a small
+//! operator (a consumer with a mid-month upgrade, a termination and roaming usage, an enterprise
+//! hierarchy, a prepaid account) billed by a run, every line checked against amounts computed by
+//! hand. Run with
 //! `cargo test -p bss-host --test e2e_billing`.
 
 mod support;
@@ -300,4 +303,208 @@ fn an_enterprise_hierarchy_rolls_up_into_one_consolidated_bill() {
         None,
     );
     assert!(html.body.contains(&format!("Account {sales}")), "a section per rolled-up account");
+}
+
+/// A product created for a migration, with its monthly fee (and a one-time fee) like an order's.
+fn migrated(
+    api: &Client,
+    customer: &str,
+    acct: &str,
+    offering: &str,
+    msisdn: &str,
+    prices: &[(&str, &str, &str)],
+    start: NaiveDate,
+    end: Option<NaiveDate>,
+) -> String {
+    let lines: Vec<Value> = prices
+        .iter()
+        .map(|(kind, name, value)| {
+            let mut l =
+                json!({"priceType": kind, "name": name, "price": {"dutyFreeAmount": {"unit": "EUR", "value": value}}});
+            if *kind == "recurring" {
+                l["recurringChargePeriod"] = json!("month");
+            }
+            l
+        })
+        .collect();
+    let at = |d: NaiveDate| format!("{d}T00:00:00+01:00");
+    let mut body = json!({"name": offering, "status": "active", "productOffering": {"id": offering},
+        "relatedParty": [{"id": customer, "role": "customer", "@referredType": "Customer"}],
+        "billingAccount": {"id": acct}, "startDate": at(start), "productPrice": lines,
+        "productCharacteristic": [{"name": "MSISDN", "value": msisdn}]});
+    if let Some(e) = end {
+        body["terminationDate"] = json!(at(e));
+        body["status"] = json!("terminated");
+    }
+    api.create("/tmf-api/productInventory/v4/product", body)
+}
+
+fn money(v: &str) -> Decimal {
+    Decimal::from_str(v).unwrap()
+}
+
+#[test]
+fn a_realistic_month_for_a_small_operator_is_billed_line_by_line() {
+    let (host, _dir) = Host::start(HostOptions::default());
+    let (api, customer) = setup(&host);
+    // Last month, closed: the run bills it. D days; the upgrade on day 16, the termination on day 21.
+    let (this_start, _, _) = current_period();
+    let start = this_start.checked_sub_months(chrono::Months::new(1)).unwrap();
+    let days = (this_start - start).num_days();
+    let day = |n: i64| start + chrono::Duration::days(n - 1);
+    let d = Decimal::from(days);
+    let vat = |n: Decimal| round(n * Decimal::from(20) / Decimal::from(100));
+    let gross = |n: Decimal| n + vat(n);
+
+    // Consumer: Mobile M until the upgrade to Mobile L (same number), fibre terminated on day 21.
+    let ada = account(&api, &customer, "Ada");
+    let m = migrated(
+        &api,
+        &customer,
+        &ada,
+        "mobile-m",
+        "+33614000001",
+        &[("recurring", "Mobile M monthly fee", "19.99")],
+        start - chrono::Duration::days(15),
+        Some(day(16)),
+    );
+    let l = migrated(
+        &api,
+        &customer,
+        &ada,
+        "mobile-l",
+        "+33614000001",
+        &[("recurring", "Mobile L monthly fee", "29.99"), ("oneTime", "SIM activation", "10")],
+        day(16),
+        None,
+    );
+    let f = migrated(
+        &api,
+        &customer,
+        &ada,
+        "fibre-1g",
+        "+33114000001",
+        &[("recurring", "Fibre monthly fee", "39.99")],
+        start - chrono::Duration::days(40),
+        Some(day(21)),
+    );
+    // Usage: 60 s roaming in World zone 1 on day 5 (1.50 €/min), 60 s to the US on day 20 on
+    // Mobile L (0.30 €/min); both with 20% VAT as rated.
+    let t = |n: i64, h: u32| format!("{}T{h:02}:00:00+01:00", day(n));
+    for rec in [
+        json!({"recordId": "r-roam", "subscriber": "0614000001", "service": "voice", "startTime": t(5, 10), "duration": 60,
+               "calledNumber": "+33622000000", "visitedNetwork": "310260"}),
+        json!({"recordId": "r-intl", "subscriber": "0614000001", "service": "voice", "startTime": t(20, 10), "duration": 60,
+               "calledNumber": "+12125550100"}),
+    ] {
+        let a = api.post(&format!("{US}/usage"), &rec);
+        assert_eq!(a.status, 201, "{}", a.body);
+    }
+    // Enterprise: HQ and Sales (rolling up), a Mobile M each for the whole month.
+    let hq = account(&api, &customer, "Acme HQ");
+    let sales = api.create(
+        "/tmf-api/accountManagement/v4/billingAccount",
+        json!({"name": "Acme Sales", "billCycleDay": 1, "timeZone": "Europe/Paris", "currency": "EUR", "billDelivery": "email",
+               "relatedParty": [{"id": customer, "role": "owner", "@referredType": "Customer"}],
+               "parentAccount": {"id": hq}, "billRollUp": true}),
+    );
+    migrated(
+        &api,
+        &customer,
+        &hq,
+        "mobile-m",
+        "+33614000002",
+        &[("recurring", "Mobile M monthly fee", "19.99")],
+        start - chrono::Duration::days(60),
+        None,
+    );
+    migrated(
+        &api,
+        &customer,
+        &sales,
+        "mobile-m",
+        "+33614000003",
+        &[("recurring", "Mobile M monthly fee", "19.99")],
+        start - chrono::Duration::days(60),
+        None,
+    );
+    // Prepaid: a Mobile M all month; its call is paid from the balance, never billed.
+    let pre = api.create(
+        "/tmf-api/accountManagement/v4/billingAccount",
+        json!({"name": "Pre", "billCycleDay": 1, "timeZone": "Europe/Paris", "currency": "EUR", "billDelivery": "email",
+               "accountType": "prepaid", "relatedParty": [{"id": customer, "role": "owner", "@referredType": "Customer"}]}),
+    );
+    migrated(
+        &api,
+        &customer,
+        &pre,
+        "mobile-m",
+        "+33614000004",
+        &[("recurring", "Mobile M monthly fee", "19.99")],
+        start - chrono::Duration::days(60),
+        None,
+    );
+    api.created(
+        "/tmf-api/prepayBalanceManagement/v4/topupBalance",
+        json!({"billingAccount": {"id": pre}, "amount": {"unit": "EUR", "value": 5}}),
+    );
+    let a = api.post(
+        &format!("{US}/usage"),
+        json!({"recordId": "r-pre", "subscriber": "0614000004", "service": "voice",
+        "startTime": t(10, 10), "duration": 60, "calledNumber": "+12125550100"}),
+    );
+    assert_eq!(a.status, 201, "{}", a.body);
+
+    let run = api.created(&format!("{CB}/billRun"), json!({"periodStart": start}));
+    let rid = run["id"].as_str().unwrap().to_string();
+    let status = eventually(WAIT, "the run to finish", || {
+        let s = api.get(&format!("{CB}/billRun/{rid}")).json();
+        (s["state"] != "inProgress").then_some(s)
+    });
+    assert_eq!(status["state"], "completed", "{status}");
+    let bill_of = |acct: &str| api.get(&format!("{CB}/customerBill/bill:{acct}:{start}")).json();
+    let line = |bill: &Value, id: &str| -> (Decimal, Decimal) {
+        let l = bill["bill"]["lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["id"] == id)
+            .unwrap_or_else(|| panic!("no line {id}: {bill}"));
+        (dec(&l["net"]["amount"]), dec(&l["gross"]["amount"]))
+    };
+
+    // Ada, by hand: Mobile M 15 days, Mobile L D−15 days, SIM 10, fibre 20 days, usage.
+    let ada_bill = bill_of(&ada);
+    let m_net = round(money("19.99") * Decimal::from(15) / d);
+    let l_net = round(money("29.99") * Decimal::from(days - 15) / d);
+    let f_net = round(money("39.99") * Decimal::from(20) / d);
+    assert_eq!(line(&ada_bill, &format!("charge:{m}.1:{start}")), (m_net, gross(m_net)));
+    assert_eq!(line(&ada_bill, &format!("charge:{l}.1:{start}")), (l_net, gross(l_net)));
+    assert_eq!(line(&ada_bill, &format!("oneTime:{l}.2")), (money("10"), money("12")));
+    assert_eq!(line(&ada_bill, &format!("charge:{f}.1:{start}")), (f_net, gross(f_net)));
+    assert_eq!(line(&ada_bill, &format!("usage:{m}:voice:{start}")), (money("1.50"), money("1.80")));
+    assert_eq!(line(&ada_bill, &format!("usage:{l}:voice:{start}")), (money("0.30"), money("0.36")));
+    let ada_total = gross(m_net) + gross(l_net) + money("12") + gross(f_net) + money("1.80") + money("0.36");
+    assert_eq!(ada_bill["bill"]["lines"].as_array().unwrap().len(), 6, "{ada_bill}");
+    assert_eq!(dec(&ada_bill["taxIncludedAmount"]["value"]), ada_total);
+    assert_eq!(dec(&ada_bill["amountDue"]["value"]), ada_total);
+    // Acme: one consolidated bill, two full months of Mobile M, a breakdown per account.
+    let acme = bill_of(&hq);
+    assert_eq!(dec(&acme["taxIncludedAmount"]["value"]), gross(money("19.99")) * Decimal::from(2), "{acme}");
+    assert_eq!(acme["rollUp"].as_array().unwrap().len(), 2);
+    assert_eq!(api.get(&format!("{CB}/customerBill/bill:{sales}:{start}")).status, 404);
+    // Prepaid: the fee only; the call was debited from the balance (5 − 0.54).
+    let pre_bill = bill_of(&pre);
+    assert_eq!(pre_bill["bill"]["lines"].as_array().unwrap().len(), 1, "{pre_bill}");
+    assert_eq!(dec(&pre_bill["taxIncludedAmount"]["value"]), gross(money("19.99")));
+    let bal = api.get(&format!("/tmf-api/prepayBalanceManagement/v4/accountBalance/{pre}")).json();
+    assert_eq!(dec(&bal["balance"]["value"]), money("4.46"), "{bal}");
+    // Numbers: three bills, gap-free.
+    let mut numbers: Vec<String> =
+        [&ada_bill, &acme, &pre_bill].iter().map(|b| b["billNo"].as_str().unwrap().to_string()).collect();
+    numbers.sort();
+    assert_eq!(
+        numbers.iter().map(|n| n.rsplit('-').next().unwrap().to_string()).collect::<Vec<_>>(),
+        ["000001", "000002", "000003"]
+    );
 }

@@ -2,6 +2,9 @@
 //! their charges from the inventory, rated usage, rerating corrections, the ledger), build the
 //! bill with `bss_domain::billing::bill::build_bill`, store it, number it and post it.
 //!
+//! A prepaid account's usage is not billed: rating debited it from the balance already; its
+//! recurring and one-time charges are.
+//!
 //! Exactly once, whatever crashes or reruns: the bill's id is `bill:<account>:<periodStart>` and
 //! it is created with compare-and-swap, so a second run finds it and only finishes what the first
 //! left undone (numbering, posting). Each step is idempotent and checks its own mark:
@@ -178,8 +181,23 @@ pub fn gather<B: KvBackend>(
     let snap = bss_kit::catalog::snapshot(env)?;
     let accounts: Vec<String> = std::iter::once(acct.id.clone()).chain(rolled_up(env, &acct.id)?).collect();
     let mut products = Vec::new();
+    // Prepaid accounts paid their usage from their balance as it was rated: never billed again.
+    let mut prepaid = std::collections::BTreeSet::new();
     for a in &accounts {
         products.extend(docs.get::<AccountProducts>(ACCOUNT_PRODUCTS, a)?.map(|v| v.data.products).unwrap_or_default());
+        let doc = if *a == acct.id {
+            Some(acct.doc.clone())
+        } else {
+            docs.get::<Value>("billingAccount", a)?.map(|v| v.data)
+        };
+        if doc
+            .as_ref()
+            .and_then(|d| d.get("accountType"))
+            .and_then(Value::as_str)
+            .is_some_and(|t| t.eq_ignore_ascii_case("prepaid"))
+        {
+            prepaid.insert(a.clone());
+        }
     }
     let mut owner: BTreeMap<String, String> = BTreeMap::new();
     let product_keys: Vec<String> = products.iter().filter_map(|p| docs.key("product", p)).collect();
@@ -245,7 +263,9 @@ pub fn gather<B: KvBackend>(
                 _ => {}
             }
         }
-        usage.extend(usage_of(env, &pid, &period, acct.currency)?);
+        if !prepaid.contains(billed_to) {
+            usage.extend(usage_of(env, &pid, &period, acct.currency)?);
+        }
     }
     let mut corrections = Vec::new();
     let mut correction_keys = Vec::new();
