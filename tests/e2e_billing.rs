@@ -313,8 +313,7 @@ fn migrated(
     offering: &str,
     msisdn: &str,
     prices: &[(&str, &str, &str)],
-    start: NaiveDate,
-    end: Option<NaiveDate>,
+    (start, end): (NaiveDate, Option<NaiveDate>),
 ) -> String {
     let lines: Vec<Value> = prices
         .iter()
@@ -365,8 +364,7 @@ fn a_realistic_month_for_a_small_operator_is_billed_line_by_line() {
         "mobile-m",
         "+33614000001",
         &[("recurring", "Mobile M monthly fee", "19.99")],
-        start - chrono::Duration::days(15),
-        Some(day(16)),
+        (start - chrono::Duration::days(15), Some(day(16))),
     );
     let l = migrated(
         &api,
@@ -375,8 +373,7 @@ fn a_realistic_month_for_a_small_operator_is_billed_line_by_line() {
         "mobile-l",
         "+33614000001",
         &[("recurring", "Mobile L monthly fee", "29.99"), ("oneTime", "SIM activation", "10")],
-        day(16),
-        None,
+        (day(16), None),
     );
     let f = migrated(
         &api,
@@ -385,8 +382,7 @@ fn a_realistic_month_for_a_small_operator_is_billed_line_by_line() {
         "fibre-1g",
         "+33114000001",
         &[("recurring", "Fibre monthly fee", "39.99")],
-        start - chrono::Duration::days(40),
-        Some(day(21)),
+        (start - chrono::Duration::days(40), Some(day(21))),
     );
     // Usage: 60 s roaming in World zone 1 on day 5 (1.50 €/min), 60 s to the US on day 20 on
     // Mobile L (0.30 €/min); both with 20% VAT as rated.
@@ -415,8 +411,7 @@ fn a_realistic_month_for_a_small_operator_is_billed_line_by_line() {
         "mobile-m",
         "+33614000002",
         &[("recurring", "Mobile M monthly fee", "19.99")],
-        start - chrono::Duration::days(60),
-        None,
+        (start - chrono::Duration::days(60), None),
     );
     migrated(
         &api,
@@ -425,8 +420,7 @@ fn a_realistic_month_for_a_small_operator_is_billed_line_by_line() {
         "mobile-m",
         "+33614000003",
         &[("recurring", "Mobile M monthly fee", "19.99")],
-        start - chrono::Duration::days(60),
-        None,
+        (start - chrono::Duration::days(60), None),
     );
     // Prepaid: a Mobile M all month; its call is paid from the balance, never billed.
     let pre = api.create(
@@ -441,8 +435,7 @@ fn a_realistic_month_for_a_small_operator_is_billed_line_by_line() {
         "mobile-m",
         "+33614000004",
         &[("recurring", "Mobile M monthly fee", "19.99")],
-        start - chrono::Duration::days(60),
-        None,
+        (start - chrono::Duration::days(60), None),
     );
     api.created(
         "/tmf-api/prepayBalanceManagement/v4/topupBalance",
