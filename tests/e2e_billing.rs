@@ -55,6 +55,14 @@ fn account(api: &Client, customer: &str, name: &str) -> String {
     )
 }
 
+/// The status of bill run `rid` once it is no longer in progress.
+fn finished(api: &Client, rid: &str) -> Value {
+    eventually(WAIT, &format!("bill run {rid} to finish"), || {
+        let s = api.get(&format!("{CB}/billRun/{rid}")).json();
+        (s["state"] != "inProgress").then_some(s)
+    })
+}
+
 /// Today's bill period in Paris (cycle day 1): its start and its number of days; days left
 /// from today.
 fn current_period() -> (NaiveDate, i64, i64) {
@@ -156,10 +164,7 @@ fn a_month_is_billed_line_by_line_and_presented() {
     assert_eq!(edit.status, 409, "{}", edit.body);
     let run = api.created(&format!("{CB}/billRun"), json!({"accounts": [acct], "periodStart": start}));
     let rid = run["id"].as_str().unwrap().to_string();
-    let status = eventually(WAIT, "the run to complete", || {
-        let s = api.get(&format!("{CB}/billRun/{rid}")).json();
-        (s["state"] != "inProgress").then_some(s)
-    });
+    let status = finished(&api, &rid);
     assert_eq!(status["state"], "completed", "{status}");
     assert_eq!(status["accountsDone"], 1);
     let bills = api.get(&format!("{CB}/customerBill?billingAccount.id={acct}")).json();
@@ -215,12 +220,7 @@ fn a_bill_run_killed_midway_and_rerun_bills_each_account_once_with_gap_free_numb
     host.kill9();
     let host = Host::start_in(dir.path(), HostOptions::default());
     let api = api.on(&host);
-    let done = |rid: &str| {
-        eventually(WAIT, "the run to finish", || {
-            let s = api.get(&format!("{CB}/billRun/{rid}")).json();
-            (s["state"] != "inProgress").then_some(s)
-        })
-    };
+    let done = |rid: &str| finished(&api, rid);
     let status = done(&rid);
     assert_eq!(status["accountsDone"], ACCOUNTS, "{status}");
     // A rerun by mistake: every bill exists already.
@@ -280,10 +280,7 @@ fn an_enterprise_hierarchy_rolls_up_into_one_consolidated_bill() {
     let (start, _, _) = current_period();
     let run = api.created(&format!("{CB}/billRun"), json!({"accounts": [top, sales, ops], "periodStart": start}));
     let rid = run["id"].as_str().unwrap().to_string();
-    let status = eventually(WAIT, "the run to finish", || {
-        let s = api.get(&format!("{CB}/billRun/{rid}")).json();
-        (s["state"] != "inProgress").then_some(s)
-    });
+    let status = finished(&api, &rid);
     assert_eq!((status["accountsDone"].as_u64(), status["accountsSkipped"].as_u64()), (Some(1), Some(2)), "{status}");
     let bills = api.get(&format!("{CB}/customerBill")).json();
     assert_eq!(bills.as_array().unwrap().len(), 1, "one consolidated bill: {bills}");
@@ -450,10 +447,7 @@ fn a_realistic_month_for_a_small_operator_is_billed_line_by_line() {
 
     let run = api.created(&format!("{CB}/billRun"), json!({"periodStart": start}));
     let rid = run["id"].as_str().unwrap().to_string();
-    let status = eventually(WAIT, "the run to finish", || {
-        let s = api.get(&format!("{CB}/billRun/{rid}")).json();
-        (s["state"] != "inProgress").then_some(s)
-    });
+    let status = finished(&api, &rid);
     assert_eq!(status["state"], "completed", "{status}");
     let bill_of = |acct: &str| api.get(&format!("{CB}/customerBill/bill:{acct}:{start}")).json();
     let line = |bill: &Value, id: &str| -> (Decimal, Decimal) {

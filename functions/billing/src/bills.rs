@@ -462,7 +462,8 @@ pub fn bill_doc(bill: &Bill, run_id: Option<&str>, on_demand: bool) -> Value {
     })
 }
 
-/// Bills `account` for `period` (see the module doc); answers the stored bill document.
+/// Bills `account` for `period` (see the module doc); answers the stored bill document. A bill
+/// outside a run (`run_id` absent) is on demand (`category: onDemand`).
 pub fn bill_account<B: KvBackend>(
     env: &Env<'_, B>,
     account_id: &str,
@@ -471,19 +472,7 @@ pub fn bill_account<B: KvBackend>(
     run_id: Option<&str>,
     validate_now: bool,
 ) -> Result<Value, ApiError> {
-    bill_account_as(env, account_id, period, now, run_id, validate_now, run_id.is_none())
-}
-
-/// [`bill_account`], saying whether the bill is on demand (`category: onDemand`) or of a cycle run.
-pub fn bill_account_as<B: KvBackend>(
-    env: &Env<'_, B>,
-    account_id: &str,
-    period: Option<BillPeriod>,
-    now: DateTime<Utc>,
-    run_id: Option<&str>,
-    validate_now: bool,
-    on_demand: bool,
-) -> Result<Value, ApiError> {
+    let on_demand = run_id.is_none();
     let acct = account(env, account_id)?;
     if let Some(payer) = rolls_up_into(&acct) {
         return Err(ApiError::conflict(format!(
@@ -507,7 +496,11 @@ pub fn bill_account_as<B: KvBackend>(
                 doc["rollUp"] = roll_up_breakdown(&bill, &owner);
             }
             match env.resources(BILL).create_with_id(env, &bss_kit::resource::NoHooks, &id, doc) {
-                Ok(c) => (c.after.unwrap_or_default(), one_time, corrections),
+                Ok(c) => {
+                    // `billing.CustomerBillCreateEvent` (and later state changes) for subscribers.
+                    bss_kit::resource::emit(env.tenant, &c);
+                    (c.after.unwrap_or_default(), one_time, corrections)
+                }
                 Err(e) if e.code == "ALREADY_EXISTS" => (
                     docs.get::<Value>(BILL.collection, &id)?.map(|d| d.data).unwrap_or_default(),
                     Vec::new(),
@@ -610,18 +603,8 @@ pub fn issue<B: KvBackend>(
     }
     if bill.bill_no.is_none() {
         let number = take_number(env, id, &mut bill)?;
-        let change = env.resources(BILL).modify(env, &bss_kit::resource::NoHooks, id, |doc| {
-            let mut next = doc.clone();
-            let mut b = domain_bill(doc)?;
-            if b.bill_no.is_none() {
-                b.bill_no = Some(number.clone());
-                b.state = BillState::Validated;
-                next["billNo"] = json!(number);
-                next["state"] = json!(BillState::Validated.as_str());
-                next["bill"] = serde_json::to_value(&b).map_err(|e| ApiError::internal(e.to_string()))?;
-            }
-            Ok(next)
-        })?;
+        let change = set_number(env, id, &number)?;
+        bss_kit::resource::emit(env.tenant, &change);
         bill = domain_bill(change.after.as_ref().unwrap_or(&current.data))?;
     }
     let posted = bill.clone();
@@ -693,22 +676,27 @@ fn take_number<B: KvBackend>(env: &Env<'_, B>, id: &str, bill: &mut Bill) -> Res
 
 fn repair<B: KvBackend>(env: &Env<'_, B>, id: &str, number: &str) -> Result<(), ApiError> {
     let Some(doc) = env.store.tenant(&env.tenant.tenant_id).get::<Value>(BILL.collection, id)? else { return Ok(()) };
-    if doc.data.get("billNo").and_then(Value::as_str).is_some() {
-        return Ok(());
+    if doc.data.get("billNo").and_then(Value::as_str).is_none() {
+        let change = set_number(env, id, number)?;
+        bss_kit::resource::emit(env.tenant, &change);
     }
-    env.resources(BILL).modify(env, &bss_kit::resource::NoHooks, id, |d| {
-        let mut next = d.clone();
-        let mut b = domain_bill(d)?;
+    Ok(())
+}
+
+/// Gives the draft bill `id` its number: validated (a bill that has one keeps it).
+fn set_number<B: KvBackend>(env: &Env<'_, B>, id: &str, number: &str) -> Result<bss_kit::resource::Change, ApiError> {
+    env.resources(BILL).modify(env, &bss_kit::resource::NoHooks, id, |doc| {
+        let mut next = doc.clone();
+        let mut b = domain_bill(doc)?;
         if b.bill_no.is_none() {
             b.bill_no = Some(number.to_string());
             b.state = BillState::Validated;
             next["billNo"] = json!(number);
-            next["state"] = json!("validated");
+            next["state"] = json!(BillState::Validated.as_str());
             next["bill"] = serde_json::to_value(&b).map_err(|e| ApiError::internal(e.to_string()))?;
         }
         Ok(next)
-    })?;
-    Ok(())
+    })
 }
 
 /// Step 4: one-time charges billed, corrections cleared (idempotent).
