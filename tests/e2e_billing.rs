@@ -486,6 +486,17 @@ fn a_realistic_month_for_a_small_operator_is_billed_line_by_line() {
     assert_eq!(dec(&pre_bill["taxIncludedAmount"]["value"]), gross(money("19.99")));
     let bal = api.get(&format!("/tmf-api/prepayBalanceManagement/v4/accountBalance/{pre}")).json();
     assert_eq!(dec(&bal["balance"]["value"]), money("4.46"), "{bal}");
+    // Presentment of the consumer's bill; the PDF is kept for a look (target/tmp/e2e-billing/).
+    let pdf = ureq::get(&api.url(&format!("{CB}/customerBill/bill:{ada}:{start}/document?format=pdf")))
+        .set("Authorization", &api.auth)
+        .call()
+        .unwrap();
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut pdf.into_reader(), &mut bytes).unwrap();
+    assert!(bytes.starts_with(b"%PDF") && bytes.len() > 1000);
+    let out = workspace_root().join("target/tmp/e2e-billing");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("consumer-month.pdf"), &bytes).unwrap();
     // Numbers: three bills, gap-free.
     let mut numbers: Vec<String> =
         [&ada_bill, &acme, &pre_bill].iter().map(|b| b["billNo"].as_str().unwrap().to_string()).collect();

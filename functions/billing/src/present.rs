@@ -13,6 +13,7 @@ use bss_kit::ApiError;
 use bss_kit::kv::KvBackend;
 use bss_kit::resource::Env;
 use bss_present::{Customer, Document, Line, Operator, Payment, Period, Section, Summary, TaxRow, Totals, UsageRow};
+use rust_decimal::Decimal;
 use serde_json::Value;
 
 use crate::bills::domain_bill;
@@ -23,6 +24,23 @@ fn quantity_text(service: Service, base_units: u64) -> String {
         Service::Sms => format!("{base_units} SMS"),
         Service::Data => format!("{:.1} MB", base_units as f64 / 1_000_000.0),
     }
+}
+
+/// A product's section title (its name) and subtitle (its number), read once per bill.
+fn product_title<B: KvBackend>(
+    env: &Env<'_, B>,
+    id: &str,
+    cache: &mut BTreeMap<String, (String, String)>,
+) -> Result<(String, String), ApiError> {
+    if let Some(t) = cache.get(id) {
+        return Ok(t.clone());
+    }
+    let doc = env.store.tenant(&env.tenant.tenant_id).get::<Value>("product", id)?.map(|v| v.data);
+    let name = doc.as_ref().and_then(|d| d.get("name")).and_then(Value::as_str).unwrap_or(id).to_string();
+    let number = doc.as_ref().and_then(bss_commerce::subscribers::msisdn_of).unwrap_or_default();
+    let t = (name, number);
+    cache.insert(id.to_string(), t.clone());
+    Ok(t)
 }
 
 /// The document of a bill.
@@ -41,43 +59,38 @@ pub fn document<B: KvBackend>(env: &Env<'_, B>, bill_doc: &Value) -> Result<Docu
             account_of.insert(l.as_str().unwrap_or_default().to_string(), a.to_string());
         }
     }
-    let mut by_product: BTreeMap<String, Vec<Line>> = BTreeMap::new();
-    let mut usage = Vec::new();
+    let mut by_product: BTreeMap<(String, String), Vec<Line>> = BTreeMap::new();
+    let mut products: BTreeMap<String, (String, String)> = BTreeMap::new();
+    // Per service, over every product: (service, quantity, from allowances, records, net).
+    let mut usage: BTreeMap<&str, (Service, u64, u64, u64, Decimal)> = BTreeMap::new();
     for l in &bill.lines {
-        let detail = match (&l.period, &l.proration) {
-            (Some(p), Some(r)) => format!(
-                "{} – {} ({} of {} days)",
-                p.from,
-                p.to.pred_opt().unwrap_or(p.to),
-                r.days_charged,
-                r.days_in_period
-            ),
-            (Some(p), None) => format!("{} – {}", p.from, p.to.pred_opt().unwrap_or(p.to)),
-            _ => String::new(),
+        // The days are in the line's description already; the detail is the dates.
+        let detail = match &l.period {
+            Some(p) => bss_present::format_period(Period { from: p.from, to: p.to.pred_opt().unwrap_or(p.to) }),
+            None => String::new(),
         };
         let detail = match &l.usage {
             Some(u) => {
-                let q = quantity_text(u.service, u.quantity_base_units);
-                usage.push(UsageRow {
-                    service: u.service.as_str().to_string(),
-                    quantity: format!("{q} ({} records)", u.records),
-                    included: quantity_text(u.service, u.allowance_base_units),
-                    net: l.net.amount,
-                });
-                q
+                let sum = usage.entry(u.service.as_str()).or_insert((u.service, 0, 0, 0, Decimal::ZERO));
+                sum.1 += u.quantity_base_units;
+                sum.2 += u.allowance_base_units;
+                sum.3 += u.records;
+                sum.4 += l.net.amount;
+                quantity_text(u.service, u.quantity_base_units)
             }
             None => detail,
         };
-        let title = match (l.kind, &l.product_id) {
-            (LineKind::Correction, _) => "Corrections".to_string(),
-            (_, Some(p)) => format!("Product {p}"),
-            _ => "Account".to_string(),
+        let (title, subtitle) = match (l.kind, &l.product_id) {
+            (LineKind::Correction, _) => ("Corrections".to_string(), String::new()),
+            (_, Some(p)) => product_title(env, p, &mut products)?,
+            _ => ("Account".to_string(), String::new()),
         };
-        let title = match account_of.get(&l.id) {
-            Some(a) => format!("Account {a} · {title}"),
-            None => title,
+        let subtitle = match account_of.get(&l.id) {
+            Some(a) if subtitle.is_empty() => format!("Account {a}"),
+            Some(a) => format!("Account {a} · {subtitle}"),
+            None => subtitle,
         };
-        by_product.entry(title).or_default().push(Line {
+        by_product.entry((subtitle, title)).or_default().push(Line {
             description: l.description.clone(),
             detail,
             net: l.net.amount,
@@ -86,7 +99,10 @@ pub fn document<B: KvBackend>(env: &Env<'_, B>, bill_doc: &Value) -> Result<Docu
             gross: l.gross.amount,
         });
     }
-    let sections = by_product.into_iter().map(|(title, lines)| Section { title, subtitle: None, lines }).collect();
+    let sections = by_product
+        .into_iter()
+        .map(|((subtitle, title), lines)| Section { title, subtitle: Some(subtitle).filter(|s| !s.is_empty()), lines })
+        .collect();
     let number = bill.bill_no.clone().unwrap_or_else(|| format!("DRAFT {}", bill.id));
     Ok(Document {
         lang: "en".into(),
@@ -110,7 +126,15 @@ pub fn document<B: KvBackend>(env: &Env<'_, B>, bill_doc: &Value) -> Result<Docu
             amount_due: bill.amount_due.amount,
         },
         sections,
-        usage_by_service: usage,
+        usage_by_service: usage
+            .into_values()
+            .map(|(service, quantity, included, records, net)| UsageRow {
+                service: service.as_str().to_string(),
+                quantity: format!("{} ({records} records)", quantity_text(service, quantity)),
+                included: quantity_text(service, included),
+                net,
+            })
+            .collect(),
         tax_summary: bill
             .tax_summary
             .iter()
