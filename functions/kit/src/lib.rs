@@ -33,6 +33,11 @@ pub use kv::{Store, StoreError, Versioned};
 #[macro_export]
 macro_rules! export_http {
     ($route:ident) => {
+        // The export exists in the wasm component only: natively (a crate that is also an rlib,
+        // linked into benches) a symbol named `wasi:http/...` breaks the linker's version script.
+        #[cfg(not(target_arch = "wasm32"))]
+        const _: fn(spin_sdk::http::Request) -> spin_sdk::http::Response = $route;
+        #[cfg(target_arch = "wasm32")]
         #[allow(unsafe_code)]
         mod __bss_http_export {
             #[spin_sdk::http_component]
@@ -49,6 +54,9 @@ macro_rules! export_http {
 #[macro_export]
 macro_rules! export_consumer {
     ($handle:ident) => {
+        #[cfg(not(target_arch = "wasm32"))]
+        const _: fn($crate::events::Message) -> ::core::result::Result<(), ::std::string::String> = $handle;
+        #[cfg(target_arch = "wasm32")]
         #[allow(unsafe_code)]
         mod __bss_consumer_export {
             struct Consumer;
