@@ -81,5 +81,6 @@ grep -E '^bss_http_requests_total\{.*component="usage"' "$out/metrics.txt" || ec
 errors=$(grep -ciE ' (WARN|ERROR) ' "$out/host.log" || true)
 echo "host log: $errors WARN/ERROR lines (target/usage-e2e/host.log)"
 grep -iE ' (WARN|ERROR) ' "$out/host.log" | head -5 || true
+echo "goal of the usage issue: 100,000 records/s end to end on this machine"
 echo "machine: $(nproc) cores, load generator on the same cores;" \
     "command: benches/usage-e2e.sh $seconds $concurrency $subscribers"

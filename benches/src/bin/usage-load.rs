@@ -1095,14 +1095,14 @@ fn table(paths: &[String]) -> anyhow::Result<()> {
         all.push(s);
     }
     println!(
-        "| run                         | engine                       | conns | dup % | records/s median | min-max             | overall/s | batch p50 | batch p99 | records   | failed/unexpected |"
+        "| run                          | engine                       | conns | dup % | records/s median | min-max             | overall/s | batch p50 | batch p99 | records   | failed/unexpected |"
     );
     println!(
-        "|-----------------------------|------------------------------|------:|------:|-----------------:|---------------------|----------:|----------:|----------:|----------:|------------------:|"
+        "|------------------------------|------------------------------|------:|------:|-----------------:|---------------------|----------:|----------:|----------:|----------:|------------------:|"
     );
     for s in &all {
         println!(
-            "| {:<27} | {:<28} | {:>5} | {:>5} | {:>16} | {:>19} | {:>9} | {:>6.0} ms | {:>6.0} ms | {:>9} | {:>17} |",
+            "| {:<28} | {:<28} | {:>5} | {:>5} | {:>16} | {:>19} | {:>9} | {:>6.0} ms | {:>6.0} ms | {:>9} | {:>17} |",
             s.label,
             s.engine,
             s.concurrency,
@@ -1115,6 +1115,34 @@ fn table(paths: &[String]) -> anyhow::Result<()> {
             s.records,
             format!("{}/{}", s.failed_batches, s.unexpected_batches)
         );
+    }
+    // Side by side: each bss-host run with the native runs of the same duplicate share.
+    let cell = |s: Option<&Summary>| {
+        s.map_or("-".to_string(), |s| format!("{} ({}-{})", thousands(s.median), thousands(s.min), thousands(s.max)))
+    };
+    let hosts: Vec<&Summary> = all.iter().filter(|s| s.engine == "bss-host").collect();
+    if !hosts.is_empty() {
+        println!();
+        println!(
+            "| records/s, median (min-max) | bss-host                | native, bss-host SQLite KV | native, MemKv           | bss-host / native SQLite |"
+        );
+        println!(
+            "|-----------------------------|-------------------------|----------------------------|-------------------------|-------------------------:|"
+        );
+        for h in hosts {
+            let same = |engine: &str| {
+                all.iter().find(|s| s.engine.ends_with(engine) && s.duplicates_percent == h.duplicates_percent)
+            };
+            let sqlite = same("SQLite KV");
+            println!(
+                "| {:<27} | {:<23} | {:<26} | {:<23} | {:>24} |",
+                format!("{}% duplicates", h.duplicates_percent),
+                cell(Some(h)),
+                cell(sqlite),
+                cell(same("MemKv")),
+                sqlite.map_or("-".to_string(), |n| format!("{:.2}", h.median / n.median.max(1e-9)))
+            );
+        }
     }
     Ok(())
 }
