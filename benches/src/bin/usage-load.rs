@@ -51,9 +51,8 @@ use chrono::{DateTime, Datelike, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-/// The usage component's pipeline and storage model, compiled in from its source: the `usage`
-/// crate is a cdylib as well as an rlib, and its cdylib (wasi:http exports) does not link
-/// natively, so it cannot be a dependency of a native binary.
+/// The usage component's pipeline and storage model, compiled in from the very files the
+/// component builds (`ingest.rs` needs only `crate::model` of its crate).
 #[allow(dead_code, clippy::all)]
 #[path = "../../../functions/usage/src/ingest.rs"]
 mod ingest;
