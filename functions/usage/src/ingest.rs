@@ -39,8 +39,11 @@ use crate::model::{AccountState, CreditState, Keys, PeriodState, UsageDoc, stora
 
 /// Most records in one batch request.
 pub const BATCH_RECORDS_MAX: usize = 10_000;
-/// Records per atomic write under a lease (each writes two keys, plus the states they touch).
-pub const GROUP_RECORDS_MAX: usize = 300;
+/// Records per atomic write under a lease. Each writes two keys and may touch one period state
+/// and one account state: at most 4 × 200 = 800 keys, inside the platform's 1,000 keys of one
+/// `set_many` ([`bss_kit::kv::BATCH_MAX`]).
+pub const GROUP_RECORDS_MAX: usize = 200;
+const _: () = assert!(4 * GROUP_RECORDS_MAX <= bss_kit::kv::BATCH_MAX);
 /// Keys per `get_many`.
 const READ_KEYS_MAX: usize = 1_000;
 /// Deepest account hierarchy followed to its top.
@@ -847,6 +850,7 @@ impl<'a, B: KvBackend> Pipeline<'a, B> {
         for (key, account) in &accounts {
             writes.push((key.clone(), encode(account)?));
         }
+        debug_assert!(writes.len() <= bss_kit::kv::BATCH_MAX);
         if !rated_docs.is_empty() {
             self.kv().set_many(&writes)?;
         }
