@@ -196,7 +196,7 @@ mod component {
                     let facts = bills::account(env, account)?;
                     let at = now();
                     let period = bss_domain::billing::period::BillPeriod::at(at, facts.bill_cycle_day, facts.tz);
-                    let doc = bills::bill_account(env, account, Some(period), at, None, true)?;
+                    let doc = bills::bill_account(env, account, Some(period), at, None, true, None)?;
                     Reply::json(201, &doc)
                 })
             }),

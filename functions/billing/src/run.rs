@@ -130,12 +130,17 @@ fn queue(batch: &Batch, id: &str) -> Result<(), ApiError> {
 /// one bad account does not hold the others back.
 pub fn bill_batch<B: KvBackend>(env: &Env<'_, B>, batch: &Batch) -> Result<(), ApiError> {
     let docs = env.store.tenant(&env.tenant.tenant_id);
+    // The catalog once per batch, on the first account that needs billing.
+    let mut snap = None;
     for account in &batch.accounts {
         let marker = format!("{}.{account}", batch.run_id);
         if docs.get::<Value>(DONE, &marker)?.is_some() {
             continue;
         }
-        let outcome = bill_one(env, batch, account);
+        if snap.is_none() {
+            snap = Some(bss_kit::catalog::snapshot(env)?);
+        }
+        let outcome = bill_one(env, batch, account, snap.as_ref());
         match outcome {
             Ok(Some(bill_id)) => {
                 if created(docs.create(DONE, &marker, json!({"bill": bill_id})))? {
@@ -172,7 +177,12 @@ fn created<T>(r: Result<T, StoreError>) -> Result<bool, ApiError> {
     }
 }
 
-fn bill_one<B: KvBackend>(env: &Env<'_, B>, batch: &Batch, account: &str) -> Result<Option<String>, ApiError> {
+fn bill_one<B: KvBackend>(
+    env: &Env<'_, B>,
+    batch: &Batch,
+    account: &str,
+    catalog: Option<&bss_domain::catalog::Snapshot>,
+) -> Result<Option<String>, ApiError> {
     let acct = crate::bills::account(env, account)?;
     // Another cycle day, or an account billed on its payer's consolidated bill.
     if batch.bill_cycle_day.is_some_and(|d| d != acct.bill_cycle_day) || crate::bills::rolls_up_into(&acct).is_some() {
@@ -182,7 +192,7 @@ fn bill_one<B: KvBackend>(env: &Env<'_, B>, batch: &Batch, account: &str) -> Res
         Some(start) => Some(BillPeriod::containing(start, acct.bill_cycle_day)),
         None => None,
     };
-    let doc = crate::bills::bill_account(env, account, period, batch.at, Some(&batch.run_id), batch.validate)?;
+    let doc = crate::bills::bill_account(env, account, period, batch.at, Some(&batch.run_id), batch.validate, catalog)?;
     Ok(doc.get("id").and_then(Value::as_str).map(str::to_string))
 }
 
