@@ -87,12 +87,19 @@ fn a_month_is_billed_line_by_line_and_presented() {
     eventually(WAIT, "the order to complete", || {
         (api.get(&format!("{PO}/productOrder/{oid}")).json()["state"] == "completed").then_some(())
     });
-    let product = api.get(&format!("/tmf-api/productInventory/v4/product/{oid}-1")).json();
-    let msisdn =
-        product["productCharacteristic"].as_array().unwrap().iter().find(|c| c["name"] == "MSISDN").unwrap()["value"]
-            .as_str()
-            .unwrap()
+    // The order is stored completed a moment before the inventory is written: wait for the product
+    // and the number the network allocated.
+    let (product, msisdn) = eventually(WAIT, "the product with its MSISDN", || {
+        let r = api.get(&format!("/tmf-api/productInventory/v4/product/{oid}-1"));
+        if r.status != 200 {
+            return None;
+        }
+        let product = r.json();
+        let msisdn = product["productCharacteristic"].as_array()?.iter().find(|c| c["name"] == "MSISDN")?["value"]
+            .as_str()?
             .to_string();
+        Some((product, msisdn))
+    });
     // Usage now: 90 s to the US (outside allowances: 1.5 min × 0.45 = 0.675 → 0.68 net, 0.14 VAT)
     // and an SMS at home (inside the allowance: 0).
     // Usage just after the product started (a record before it would have no product).

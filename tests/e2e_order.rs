@@ -131,7 +131,11 @@ fn an_order_is_fulfilled_into_the_inventory_with_its_charges_and_changed_by_orde
             .to_string();
     assert!(tv_sent.as_str() >= item(&done, "2")["completionDate"].as_str().unwrap());
 
-    // The inventory: one product per item, with what the network allocated and the prices bought.
+    // The inventory: one product per item, with what the network allocated and the prices bought
+    // (written a moment after the order is stored completed).
+    eventually(WAIT, "three active products", || {
+        (api.count(&format!("{PI}/product?status=active")) == 3).then_some(())
+    });
     let mobile = eventually(WAIT, "mobile product", || {
         let a = api.get(&format!("{PI}/product/{id}-1"));
         (a.status == 200).then(|| a.json())

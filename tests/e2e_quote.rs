@@ -234,9 +234,12 @@ fn accepting_places_one_order_at_the_quoted_prices() {
     eventually(std::time::Duration::from_secs(30), "the accepted quote's order completes", || {
         (api.get(&order_url).json()["state"] == "completed").then_some(())
     });
-    let products = api.get(&format!("/tmf-api/productInventory/v4/product?relatedParty.id={c}")).json();
+    // The order is stored completed a moment before the inventory is written.
+    let products = eventually(std::time::Duration::from_secs(30), "the order's two products", || {
+        let products = api.get(&format!("/tmf-api/productInventory/v4/product?relatedParty.id={c}")).json();
+        (products.as_array().map(Vec::len) == Some(2)).then_some(products)
+    });
     let products = products.as_array().unwrap();
-    assert_eq!(products.len(), 2, "{products:?}");
     let mobile = products.iter().find(|p| p["productOffering"]["id"] == "mobile-m").unwrap();
     assert_eq!(mobile["status"], "active");
     let quoted = &q["quoteItem"][0]["quoteItemPrice"][0]["price"]["dutyFreeAmount"];
