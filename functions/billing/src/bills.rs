@@ -33,7 +33,7 @@ use bss_domain::catalog::price::PriceView;
 use bss_domain::catalog::tax::TaxRate;
 use bss_domain::catalog::{Kind as CatalogKind, Lifecycle, Snapshot, money_from_json};
 use bss_domain::money::{Currency, Money, RoundingRule};
-use bss_domain::rating::{ChargeDelta, Service, Step};
+use bss_domain::rating::{ChargeDelta, Service};
 use bss_kit::ApiError;
 use bss_kit::kv::{KvBackend, StoreError, Versioned};
 use bss_kit::resource::{Env, Kind};
@@ -358,8 +358,37 @@ struct ServiceSum {
     category: Option<String>,
 }
 
+/// What billing reads of a stored usage record: its rating's sums and tax category, and nothing
+/// else. A record is a few kilobytes (the normalised record, the explanation steps…); reading
+/// only these fields, without building a JSON tree, is what keeps a bill's usage cheap.
+#[derive(Deserialize)]
+struct BilledUsage {
+    rated: Option<BilledRating>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct BilledRating {
+    record_id: String,
+    service: Service,
+    charged_base_units: u64,
+    allowance_base_units: u64,
+    net: Money,
+    tax: Money,
+    #[serde(default)]
+    steps: Vec<BilledStep>,
+}
+
+/// A rating step: only the tax step's category is read.
+#[derive(Deserialize)]
+struct BilledStep {
+    step: String,
+    #[serde(default)]
+    category: Option<String>,
+}
+
 /// A product's rated usage of a period, per service (taxed as rated: sums of rounded records).
-fn usage_of<B: KvBackend>(
+pub fn usage_of<B: KvBackend>(
     env: &Env<'_, B>,
     product: &str,
     period: &BillPeriod,
@@ -372,10 +401,7 @@ fn usage_of<B: KvBackend>(
     let mut sums: BTreeMap<&'static str, (Service, ServiceSum)> = BTreeMap::new();
     for chunk in keys.chunks(1000) {
         for (_, v) in env.store.backend().get_many(chunk)? {
-            let Some(doc) = v.and_then(|b| serde_json::from_slice::<Value>(&b).ok()) else { continue };
-            let Some(rated) = doc
-                .get("rated")
-                .and_then(|r| serde_json::from_value::<bss_domain::rating::RatedRecord>(r.clone()).ok())
+            let Some(rated) = v.and_then(|b| serde_json::from_slice::<BilledUsage>(&b).ok()).and_then(|d| d.rated)
             else {
                 continue;
             };
@@ -394,10 +420,7 @@ fn usage_of<B: KvBackend>(
             s.net += rated.net.amount;
             s.tax += rated.tax.amount;
             if s.category.is_none() {
-                s.category = rated.steps.iter().find_map(|st| match st {
-                    Step::Tax { category, .. } => Some(category.as_str().to_string()),
-                    _ => None,
-                });
+                s.category = rated.steps.into_iter().find(|st| st.step == "tax").and_then(|st| st.category);
             }
         }
     }
@@ -418,7 +441,10 @@ fn usage_of<B: KvBackend>(
 }
 
 /// The account's pending rerating corrections, and their index keys (cleared once billed).
-fn corrections_of<B: KvBackend>(env: &Env<'_, B>, account: &str) -> Result<(Vec<Correction>, Vec<String>), ApiError> {
+pub fn corrections_of<B: KvBackend>(
+    env: &Env<'_, B>,
+    account: &str,
+) -> Result<(Vec<Correction>, Vec<String>), ApiError> {
     let prefix = format!("t/{}/usageCorrectionByAccount/{account}/", env.tenant.tenant_id);
     let keys = env.store.list_keys(&prefix, CORRECTIONS_MAX)?;
     let mut out = Vec::new();
@@ -749,4 +775,58 @@ fn finish<B: KvBackend>(
         env.store.backend().delete_many(corrections)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bss_domain::rating::{Name, RatedRecord, Step};
+    use std::str::FromStr;
+
+    fn eur(s: &str) -> Money {
+        Money::new(Decimal::from_str(s).unwrap(), Currency::new("EUR").unwrap())
+    }
+
+    #[test]
+    fn billing_reads_the_same_sums_and_tax_category_as_the_full_rating() {
+        let rated = RatedRecord {
+            record_id: "r-1".into(),
+            tariff_id: Name::new("tariff-mobile-m"),
+            tariff_version: Name::new("2026-01-01"),
+            service: Service::Voice,
+            measured_base_units: 61,
+            charged_base_units: 120,
+            allowance_base_units: 60,
+            overage_base_units: 0,
+            blocked_base_units: 0,
+            net: eur("0.45"),
+            tax: eur("0.09"),
+            gross: eur("0.54"),
+            steps: vec![
+                Step::OnNet,
+                Step::Rounded {
+                    rule: RoundingRule::HalfEven,
+                    unrounded: Decimal::new(45, 2),
+                    net: Decimal::new(45, 2),
+                },
+                Step::Tax {
+                    tax_rate: Name::new("vat-fr-standard"),
+                    category: Name::new("telecom"),
+                    percent: Decimal::from(20),
+                    amount: Decimal::new(9, 2),
+                },
+            ],
+        };
+        let doc = json!({"id": "r-1", "status": "rated", "record": {"subscriber": "+33600000001"},
+                         "fingerprint": "f", "rated": rated});
+        let read: BilledUsage = serde_json::from_slice(&serde_json::to_vec(&doc).unwrap()).unwrap();
+        let r = read.rated.unwrap();
+        assert_eq!((r.record_id.as_str(), r.service), ("r-1", Service::Voice));
+        assert_eq!((r.charged_base_units, r.allowance_base_units), (120, 60));
+        assert_eq!((r.net, r.tax), (eur("0.45"), eur("0.09")));
+        assert_eq!(r.steps.into_iter().find(|s| s.step == "tax").and_then(|s| s.category).as_deref(), Some("telecom"));
+        // A record that was never rated (held) has nothing to bill.
+        let held: BilledUsage = serde_json::from_value(json!({"id": "r-2", "status": "recycled"})).unwrap();
+        assert!(held.rated.is_none());
+    }
 }
