@@ -27,6 +27,13 @@ fn count(answers: &[Answer], status: u16) -> usize {
     answers.iter().filter(|a| a.status == status).count()
 }
 
+/// Percent-encodes a query value (host-issued cursors carry a control character).
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| if b.is_ascii_alphanumeric() || b == b'-' { char::from(b).to_string() } else { format!("%{b:02X}") })
+        .collect()
+}
+
 fn check_store(host: &Host) {
     // Plain operations.
     let url = |p: &str| host.url(p);
@@ -44,6 +51,27 @@ fn check_store(host: &Host) {
     let page = get(&url("/kvtest/keys?prefix=list-")).json();
     let keys: Vec<&str> = page["keys"].as_array().unwrap().iter().map(|k| k.as_str().unwrap()).collect();
     assert_eq!(keys, ["list-0", "list-1", "list-2", "list-3", "list-4"]);
+
+    // A long listing: the first page of a seek is small (a prefix usually holds few keys), the
+    // pages after it long; together every key once, in order.
+    for i in 0..150 {
+        assert_eq!(send("PUT", &url(&format!("/kvtest/kv/page-{i:03}")), &[], Some(b"x")).status, 200);
+    }
+    let (mut listed, mut pages, mut cursor) = (Vec::<String>::new(), Vec::new(), String::new());
+    loop {
+        let page = get(&url(&format!("/kvtest/keys?prefix=page-&cursor={}", encode(&cursor)))).json();
+        let keys = page["keys"].as_array().unwrap();
+        pages.push(keys.len());
+        listed.extend(keys.iter().map(|k| k.as_str().unwrap().to_string()));
+        match page["cursor"].as_str() {
+            Some(c) => cursor = c.to_string(),
+            None => break,
+        }
+    }
+    assert_eq!(listed, (0..150).map(|i| format!("page-{i:03}")).collect::<Vec<_>>());
+    assert_eq!(pages, [64, 86], "a seek page, then a continuation");
+    let all = get(&url("/kvtest/keys?prefix=page-&all=1")).json();
+    assert_eq!(all["keys"].as_array().unwrap().len(), 150);
 
     // The Spin key-value interface sees the same store.
     assert_eq!(send("PUT", &url("/kvtest/spin/shared"), &[], Some(b"via-spin")).status, 200);

@@ -143,6 +143,27 @@ impl kv2::HostStore for HostState {
     }
 }
 
+/// Keys of the first page of a listing that seeks (see `list_keys`).
+pub const SEEK_PAGE_KEYS: usize = 64;
+/// Marks a cursor handed out by this host. A seek to a key that itself starts with U+0001 would
+/// read as a continuation: the project's keys never do (they start with a letter).
+const CONTINUATION: char = '\u{1}';
+
+/// One page of wasi:keyvalue `list-keys`: keys in ascending byte order, after the cursor. A
+/// cursor this host handed out continues a listing ([`LIST_PAGE_MAX`](crate::kv::LIST_PAGE_MAX)
+/// keys a page); any other string is a seek (bss-host's extension: the kit seeks to a prefix)
+/// and its first page is [`SEEK_PAGE_KEYS`] keys, because a prefix usually holds few keys and
+/// every key of a page is read from the store and copied into the guest.
+pub async fn list_page(store: &KvStore, cursor: Option<&str>) -> Result<crate::kv::KeyPage, KvError> {
+    let (from, limit) = match cursor {
+        Some(c) if c.starts_with(CONTINUATION) => (Some(&c[CONTINUATION.len_utf8()..]), crate::kv::LIST_PAGE_MAX),
+        other => (other, SEEK_PAGE_KEYS),
+    };
+    let mut page = store.list_keys("", from, limit).await?;
+    page.cursor = page.cursor.map(|c| format!("{CONTINUATION}{c}"));
+    Ok(page)
+}
+
 /// Every key of a store, page by page. Spin's `get-keys` has no paging; it is bounded by
 /// [`ALL_KEYS_MAX`] so one call cannot exhaust the host.
 async fn all_keys(store: &KvStore) -> Result<Vec<String>, KvError> {
@@ -311,13 +332,13 @@ impl wkv::HostBucket for HostState {
         Ok(self.store_of(&h)?.exists(&key).await.map_err(wkv_err))
     }
 
-    /// The cursor is the last key of the previous page; keys come in ascending byte order.
+    /// See [`list_page`].
     async fn list_keys(
         &mut self,
         h: Resource<KvHandle>,
         cursor: Option<String>,
     ) -> wasmtime::Result<Result<wkv::KeyResponse, wkv::Error>> {
-        let page = self.store_of(&h)?.list_keys("", cursor.as_deref(), crate::kv::LIST_PAGE_MAX).await;
+        let page = list_page(&self.store_of(&h)?, cursor.as_deref()).await;
         Ok(page.map(|p| wkv::KeyResponse { keys: p.keys, cursor: p.cursor }).map_err(wkv_err))
     }
 
