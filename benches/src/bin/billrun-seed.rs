@@ -25,8 +25,9 @@
 //!   API-made template, same ratings as seeded).
 //! - `native --data DIR --state FILE [--summary OUT] [--breakdown 2000] [--limit K]`: bills the accounts
 //!   in-process on one thread over the same SQLite (bss-host's `SqliteKv`, called as the host
-//!   calls it for a guest): per account the billing component's `gather` (its library, without
-//!   the HTTP export) then `bss_domain::billing::bill::build_bill` and the bill document,
+//!   calls it for a guest): the catalog once per 50 accounts (as the billing worker reads it per
+//!   message), and per account the billing component's `gather_in` (its library, without the
+//!   HTTP export) then `bss_domain::billing::bill::build_bill` and the bill document,
 //!   read-only; reports accounts/s for build_bill alone and for gather + build. `--breakdown K`
 //!   times the parts of gather on K accounts. (The worker's whole `bill_batch` cannot run
 //!   natively: storing a bill publishes its event, and the queue import is a stub off wasm.)
@@ -372,11 +373,12 @@ fn host_err(e: bss_host::kv::KvError) -> KvError {
     KvError(e.to_string())
 }
 
-/// bss-host's KV store, called as its wasi:keyvalue binding calls it: `list_keys` pages of
-/// `page` keys from the cursor, with no prefix (the interface has none), 1,000 in the host.
+/// bss-host's KV store, called as its wasi:keyvalue binding calls it: `list_keys` pages as the
+/// host serves them (`bss_host::bindings::list_page`: a short first page for a seek, then long
+/// ones), or pages of `page` keys from the cursor when set (no prefix: the interface has none).
 struct HostKv {
     store: bss_host::kv::KvStore,
-    page: usize,
+    page: Option<usize>,
 }
 
 impl KvBackend for HostKv {
@@ -394,7 +396,11 @@ impl KvBackend for HostKv {
         ready(self.store.exists(key)).map_err(host_err)
     }
     fn list_keys(&self, cursor: Option<&str>) -> Result<KeyPage, KvError> {
-        let p = ready(self.store.list_keys("", cursor, self.page)).map_err(host_err)?;
+        let p = match self.page {
+            Some(page) => ready(self.store.list_keys("", cursor, page)),
+            None => ready(bss_host::bindings::list_page(&self.store, cursor)),
+        }
+        .map_err(host_err)?;
         Ok(KeyPage { keys: p.keys, cursor: p.cursor })
     }
     fn get_many(&self, keys: &[String]) -> Result<KeyValues, KvError> {
@@ -500,7 +506,7 @@ fn open_db(data: &Path) -> anyhow::Result<Arc<bss_host::db::SqliteDb>> {
     Ok(Arc::new(bss_host::db::SqliteDb::open(&path, bss_host::db::SyncMode::Normal)?))
 }
 
-fn host_kv(db: Arc<bss_host::db::SqliteDb>, page: usize) -> HostKv {
+fn host_kv(db: Arc<bss_host::db::SqliteDb>, page: Option<usize>) -> HostKv {
     let kv = bss_host::kv::sqlite::SqliteKv::new(db, "default");
     HostKv { store: bss_host::kv::KvStore::Sqlite(Arc::new(kv)), page }
 }
@@ -524,12 +530,7 @@ struct SeedKv {
 
 impl SeedKv {
     fn new(db: Arc<bss_host::db::SqliteDb>) -> SeedKv {
-        SeedKv {
-            read: host_kv(db.clone(), bss_host::kv::LIST_PAGE_MAX),
-            db,
-            pending: RefCell::default(),
-            rows: 0.into(),
-        }
+        SeedKv { read: host_kv(db.clone(), None), db, pending: RefCell::default(), rows: 0.into() }
     }
 
     fn flush(&self) -> Result<(), KvError> {
@@ -1228,6 +1229,7 @@ fn bill_one<B: KvBackend>(
     id: &str,
     start: NaiveDate,
     at: DateTime<Utc>,
+    catalog: &bss_domain::catalog::Snapshot,
 ) -> anyhow::Result<(bss_domain::billing::bill::Bill, [Duration; 3])> {
     let t0 = Instant::now();
     let acct = bills::account(env, id).map_err(api)?;
@@ -1239,7 +1241,7 @@ fn bill_one<B: KvBackend>(
         .map_err(|e| anyhow!("{e}"))?
         .map(|v| v.data)
         .unwrap_or_else(|| Ledger::new(&acct.id, acct.currency));
-    let input = bills::gather(env, &acct, period, at, &ledger).map_err(api)?.input;
+    let input = bills::gather_in(env, &acct, period, at, &ledger, catalog).map_err(api)?.input;
     let t1 = Instant::now();
     let bill = build_bill(&input).map_err(|e| anyhow!("{id}: {e}"))?;
     let t2 = Instant::now();
@@ -1254,7 +1256,7 @@ fn native(args: &Args) -> anyhow::Result<()> {
     let start = state.period_start.ok_or_else(|| anyhow!("no period in the state"))?;
     let data = PathBuf::from(args.req("data")?);
     let db = open_db(&data)?;
-    let store = Store::new(host_kv(db.clone(), bss_host::kv::LIST_PAGE_MAX));
+    let store = Store::new(host_kv(db.clone(), None));
     let tenant = tenant_env(&state);
     let env = Env::new(&store, &tenant);
     let t = Instant::now();
@@ -1267,8 +1269,15 @@ fn native(args: &Args) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut last = Instant::now();
     let mut times = [Duration::ZERO; 3];
+    let mut catalog = None;
     for (n, id) in ids.iter().enumerate() {
-        let (bill, t) = bill_one(&env, id, start, at)?;
+        // The catalog once per batch of accounts, as the billing worker reads it.
+        if n % run::ACCOUNTS_PER_MESSAGE == 0 {
+            let t = Instant::now();
+            catalog = Some(bss_kit::catalog::snapshot(&env).map_err(api)?);
+            times[0] += t.elapsed();
+        }
+        let (bill, t) = bill_one(&env, id, start, at, catalog.as_ref().expect("read above"))?;
         for k in 0..3 {
             times[k] += t[k];
         }
@@ -1316,7 +1325,19 @@ fn native(args: &Args) -> anyhow::Result<()> {
 
 /// Times the parts of gathering on some accounts, natively: the catalog snapshot, the account,
 /// products and charges, the usage index listing and the usage documents; and the whole gather
-/// with `list_keys` pages of 1,000 keys (as the host serves them) and of 64.
+/// with `list_keys` paged as the host pages it and in pages of 1,000 keys.
+/// How a `HostKv` pages `list_keys`, in words.
+fn pages(page: Option<usize>) -> String {
+    match page {
+        None => format!(
+            "paged as bss-host pages it ({} keys, then {})",
+            bss_host::bindings::SEEK_PAGE_KEYS,
+            bss_host::kv::LIST_PAGE_MAX
+        ),
+        Some(n) => format!("in pages of {n} keys"),
+    }
+}
+
 fn breakdown(
     state: &State,
     db: Arc<bss_host::db::SqliteDb>,
@@ -1327,7 +1348,7 @@ fn breakdown(
     let tenant = tenant_env(state);
     let per = |d: Duration| d.as_secs_f64() * 1e6 / ids.len().max(1) as f64;
     let mut rows: Vec<(String, f64)> = Vec::new();
-    for page in [bss_host::kv::LIST_PAGE_MAX, 64] {
+    for page in [None, Some(bss_host::kv::LIST_PAGE_MAX)] {
         let store = Store::new(host_kv(db.clone(), page));
         let env = Env::new(&store, &tenant);
         let mut parts = [Duration::ZERO; 6];
@@ -1356,40 +1377,32 @@ fn breakdown(
             std::hint::black_box(store.backend().get_many(&keys)?);
             std::hint::black_box(store.backend().get_many(&charge_keys)?);
             parts[2] += t.elapsed();
+            let period = BillPeriod::containing(start, acct.bill_cycle_day);
             for p in &products {
                 let t = Instant::now();
                 let prefix = format!("t/{}/usageByProduct/{p}/{start}/", state.tenant_id);
-                let listed = store.list_keys(&prefix, bills::USAGE_RECORDS_MAX).map_err(|e| anyhow!("{e}"))?;
+                std::hint::black_box(store.list_keys(&prefix, bills::USAGE_RECORDS_MAX).map_err(|e| anyhow!("{e}"))?);
                 parts[3] += t.elapsed();
                 let t = Instant::now();
-                let ukeys: Vec<String> =
-                    listed.iter().map(|k| format!("t/{}/usage/{}", state.tenant_id, &k[prefix.len()..])).collect();
-                for (_, v) in store.backend().get_many(&ukeys)? {
-                    let doc: Value = serde_json::from_slice(&v.unwrap_or_default())?;
-                    std::hint::black_box(serde_json::from_value::<bss_domain::rating::RatedRecord>(
-                        doc["rated"].clone(),
-                    )?);
-                }
+                std::hint::black_box(bills::usage_of(&env, p, &period, acct.currency).map_err(api)?);
                 parts[4] += t.elapsed();
             }
             let t = Instant::now();
-            let prefix = format!("t/{}/usageCorrectionByAccount/{id}/", state.tenant_id);
-            std::hint::black_box(store.list_keys(&prefix, bills::CORRECTIONS_MAX).map_err(|e| anyhow!("{e}"))?);
+            std::hint::black_box(bills::corrections_of(&env, id).map_err(api)?);
             parts[5] += t.elapsed();
             let t = Instant::now();
             let ledger = Ledger::new(&acct.id, acct.currency);
-            let period = BillPeriod::containing(start, acct.bill_cycle_day);
             std::hint::black_box(bills::gather(&env, &acct, period, at, &ledger).map_err(api)?);
             gather += t.elapsed();
         }
-        if page == bss_host::kv::LIST_PAGE_MAX {
+        if page.is_none() {
             for (name, d) in [
                 "catalog snapshot (every catalog collection: list + get_many + parse)",
                 "billing account (get + parse)",
                 "accountProducts + product + charges (get, get_many)",
                 "usageByProduct index: list_keys from the prefix",
-                "usage documents: get_many + parse the ratings",
-                "pending corrections: list_keys from the prefix",
+                "usage of the products (usage_of: the index listing again, get_many, the ratings' sums)",
+                "pending corrections (corrections_of: list_keys from the prefix, get_many)",
             ]
             .iter()
             .zip(parts)
@@ -1397,9 +1410,9 @@ fn breakdown(
                 rows.push((name.to_string(), per(d)));
             }
         }
-        rows.push((format!("whole gather, list_keys pages of {page} keys"), per(gather)));
+        rows.push((format!("whole gather, list_keys {}", pages(page)), per(gather)));
     }
-    for page in [bss_host::kv::LIST_PAGE_MAX, 64] {
+    for page in [None, Some(bss_host::kv::LIST_PAGE_MAX)] {
         let store = Store::new(CatalogMemo::new(host_kv(db.clone(), page), &state.tenant_id));
         let env = Env::new(&store, &tenant);
         let t = Instant::now();
@@ -1410,7 +1423,7 @@ fn breakdown(
             std::hint::black_box(bills::gather(&env, &acct, period, at, &ledger).map_err(api)?);
         }
         rows.push((
-            format!("whole gather, catalog read from the store once (parsed per bill), list_keys pages of {page} keys"),
+            format!("whole gather, catalog read from the store once (parsed per bill), list_keys {}", pages(page)),
             per(t.elapsed()),
         ));
     }
@@ -1429,7 +1442,7 @@ fn compare(args: &Args) -> anyhow::Result<()> {
     let start = state.period_start.ok_or_else(|| anyhow!("no period in the state"))?;
     let native: NativeSummary = serde_json::from_slice(&std::fs::read(args.req("native")?)?)?;
     let db = open_db(Path::new(args.req("data")?))?;
-    let store = Store::new(host_kv(db, bss_host::kv::LIST_PAGE_MAX));
+    let store = Store::new(host_kv(db, None));
     let prefix = format!("t/{}/customerBill/", state.tenant_id);
     let keys = store.list_keys(&prefix, usize::MAX).map_err(|e| anyhow!("{e}"))?;
     let (mut count, mut total, mut numbers) = (0usize, Decimal::ZERO, Vec::new());
