@@ -269,13 +269,59 @@ fn index_stored<B: KvBackend>(env: &Env<'_, B>, id: &str) -> Result<(), ApiError
     }
 }
 
-/// The charges of a product, oldest first.
+/// The charges of a product, oldest first. Read by their ids (`<product>.<n>`), not by listing
+/// every charge of the tenant: that was linear in the tenant's size and, past
+/// [`MAX_LISTED`](bss_kit::resource::MAX_LISTED) charges, missed some.
 pub fn product_charges<B: KvBackend>(env: &Env<'_, B>, product_id: &str) -> Result<Vec<Value>, ApiError> {
     env.resources(PRODUCT).get(product_id)?;
-    Ok(env
-        .resources(CHARGE)
-        .all()?
+    let prefix = env
+        .store
+        .tenant(&env.tenant.tenant_id)
+        .prefix(CHARGE.collection)
+        .map(|p| format!("{p}{product_id}."))
+        .ok_or_else(|| ApiError::internal("invalid tenant"))?;
+    let mut found: Vec<(u64, Value)> = env
+        .store
+        .list::<Value>(&prefix, bss_kit::resource::MAX_LISTED)?
         .into_iter()
-        .filter(|c| c.pointer("/product/id").and_then(Value::as_str) == Some(product_id))
-        .collect())
+        .map(|(key, doc)| (key[prefix.len()..].parse().unwrap_or(u64::MAX), doc.data))
+        // A product whose id extends this one's (`p.1` beside `p`) has keys under the prefix too.
+        .filter(|(_, c)| c.pointer("/product/id").and_then(Value::as_str) == Some(product_id))
+        .collect();
+    found.sort_by_key(|(n, _)| *n);
+    Ok(found.into_iter().map(|(_, c)| c).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bss_kit::auth::Tenant;
+    use bss_kit::kv::{MemKv, Store};
+
+    #[test]
+    fn a_products_charges_are_its_own_oldest_first_among_many() {
+        let store = Store::new(MemKv::default());
+        let t = Tenant { tenant_id: "t1".into(), key_id: "k1".into() };
+        let env = Env::new(&store, &t);
+        for id in ["p", "p.1", "q"] {
+            env.resources(PRODUCT).create_with_id(&env, &NoHooks, id, json!({"name": id})).unwrap();
+        }
+        // p has 12 charges (so `p.10` sorts before `p.2` by key); `p.1` is another product whose
+        // charges `p.1.<n>` share the prefix `p.`.
+        for (product, n) in [("p", 12), ("p.1", 2), ("q", 3)] {
+            for i in 1..=n {
+                let id = format!("{product}.{i}");
+                env.resources(CHARGE)
+                    .create_with_id(&env, &NoHooks, &id, json!({"name": id, "product": {"id": product}}))
+                    .unwrap();
+            }
+        }
+        let names = |p: &str| -> Vec<String> {
+            product_charges(&env, p).unwrap().iter().map(|c| c["name"].as_str().unwrap().to_string()).collect()
+        };
+        assert_eq!(names("p"), (1..=12).map(|i| format!("p.{i}")).collect::<Vec<_>>());
+        assert_eq!(names("p.1"), ["p.1.1", "p.1.2"]);
+        assert_eq!(names("q"), ["q.1", "q.2", "q.3"]);
+        assert_eq!(product_charges(&env, "missing").unwrap_err().status, 404);
+    }
 }
