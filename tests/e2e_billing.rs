@@ -513,3 +513,68 @@ fn a_realistic_month_for_a_small_operator_is_billed_line_by_line() {
         ["000001", "000002", "000003"]
     );
 }
+
+#[test]
+fn a_rerated_period_is_billed_once_at_the_new_rate_and_an_already_billed_one_by_a_correction() {
+    let (host, _dir) = Host::start(HostOptions::default());
+    let (api, customer) = setup(&host);
+    let acct = account(&api, &customer, "Rerated line");
+    let product = api.create(
+        "/tmf-api/productInventory/v4/product",
+        json!({"name": "Mobile M", "status": "active", "productOffering": {"id": "mobile-m"},
+               "relatedParty": [{"id": customer, "role": "customer", "@referredType": "Customer"}],
+               "billingAccount": {"id": acct}, "startDate": "2026-01-01T00:00:00Z",
+               "productCharacteristic": [{"name": "MSISDN", "value": "+33612099001"}]}),
+    );
+    // A call to the US in the previous period (60 s: 0.45 net) and one in this period (90 s:
+    // 0.675 → 0.68 net), at 0.45 €/min.
+    let (start, _, _) = current_period();
+    let previous = start.checked_sub_months(chrono::Months::new(1)).unwrap();
+    let at = |d: NaiveDate, hms: &str| {
+        let local = d.and_time(chrono::NaiveTime::parse_from_str(hms, "%H:%M:%S").unwrap());
+        local.and_local_timezone(chrono_tz::Europe::Paris).unwrap().to_rfc3339()
+    };
+    let calls = json!([
+        {"recordId": "rb-1", "subscriber": "+33612099001", "service": "voice", "startTime": at(previous + chrono::Days::new(19), "10:00:00"),
+         "duration": 60, "calledNumber": "+12125550100"},
+        {"recordId": "rb-2", "subscriber": "+33612099001", "service": "voice", "startTime": at(start, "00:00:01"),
+         "duration": 90, "calledNumber": "+12125550100"},
+    ]);
+    let r = api.post(&format!("{US}/usageBatch"), &calls).json();
+    assert_eq!(r["accepted"], 2, "{r}");
+    // The previous period is billed by its run.
+    let run = api.created(&format!("{CB}/billRun"), json!({"periodStart": previous, "accounts": [acct]}));
+    assert_eq!(finished(&api, run["id"].as_str().unwrap())["accountsDone"], 1);
+    let voice = |bill: &str| -> Vec<Decimal> {
+        let lines = api.get(&format!("{CB}/appliedCustomerBillingRate?bill.id={bill}")).json();
+        let lines = lines.as_array().unwrap().clone();
+        lines.iter().filter(|l| l["type"] == "usage").map(|l| dec(&l["taxExcludedAmount"]["value"])).collect()
+    };
+    let d = |s: &str| Decimal::from_str(s).unwrap();
+    assert_eq!(voice(&format!("bill:{acct}:{previous}")), [d("0.45")]);
+    // The international rate is corrected to 0.50 €/min and both periods are rerated.
+    let tariff = api.get("/tmf-api/productCatalogManagement/v4/tariff/tariff-mobile-m").json();
+    let mut groups = tariff["destinationGroups"].clone();
+    for g in groups.as_array_mut().unwrap() {
+        if g["name"] == "International zone 1" {
+            g["rate"]["value"] = json!(0.5);
+        }
+    }
+    let p =
+        api.patch("/tmf-api/productCatalogManagement/v4/tariff/tariff-mobile-m", json!({"destinationGroups": groups}));
+    assert_eq!(p.status, 200, "{}", p.body);
+    for (period, delta) in [(previous, "0.05"), (start, "0.07")] {
+        let r = api.created(&format!("{US}/rerateRun"), json!({"product": {"id": product}, "period": period}));
+        assert_eq!(dec(&r["difference"]["taxExcluded"]["value"]), d(delta), "{r}");
+    }
+    // This period's bill: its own call at the new rate (0.75), once, and the previous period's
+    // call corrected (+0.05 net, +0.06 with VAT) — never this period's correction on top.
+    let bill = api.created(&format!("{CB}/customerBillOnDemand"), json!({"billingAccount": {"id": acct}}));
+    let id = bill["id"].as_str().unwrap();
+    assert_eq!(voice(id), [d("0.75")]);
+    let lines = api.get(&format!("{CB}/appliedCustomerBillingRate?bill.id={id}")).json();
+    let corrections: Vec<&Value> = lines.as_array().unwrap().iter().filter(|l| l["type"] == "correction").collect();
+    assert_eq!(corrections.len(), 1, "{lines}");
+    assert_eq!(dec(&corrections[0]["taxExcludedAmount"]["value"]), d("0.05"), "{}", corrections[0]);
+    assert_eq!(dec(&corrections[0]["taxIncludedAmount"]["value"]), d("0.06"), "{}", corrections[0]);
+}

@@ -18,7 +18,9 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::bills::BASE;
+use crate::bills::{AccountFacts, BASE, Draft, domain_bill, finish, issue_doc, number_bills};
+use bss_domain::billing::bill::Bill;
+use bss_domain::billing::number::BillState;
 
 /// Bill runs (BSS extension).
 pub const RUN: Kind = Kind { collection: "billRun", type_name: "BillRun", base_path: BASE, domain: "billing" };
@@ -127,11 +129,14 @@ fn queue(batch: &Batch, id: &str) -> Result<(), ApiError> {
 }
 
 /// Bills a batch (the worker's job): each account once; failures recorded, never thrown, so
-/// one bad account does not hold the others back.
+/// one bad account does not hold the others back. In three passes: every account's draft bill,
+/// then one reservation of numbers for the batch's drafts, then each bill posted and the account
+/// marked done.
 pub fn bill_batch<B: KvBackend>(env: &Env<'_, B>, batch: &Batch) -> Result<(), ApiError> {
     let docs = env.store.tenant(&env.tenant.tenant_id);
     // The catalog once per batch, on the first account that needs billing.
     let mut snap = None;
+    let mut drafted = Vec::new();
     for account in &batch.accounts {
         let marker = format!("{}.{account}", batch.run_id);
         if docs.get::<Value>(DONE, &marker)?.is_some() {
@@ -140,31 +145,74 @@ pub fn bill_batch<B: KvBackend>(env: &Env<'_, B>, batch: &Batch) -> Result<(), A
         if snap.is_none() {
             snap = Some(bss_kit::catalog::snapshot(env)?);
         }
-        let outcome = bill_one(env, batch, account, snap.as_ref());
-        match outcome {
-            Ok(Some(bill_id)) => {
-                if created(docs.create(DONE, &marker, json!({"bill": bill_id})))? {
-                    env.store.backend().increment(&counter_key(&env.tenant.tenant_id, &batch.run_id, "done"), 1)?;
-                }
-            }
-            Ok(None) => {
-                if created(docs.create(
-                    DONE,
-                    &marker,
-                    json!({"skipped": "another bill cycle day, or rolled up into its payer"}),
-                ))? {
-                    env.store.backend().increment(&counter_key(&env.tenant.tenant_id, &batch.run_id, "skipped"), 1)?;
-                }
-            }
+        match draft_one(env, batch, account, snap.as_ref()) {
+            Ok(Some(d)) => drafted.push(d),
+            Ok(None) => mark(
+                env,
+                batch,
+                account,
+                Ok(json!({"skipped": "another bill cycle day, or rolled up into its payer"})),
+            )?,
             // The store itself failing: let the queue retry the batch.
             Err(e) if e.status >= 500 => return Err(e),
-            Err(e) => {
-                let failure = json!({"billingAccount": {"id": account}, "reason": e.message, "code": e.code});
-                if created(docs.create(FAILED, &marker, failure))? {
-                    env.store.backend().increment(&counter_key(&env.tenant.tenant_id, &batch.run_id, "failed"), 1)?;
+            Err(e) => mark(env, batch, account, Err(e))?,
+        }
+    }
+    if batch.validate {
+        let unnumbered: Vec<(String, Bill)> = drafted
+            .iter()
+            .filter_map(|(_, d)| {
+                let b = domain_bill(&d.doc).ok()?;
+                (b.bill_no.is_none() && b.state != BillState::OnHold).then(|| (d.id.clone(), b))
+            })
+            .collect();
+        match number_bills(env, unnumbered) {
+            Ok(numbered) => {
+                for (id, doc) in numbered {
+                    if let Some((_, d)) = drafted.iter_mut().find(|(_, d)| d.id == id) {
+                        d.doc = doc;
+                    }
                 }
             }
+            Err(e) if e.status >= 500 => return Err(e),
+            // A bill the series refuses: each is numbered on its own below, so the failure is
+            // that account's alone.
+            Err(e) => eprintln!("billing-worker: numbering the batch at once failed ({}); one by one", e.message),
         }
+    }
+    for (acct, d) in drafted {
+        let outcome = (|| -> Result<Value, ApiError> {
+            let doc = if batch.validate { issue_doc(env, &acct, d.doc, batch.at)? } else { d.doc };
+            finish(env, &doc, &d.one_time, &d.corrections)?;
+            Ok(json!({"bill": doc.get("id").and_then(Value::as_str).unwrap_or(&d.id)}))
+        })();
+        match outcome {
+            Err(e) if e.status >= 500 => return Err(e),
+            outcome => mark(env, batch, &acct.id, outcome)?,
+        }
+    }
+    Ok(())
+}
+
+/// Records an account's outcome in the run, once: done (`Ok`: the bill, or why it was skipped)
+/// or failed (`Err`: the reason).
+fn mark<B: KvBackend>(
+    env: &Env<'_, B>,
+    batch: &Batch,
+    account: &str,
+    outcome: Result<Value, ApiError>,
+) -> Result<(), ApiError> {
+    let docs = env.store.tenant(&env.tenant.tenant_id);
+    let marker = format!("{}.{account}", batch.run_id);
+    let (collection, doc, counter) = match outcome {
+        Ok(doc) => {
+            let counter = if doc.get("skipped").is_some() { "skipped" } else { "done" };
+            (DONE, doc, counter)
+        }
+        Err(e) => (FAILED, json!({"billingAccount": {"id": account}, "reason": e.message, "code": e.code}), "failed"),
+    };
+    if created(docs.create(collection, &marker, doc))? {
+        env.store.backend().increment(&counter_key(&env.tenant.tenant_id, &batch.run_id, counter), 1)?;
     }
     Ok(())
 }
@@ -177,23 +225,21 @@ fn created<T>(r: Result<T, StoreError>) -> Result<bool, ApiError> {
     }
 }
 
-fn bill_one<B: KvBackend>(
+/// Step 1 for one account of the batch: its draft bill, or `None` when the run does not bill it.
+fn draft_one<B: KvBackend>(
     env: &Env<'_, B>,
     batch: &Batch,
     account: &str,
     catalog: Option<&bss_domain::catalog::Snapshot>,
-) -> Result<Option<String>, ApiError> {
+) -> Result<Option<(AccountFacts, Draft)>, ApiError> {
     let acct = crate::bills::account(env, account)?;
     // Another cycle day, or an account billed on its payer's consolidated bill.
     if batch.bill_cycle_day.is_some_and(|d| d != acct.bill_cycle_day) || crate::bills::rolls_up_into(&acct).is_some() {
         return Ok(None);
     }
-    let period = match batch.period_start {
-        Some(start) => Some(BillPeriod::containing(start, acct.bill_cycle_day)),
-        None => None,
-    };
-    let doc = crate::bills::bill_account(env, account, period, batch.at, Some(&batch.run_id), batch.validate, catalog)?;
-    Ok(doc.get("id").and_then(Value::as_str).map(str::to_string))
+    let period = batch.period_start.map(|start| BillPeriod::containing(start, acct.bill_cycle_day));
+    let draft = crate::bills::draft(env, &acct, period, batch.at, Some(&batch.run_id), catalog)?;
+    Ok(Some((acct, draft)))
 }
 
 fn count<B: KvBackend>(env: &Env<'_, B>, run: &str, what: &str) -> Result<u64, ApiError> {

@@ -24,8 +24,11 @@ pub mod bindings {
     });
 }
 
+// Off wasm the producer import is not called (see [`native`]).
+#[cfg_attr(not(target_arch = "wasm32"), allow(unused_imports))]
 use bindings::bss::messaging::producer;
 pub use bindings::bss::messaging::types::Message;
+#[cfg_attr(not(target_arch = "wasm32"), allow(unused_imports))]
 use bindings::bss::messaging::types::{OutgoingMessage, PublishError};
 
 /// Longest subject the queue accepts.
@@ -111,10 +114,49 @@ pub fn publish(
     ordering_key: Option<String>,
 ) -> Result<String, PublishFailure> {
     let msg = OutgoingMessage { subject: subject.into(), body, id, ordering_key };
-    producer::publish(&msg).map_err(|e| match e {
+    #[cfg(target_arch = "wasm32")]
+    return producer::publish(&msg).map_err(|e| match e {
         PublishError::Invalid(m) => PublishFailure::Invalid(m),
         PublishError::Unavailable(m) => PublishFailure::Unavailable(m),
-    })
+    });
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        Ok(native::record(msg))
+    }
+}
+
+/// Off wasm there is no host queue: native tests and benchmarks run the same code, and what it
+/// publishes is kept per thread (the last [`native::KEPT_MAX`]) for them to read.
+#[cfg(not(target_arch = "wasm32"))]
+pub mod native {
+    use super::OutgoingMessage;
+    use std::cell::RefCell;
+    use std::collections::VecDeque;
+
+    /// Messages kept per thread; older ones are dropped.
+    pub const KEPT_MAX: usize = 10_000;
+
+    thread_local! {
+        static PUBLISHED: RefCell<VecDeque<(String, Vec<u8>)>> = const { RefCell::new(VecDeque::new()) };
+    }
+
+    pub(super) fn record(msg: OutgoingMessage) -> String {
+        let id = msg.id.unwrap_or_else(crate::ids::new_id);
+        PUBLISHED.with(|p| {
+            let mut p = p.borrow_mut();
+            if p.len() == KEPT_MAX {
+                p.pop_front();
+            }
+            p.push_back((msg.subject, msg.body));
+        });
+        id
+    }
+
+    /// The (subject, body) of the messages this thread published since the last call, oldest
+    /// first.
+    pub fn take_published() -> Vec<(String, Vec<u8>)> {
+        PUBLISHED.with(|p| p.borrow_mut().drain(..).collect())
+    }
 }
 
 /// Publishes a domain event; its `eventId`. A refusal is a 500 (the function or its manifest is
