@@ -553,16 +553,7 @@ fn a_rerated_period_is_billed_once_at_the_new_rate_and_an_already_billed_one_by_
     let d = |s: &str| Decimal::from_str(s).unwrap();
     assert_eq!(voice(&format!("bill:{acct}:{previous}")), [d("0.45")]);
     // The international rate is corrected to 0.50 €/min and both periods are rerated.
-    let tariff = api.get("/tmf-api/productCatalogManagement/v4/tariff/tariff-mobile-m").json();
-    let mut groups = tariff["destinationGroups"].clone();
-    for g in groups.as_array_mut().unwrap() {
-        if g["name"] == "International zone 1" {
-            g["rate"]["value"] = json!(0.5);
-        }
-    }
-    let p =
-        api.patch("/tmf-api/productCatalogManagement/v4/tariff/tariff-mobile-m", json!({"destinationGroups": groups}));
-    assert_eq!(p.status, 200, "{}", p.body);
+    api.set_international_rate(0.5);
     for (period, delta) in [(previous, "0.05"), (start, "0.07")] {
         let r = api.created(&format!("{US}/rerateRun"), json!({"product": {"id": product}, "period": period}));
         assert_eq!(dec(&r["difference"]["taxExcluded"]["value"]), d(delta), "{r}");

@@ -301,16 +301,7 @@ fn rerating_after_a_tariff_correction_produces_the_exact_correction() {
     // corrected to 0.50 €/min: 0.50 and 0.75 net, so +0.05 and +0.07 = +0.12 net. Tax is rounded
     // per record (0.675 → 0.68 net, 0.136 → 0.14 tax): +0.06 (0.60 − 0.54) and +0.08 (0.90 − 0.82)
     // = +0.14 tax-included.
-    let tariff = api.get("/tmf-api/productCatalogManagement/v4/tariff/tariff-mobile-m").json();
-    let mut groups = tariff["destinationGroups"].clone();
-    for g in groups.as_array_mut().unwrap() {
-        if g["name"] == "International zone 1" {
-            g["rate"]["value"] = json!(0.5);
-        }
-    }
-    let p =
-        api.patch("/tmf-api/productCatalogManagement/v4/tariff/tariff-mobile-m", json!({"destinationGroups": groups}));
-    assert_eq!(p.status, 200, "{}", p.body);
+    api.set_international_rate(0.5);
     let run = api.post(&format!("{US}/rerateRun"), json!({"product": {"id": l.product}, "period": "2026-11-01"}));
     assert_eq!(run.status, 201, "{}", run.body);
     let run = run.json();

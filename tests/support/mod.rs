@@ -453,6 +453,21 @@ impl Client {
         let a = self.post("/tmf-api/productCatalogManagement/v4/importCatalog", &sample);
         assert_eq!(a.status, 200, "importing the sample catalog: {}", a.body);
     }
+
+    /// Corrects the sample Mobile M tariff's "International zone 1" rate to `per_minute` EUR
+    /// (a tariff corrected in place, as before a rerating run).
+    #[track_caller]
+    pub fn set_international_rate(&self, per_minute: f64) {
+        let path = "/tmf-api/productCatalogManagement/v4/tariff/tariff-mobile-m";
+        let mut groups = self.get(path).json()["destinationGroups"].clone();
+        for g in groups.as_array_mut().expect("destination groups") {
+            if g["name"] == "International zone 1" {
+                g["rate"]["value"] = serde_json::json!(per_minute);
+            }
+        }
+        let p = self.patch(path, serde_json::json!({"destinationGroups": groups}));
+        assert_eq!(p.status, 200, "{}", p.body);
+    }
 }
 
 /// Asserts a TMF error body with `status` whose message contains every needle.

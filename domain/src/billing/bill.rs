@@ -322,6 +322,40 @@ pub struct BillInput {
     pub already_billed: BTreeSet<String>,
 }
 
+impl BillInput {
+    /// An input with nothing owed yet (no charges, usage, activity or previous balance), rounded
+    /// half-even; the caller adds what the period owes.
+    pub fn new(
+        account_id: &str,
+        currency: Currency,
+        period: BillPeriod,
+        time_zone: Tz,
+        issued_at: DateTime<Utc>,
+        payment_terms_days: u32,
+    ) -> BillInput {
+        BillInput {
+            account_id: account_id.to_string(),
+            currency,
+            period,
+            time_zone,
+            jurisdiction: None,
+            issued_at,
+            payment_terms_days,
+            rounding: RoundingRule::HalfEven,
+            recurring: Vec::new(),
+            plan_changes: Vec::new(),
+            one_time: Vec::new(),
+            usage: Vec::new(),
+            corrections: Vec::new(),
+            discounts: Vec::new(),
+            tax_rates: Vec::new(),
+            previous_balance: Money::zero(currency),
+            activity: Vec::new(),
+            already_billed: BTreeSet::new(),
+        }
+    }
+}
+
 /// What a line bills.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

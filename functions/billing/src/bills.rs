@@ -927,26 +927,14 @@ mod tests {
     /// An empty draft bill of account `a` for October 2026, stored.
     fn store_draft(env: &Env<'_, bss_kit::kv::MemKv>, a: &str) -> (String, Bill) {
         let period = BillPeriod::containing(NaiveDate::from_ymd_opt(2026, 10, 1).unwrap(), 1);
-        let input = BillInput {
-            account_id: a.into(),
-            currency: Currency::new("EUR").unwrap(),
+        let input = BillInput::new(
+            a,
+            Currency::new("EUR").unwrap(),
             period,
-            time_zone: chrono_tz::UTC,
-            jurisdiction: None,
-            issued_at: "2026-11-01T00:00:00Z".parse().unwrap(),
-            payment_terms_days: 14,
-            rounding: RoundingRule::HalfEven,
-            recurring: Vec::new(),
-            plan_changes: Vec::new(),
-            one_time: Vec::new(),
-            usage: Vec::new(),
-            corrections: Vec::new(),
-            discounts: Vec::new(),
-            tax_rates: Vec::new(),
-            previous_balance: eur("0"),
-            activity: Vec::new(),
-            already_billed: Default::default(),
-        };
+            chrono_tz::UTC,
+            "2026-11-01T00:00:00Z".parse().unwrap(),
+            14,
+        );
         let bill = build_bill(&input).unwrap();
         let id = bill_id(a, &period);
         env.resources(BILL)

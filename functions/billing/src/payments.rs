@@ -627,26 +627,9 @@ mod tests {
         use bss_domain::billing::bill::{BillInput, build_bill};
         use bss_domain::billing::period::BillPeriod;
         let currency = Currency::new("EUR").unwrap();
-        let input = BillInput {
-            account_id: "a1".into(),
-            currency,
-            period: BillPeriod::new("2026-02-01".parse().unwrap(), "2026-03-01".parse().unwrap()).unwrap(),
-            time_zone: chrono_tz::Tz::UTC,
-            jurisdiction: None,
-            issued_at: "2026-03-01T06:00:00Z".parse().unwrap(),
-            payment_terms_days: 14,
-            rounding: bss_domain::money::RoundingRule::HalfEven,
-            recurring: Vec::new(),
-            plan_changes: Vec::new(),
-            one_time: Vec::new(),
-            usage: Vec::new(),
-            corrections: Vec::new(),
-            discounts: Vec::new(),
-            tax_rates: Vec::new(),
-            previous_balance: Money::zero(currency),
-            activity: Vec::new(),
-            already_billed: BTreeSet::new(),
-        };
+        let period = BillPeriod::new("2026-02-01".parse().unwrap(), "2026-03-01".parse().unwrap()).unwrap();
+        let input =
+            BillInput::new("a1", currency, period, chrono_tz::Tz::UTC, "2026-03-01T06:00:00Z".parse().unwrap(), 14);
         build_bill(&input).unwrap()
     }
 
