@@ -745,12 +745,25 @@ pub fn number_bills<B: KvBackend>(
     env: &Env<'_, B>,
     drafts: Vec<(String, Bill)>,
 ) -> Result<Vec<(String, Value)>, ApiError> {
+    let docs = env.store.tenant(&env.tenant.tenant_id);
     let mut out = Vec::with_capacity(drafts.len());
     for chunk in drafts.chunks(RESERVATION_BILLS_MAX) {
-        for a in take_numbers(env, chunk)? {
+        let mut numbered: HashMap<String, Value> = HashMap::new();
+        for a in take_numbers(env, chunk, &mut numbered)? {
             let change = set_number(env, &a.bill_id, &a.bill_no)?;
             bss_kit::resource::emit(env.tenant, &change);
-            out.push((a.bill_id, change.after.unwrap_or_default()));
+            numbered.insert(a.bill_id, change.after.unwrap_or_default());
+        }
+        for (id, _) in chunk {
+            // A bill numbered meanwhile (by a crashed attempt's repair) is answered as stored.
+            let doc = match numbered.remove(id) {
+                Some(doc) => doc,
+                None => docs
+                    .get::<Value>(BILL.collection, id)?
+                    .map(|d| d.data)
+                    .ok_or_else(|| ApiError::not_found(format!("customerBill {id} does not exist")))?,
+            };
+            out.push((id.clone(), doc));
         }
     }
     Ok(out)
@@ -782,11 +795,17 @@ pub fn post<B: KvBackend>(
     Ok(latest)
 }
 
-/// Reserves the next gap-free numbers for the draft bills `drafts`, in order (a bill the counter's
-/// last reservation already named keeps that number: a crash fell between the reservation and
-/// the bills). The bills of the previous reservation get their numbers first if they lack them,
-/// so no number is ever lost.
-fn take_numbers<B: KvBackend>(env: &Env<'_, B>, drafts: &[(String, Bill)]) -> Result<Vec<Assigned>, ApiError> {
+/// Reserves the next gap-free numbers for those of the draft bills `drafts` still stored without
+/// one, in order; answers them (the caller gives each its number). First, every bill of the
+/// counter's last reservation that lacks its number gets it (a crash fell between the
+/// reservation and the bills; such a bill may be one of `drafts`): no number is ever lost, and a
+/// number is reserved only for a bill that exists and has none. The bills it numbers itself go
+/// into `numbered` with their stored documents.
+fn take_numbers<B: KvBackend>(
+    env: &Env<'_, B>,
+    drafts: &[(String, Bill)],
+    numbered: &mut HashMap<String, Value>,
+) -> Result<Vec<Assigned>, ApiError> {
     debug_assert!(drafts.len() <= RESERVATION_BILLS_MAX);
     let docs = env.store.tenant(&env.tenant.tenant_id);
     let series = NumberSeries::default();
@@ -794,14 +813,22 @@ fn take_numbers<B: KvBackend>(env: &Env<'_, B>, drafts: &[(String, Bill)]) -> Re
         let current = docs.get::<Counter>(COUNTER, COUNTER_ID)?;
         let counter = current.as_ref().map(|c| c.data.clone()).unwrap_or_default();
         let last = counter.last();
-        let mut assigned: Vec<Assigned> =
-            last.iter().filter(|a| drafts.iter().any(|(id, _)| *id == a.bill_id)).cloned().collect();
-        let pending: Vec<&(String, Bill)> =
-            drafts.iter().filter(|(id, _)| !assigned.iter().any(|a| a.bill_id == *id)).collect();
-        if pending.is_empty() {
-            return Ok(assigned);
+        let ids: Vec<&str> =
+            drafts.iter().map(|(id, _)| id.as_str()).chain(last.iter().map(|a| a.bill_id.as_str())).collect();
+        let mut has_number = stored_numbers(env, &ids)?;
+        for a in &last {
+            if has_number.get(&a.bill_id) == Some(&false) {
+                let change = set_number(env, &a.bill_id, &a.bill_no)?;
+                bss_kit::resource::emit(env.tenant, &change);
+                numbered.insert(a.bill_id.clone(), change.after.unwrap_or_default());
+                has_number.insert(a.bill_id.clone(), true);
+            }
         }
-        repair(env, &last)?;
+        let pending: Vec<&(String, Bill)> =
+            drafts.iter().filter(|(id, _)| has_number.get(id) == Some(&false)).collect();
+        if pending.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut next = counter.counter.unwrap_or_default();
         let mut reserved = Vec::with_capacity(pending.len());
         for (id, bill) in pending {
@@ -832,8 +859,7 @@ fn take_numbers<B: KvBackend>(env: &Env<'_, B>, drafts: &[(String, Bill)]) -> Re
             }
         };
         if won {
-            assigned.extend(reserved);
-            return Ok(assigned);
+            return Ok(reserved);
         }
     }
     Err(ApiError::service_unavailable("bill numbering is busy; retry", "counter contention"))
@@ -851,22 +877,22 @@ struct NumberField {
     bill_no: Option<String>,
 }
 
-/// Gives each bill of a reservation its number if it lacks it.
-fn repair<B: KvBackend>(env: &Env<'_, B>, reservation: &[Assigned]) -> Result<(), ApiError> {
+/// Whether each stored bill of `ids` has its number (absent bills are left out).
+fn stored_numbers<B: KvBackend>(env: &Env<'_, B>, ids: &[&str]) -> Result<HashMap<String, bool>, ApiError> {
     let docs = env.store.tenant(&env.tenant.tenant_id);
-    let keyed: Vec<(&Assigned, String)> =
-        reservation.iter().filter_map(|a| docs.key(BILL.collection, &a.bill_id).map(|k| (a, k))).collect();
+    let keyed: Vec<(&str, String)> =
+        ids.iter().filter_map(|id| docs.key(BILL.collection, id).map(|k| (*id, k))).collect();
     let keys: Vec<String> = keyed.iter().map(|(_, k)| k.clone()).collect();
     let stored: HashMap<String, Option<Vec<u8>>> = env.store.backend().get_many(&keys)?.into_iter().collect();
-    for (a, key) in keyed {
-        let Some(Some(bytes)) = stored.get(&key) else { continue };
-        let numbered = serde_json::from_slice::<NumberOnly>(bytes).map(|d| d.data.bill_no.is_some()).unwrap_or(false);
-        if !numbered {
-            let change = set_number(env, &a.bill_id, &a.bill_no)?;
-            bss_kit::resource::emit(env.tenant, &change);
-        }
-    }
-    Ok(())
+    Ok(keyed
+        .into_iter()
+        .filter_map(|(id, key)| {
+            let bytes = stored.get(&key)?.as_ref()?;
+            let numbered =
+                serde_json::from_slice::<NumberOnly>(bytes).map(|d| d.data.bill_no.is_some()).unwrap_or(false);
+            Some((id.to_string(), numbered))
+        })
+        .collect())
 }
 
 /// Gives the draft bill `id` its number: validated (a bill that has one keeps it).
@@ -953,6 +979,7 @@ mod tests {
         let tenant = bss_kit::auth::Tenant { tenant_id: "t1".into(), key_id: "k".into() };
         let env = Env::new(&store, &tenant);
         let batch: Vec<(String, Bill)> = ["a", "b", "c"].iter().map(|a| store_draft(&env, a)).collect();
+        let batch_copy = batch.clone();
         let numbered = number_bills(&env, batch.clone()).unwrap();
         let numbers: Vec<&str> = numbered.iter().map(|(_, d)| d["billNo"].as_str().unwrap()).collect();
         assert_eq!(numbers, ["INV-2026-000001", "INV-2026-000002", "INV-2026-000003"]);
@@ -969,7 +996,7 @@ mod tests {
 
         // A crash right after a reservation: the counter names d and e, which lack their numbers.
         let crashed: Vec<(String, Bill)> = ["d", "e"].iter().map(|a| store_draft(&env, a)).collect();
-        take_numbers(&env, &crashed).unwrap();
+        take_numbers(&env, &crashed, &mut HashMap::new()).unwrap();
         assert_eq!(number_of(&env, &crashed[0].0), None);
         // The next reservation (another batch) first gives d and e theirs: no number is lost.
         let next = vec![store_draft(&env, "f")];
@@ -980,6 +1007,12 @@ mod tests {
         // And the crashed batch, redelivered, keeps the numbers reserved for it.
         let redelivered = number_bills(&env, crashed).unwrap();
         assert_eq!(redelivered[1].1["billNo"], "INV-2026-000005");
+        // Drafts read before they were numbered (a slow redelivery) get no new numbers: the
+        // next bill takes the next number, no gap.
+        let stale = number_bills(&env, batch_copy).unwrap();
+        assert_eq!(stale.iter().map(|(_, d)| d["billNo"].clone()).collect::<Vec<_>>(), numbers);
+        let g = number_bills(&env, vec![store_draft(&env, "g")]).unwrap();
+        assert_eq!(g[0].1["billNo"], "INV-2026-000007");
         // A counter written by a single-bill reservation of an older version is read as such.
         let old: Counter = serde_json::from_value(json!({"lastBillId": "x", "lastBillNo": "INV-2026-000009"})).unwrap();
         assert_eq!(old.last(), [Assigned { bill_id: "x".into(), bill_no: "INV-2026-000009".into() }]);
