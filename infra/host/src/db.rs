@@ -1,6 +1,8 @@
 //! The embedded SQLite database: one file under the data folder holds the key-value stores and
 //! the queue. One writer connection (SQLite allows one writer at a time anyway, so a mutex is
-//! cheaper than `SQLITE_BUSY` retries) and a few reader connections that WAL lets run beside it.
+//! cheaper than `SQLITE_BUSY` retries) and a few reader connections that WAL lets run beside it;
+//! reads take the writer connection when it is idle (its page cache survives commits; see
+//! [`SqliteDb::read`]).
 //!
 //! Durability: WAL with `synchronous = NORMAL`: a committed write survives the process dying at
 //! any point (kill -9); on power loss the last few commits may roll back, never half-apply. Run
