@@ -7,6 +7,8 @@
 pub mod balance;
 pub mod csv;
 pub mod mediation;
+pub mod totals;
 
 pub use self::balance::{Balance, BalanceError, Committed, CreditLimit, Grant, Reservation};
 pub use self::csv::{CsvError, CsvProblem, parse_csv, parse_json_batch, raw_from_json};
+pub use self::totals::{ServiceTotal, UsageTotals};

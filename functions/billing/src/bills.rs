@@ -34,6 +34,7 @@ use bss_domain::catalog::tax::TaxRate;
 use bss_domain::catalog::{Kind as CatalogKind, Lifecycle, Snapshot, money_from_json};
 use bss_domain::money::{Currency, Money, RoundingRule};
 use bss_domain::rating::{ChargeDelta, Service};
+use bss_domain::usage::UsageTotals;
 use bss_kit::ApiError;
 use bss_kit::kv::{KvBackend, StoreError, Versioned};
 use bss_kit::resource::{Env, Kind};
@@ -419,7 +420,10 @@ struct BilledStep {
     category: Option<String>,
 }
 
-/// A product's rated usage of a period, per service (taxed as rated: sums of rounded records).
+/// A product's rated usage of a period, per service (taxed as rated: sums of rounded records):
+/// the totals the usage component keeps beside the records (`usageTotals/<product>/<period>`,
+/// one read), or the records themselves when those totals do not count as many records as the
+/// period's index (records rated before totals were kept, or not summable).
 pub fn usage_of<B: KvBackend>(
     env: &Env<'_, B>,
     product: &str,
@@ -429,6 +433,37 @@ pub fn usage_of<B: KvBackend>(
     let prefix = format!("t/{}/usageByProduct/{product}/{}/", env.tenant.tenant_id, period.start);
     let ids: Vec<String> =
         env.store.list_keys(&prefix, USAGE_RECORDS_MAX)?.into_iter().map(|k| k[prefix.len()..].to_string()).collect();
+    // The totals rating kept, while they count every record of the index (else the records).
+    let totals_key = format!("t/{}/usageTotals/{product}/{}", env.tenant.tenant_id, period.start);
+    let totals = env.store.backend().get(&totals_key)?.and_then(|b| serde_json::from_slice::<UsageTotals>(&b).ok());
+    if let Some(t) = totals.filter(|t| t.records() == ids.len() as u64) {
+        let mut services = t.services;
+        services.sort_by_key(|s| s.service.as_str());
+        return services
+            .into_iter()
+            .map(|s| {
+                if s.net.currency != currency {
+                    return Err(ApiError::unprocessable(format!(
+                        "{} usage of product {product} is in {} but the account bills in {}",
+                        s.service.as_str(),
+                        s.net.currency.code(),
+                        currency.code()
+                    )));
+                }
+                Ok(UsageSummary {
+                    product_id: product.to_string(),
+                    service: s.service,
+                    description: None,
+                    tax_category: s.tax_category.unwrap_or_else(|| "standard".into()),
+                    quantity_base_units: s.quantity_base_units,
+                    allowance_base_units: s.allowance_base_units,
+                    records: s.records,
+                    net: s.net,
+                    tax: Some(s.tax),
+                })
+            })
+            .collect();
+    }
     let keys: Vec<String> = ids.iter().map(|i| format!("t/{}/usage/{i}", env.tenant.tenant_id)).collect();
     let mut sums: BTreeMap<&'static str, (Service, ServiceSum)> = BTreeMap::new();
     for chunk in keys.chunks(1000) {
@@ -1016,6 +1051,52 @@ mod tests {
         // A counter written by a single-bill reservation of an older version is read as such.
         let old: Counter = serde_json::from_value(json!({"lastBillId": "x", "lastBillNo": "INV-2026-000009"})).unwrap();
         assert_eq!(old.last(), [Assigned { bill_id: "x".into(), bill_no: "INV-2026-000009".into() }]);
+    }
+
+    fn voice(id: &str, net: &str) -> RatedRecord {
+        RatedRecord {
+            record_id: id.into(),
+            tariff_id: Name::new("tariff-mobile-m"),
+            tariff_version: Name::new("1"),
+            service: Service::Voice,
+            measured_base_units: 60,
+            charged_base_units: 60,
+            allowance_base_units: 0,
+            overage_base_units: 0,
+            blocked_base_units: 0,
+            net: eur(net),
+            tax: eur("0.09"),
+            gross: eur("0.54"),
+            steps: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn usage_is_read_from_the_totals_while_they_count_every_indexed_record() {
+        let store = bss_kit::kv::Store::new(bss_kit::kv::MemKv::default());
+        let tenant = bss_kit::auth::Tenant { tenant_id: "t1".into(), key_id: "k".into() };
+        let env = Env::new(&store, &tenant);
+        let kv = store.backend();
+        let period = BillPeriod::containing(NaiveDate::from_ymd_opt(2026, 10, 1).unwrap(), 1);
+        for id in ["u1", "u2"] {
+            let doc = json!({"id": id, "status": "rated", "rated": voice(id, "0.45")});
+            kv.set(&format!("t/t1/usage/{id}"), &serde_json::to_vec(&doc).unwrap()).unwrap();
+            kv.set(&format!("t/t1/usageByProduct/p1/2026-10-01/{id}"), b"").unwrap();
+        }
+        let net = |env: &Env<'_, bss_kit::kv::MemKv>| {
+            let u = usage_of(env, "p1", &period, Currency::new("EUR").unwrap()).unwrap();
+            (u.len(), u[0].records, u[0].net.amount.to_string())
+        };
+        // No totals (records rated before they were kept): the records.
+        assert_eq!(net(&env), (1, 2, "0.90".to_string()));
+        // Totals counting both records are what is read (here deliberately not the records' sum).
+        let totals = UsageTotals::of(&[voice("u1", "1.00"), voice("u2", "2.00")]).unwrap();
+        kv.set("t/t1/usageTotals/p1/2026-10-01", &serde_json::to_vec(&totals).unwrap()).unwrap();
+        assert_eq!(net(&env), (1, 2, "3.00".to_string()));
+        // Totals that miss a record are not trusted.
+        let short = UsageTotals::of(&[voice("u1", "1.00")]).unwrap();
+        kv.set("t/t1/usageTotals/p1/2026-10-01", &serde_json::to_vec(&short).unwrap()).unwrap();
+        assert_eq!(net(&env), (1, 2, "0.90".to_string()));
     }
 
     #[test]

@@ -36,14 +36,15 @@ use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
 use crate::model::{AccountState, CreditState, Keys, PeriodState, UsageDoc, storable_id};
+use bss_domain::usage::UsageTotals;
 
 /// Most records in one batch request.
 pub const BATCH_RECORDS_MAX: usize = 10_000;
-/// Records per atomic write under a lease. Each writes two keys and may touch one period state
-/// and one account state: at most 4 × 200 = 800 keys, inside the platform's 1,000 keys of one
-/// `set_many` ([`bss_kit::kv::BATCH_MAX`]).
+/// Records per atomic write under a lease. Each writes two keys and may touch one period state,
+/// one account state and one product's totals: at most 5 × 200 = 1,000 keys, inside the
+/// platform's 1,000 keys of one `set_many` ([`bss_kit::kv::BATCH_MAX`]).
 pub const GROUP_RECORDS_MAX: usize = 200;
-const _: () = assert!(4 * GROUP_RECORDS_MAX <= bss_kit::kv::BATCH_MAX);
+const _: () = assert!(5 * GROUP_RECORDS_MAX <= bss_kit::kv::BATCH_MAX);
 /// Keys per `get_many`.
 const READ_KEYS_MAX: usize = 1_000;
 /// Deepest account hierarchy followed to its top.
@@ -724,15 +725,20 @@ impl<'a, B: KvBackend> Pipeline<'a, B> {
         let mut state_keys: Vec<String> =
             group.iter().map(|(_, g)| k.state(&g.bucket_owner, &g.bucket_period)).collect();
         let mut account_keys: Vec<String> = group.iter().map(|(_, g)| k.account(&g.account.id)).collect();
+        let mut totals_keys: Vec<String> = group.iter().map(|(_, g)| k.totals(&g.line.product_id, &g.period)).collect();
         state_keys.sort();
         state_keys.dedup();
         account_keys.sort();
         account_keys.dedup();
+        totals_keys.sort();
+        totals_keys.dedup();
         keys.extend(state_keys.iter().cloned());
         keys.extend(account_keys.iter().cloned());
+        keys.extend(totals_keys.iter().cloned());
         let current = read_many(self.kv(), &keys)?;
         let mut states: HashMap<String, PeriodState> = HashMap::new();
         let mut accounts: HashMap<String, AccountState> = HashMap::new();
+        let mut totals: HashMap<String, UsageTotals> = HashMap::new();
         let mut writes: Vec<(String, Vec<u8>)> = Vec::with_capacity(group.len() * 2 + 8);
         let mut rated_docs = Vec::new();
         let mut unheld = Vec::new();
@@ -819,6 +825,13 @@ impl<'a, B: KvBackend> Pipeline<'a, B> {
                 }
             }
             state.records += 1;
+            let tkey = k.totals(&g.line.product_id, &g.period);
+            let t = totals
+                .entry(tkey.clone())
+                .or_insert_with(|| current.get(&tkey).and_then(|b| kv_json::<UsageTotals>(b)).unwrap_or_default());
+            // A record in another currency than the product's others is rated (it is the truth)
+            // but not summed: the count no longer matches the index, so billing reads the records.
+            let _ = t.add(&rated);
             let doc = UsageDoc {
                 id: item.id.clone(),
                 status: UsageStatus::Rated,
@@ -849,6 +862,9 @@ impl<'a, B: KvBackend> Pipeline<'a, B> {
         }
         for (key, account) in &accounts {
             writes.push((key.clone(), encode(account)?));
+        }
+        for (key, t) in &totals {
+            writes.push((key.clone(), encode(t)?));
         }
         debug_assert!(writes.len() <= bss_kit::kv::BATCH_MAX);
         if !rated_docs.is_empty() {

@@ -146,6 +146,10 @@ impl Keys {
     pub fn state(&self, product: &str, period: &str) -> String {
         format!("{}usageState/{product}/{period}", self.prefix)
     }
+    /// `usageTotals/<product>/<period>`: [`bss_domain::usage::UsageTotals`], read by billing.
+    pub fn totals(&self, product: &str, period: &str) -> String {
+        format!("{}usageTotals/{product}/{period}", self.prefix)
+    }
     /// `usageAccount/<account>`.
     pub fn account(&self, account: &str) -> String {
         format!("{}usageAccount/{account}", self.prefix)

@@ -9,6 +9,7 @@
 
 use bss_domain::money::{Money, RoundingRule};
 use bss_domain::rating::{RatingContext, rerate};
+use bss_domain::usage::UsageTotals;
 use bss_domain::usage::mediation::UsageStatus;
 use bss_kit::ApiError;
 use bss_kit::http::{Ctx, Reply};
@@ -106,6 +107,8 @@ pub fn run<B: KvBackend>(env: &Env<'_, B>, ctx: &Ctx, cfg: Config) -> Result<Rep
         let mut corrections = Vec::new();
         let currency = records.first().and_then(|d| d.rated.as_ref()).map(|r| r.gross.currency);
         let mut total = currency.map(|c| (Money::zero(c), Money::zero(c), Money::zero(c)));
+        // Every record's rating after the run, for the period's totals.
+        let mut finals = Vec::with_capacity(records.len());
         for mut doc in records.clone() {
             let record = doc.record.clone().expect("kept");
             let old = doc.rated.clone().expect("kept");
@@ -122,8 +125,10 @@ pub fn run<B: KvBackend>(env: &Env<'_, B>, ctx: &Ctx, cfg: Config) -> Result<Rep
             let (new, delta) = rerate(&tariff, &ctx, &record, &old, &mut buckets[slot])
                 .map_err(|e| ApiError::unprocessable(format!("record {}: {e}", doc.id)))?;
             if delta.gross.amount.is_zero() && delta.net.amount.is_zero() && new.tariff_version == old.tariff_version {
+                finals.push(old);
                 continue;
             }
+            finals.push(new.clone());
             if let Some((n, t, g)) = total.as_mut() {
                 let add = |a: Money, b: Money| a.checked_add(b).map_err(|e| ApiError::unprocessable(e.to_string()));
                 *n = add(*n, delta.net)?;
@@ -158,10 +163,13 @@ pub fn run<B: KvBackend>(env: &Env<'_, B>, ctx: &Ctx, cfg: Config) -> Result<Rep
             doc.rated_at = Some(now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
             writes.push((keys.usage(&doc.id), bytes(&doc)?));
         }
-        // The period's buckets are what the replay left.
+        // The period's buckets are what the replay left, and its totals the new ratings (empty
+        // when they cannot be summed: billing then reads the records).
         let skey = keys.state(&req.product.id, &req.period);
         if !records.is_empty() {
             writes.push((skey, bytes(&PeriodState { buckets, records: records.len() as u64 })?));
+            let totals = UsageTotals::of(&finals).unwrap_or_default();
+            writes.push((keys.totals(&req.product.id, &req.period), bytes(&totals)?));
         }
         let mut balance_adjusted = None;
         if let (true, Some((_, _, g))) = (account.prepaid, total) {
