@@ -33,20 +33,8 @@ rm -rf "$out"
 mkdir -p "$out"
 seed=./target/release/billrun-seed
 state=$out/state.json
-host_pid=
-url=
-admin=
-admin_key="bench-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
-
-stop_host() {
-    if [ -n "$host_pid" ] && kill -0 "$host_pid" 2>/dev/null; then
-        kill -TERM "$host_pid" 2>/dev/null || true
-        for _ in $(seq 1 300); do kill -0 "$host_pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$host_pid" 2>/dev/null || true
-        wait "$host_pid" 2>/dev/null || true
-    fi
-    host_pid=
-}
+# shellcheck source=benches/bench-host.sh
+. benches/bench-host.sh
 cleanup() {
     stop_host
     [ "${BILLRUN_KEEP:-0}" = 1 ] || rm -rf "$data"
@@ -54,28 +42,12 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-start_host() { # label
-    BSS_VAR_ADMIN_KEY=$admin_key BSS_LOG=${BSS_LOG:-info} ./target/release/bss-host up --no-build --manifest spin.toml \
-        --data "$data" --cache-dir target/bss-bench-cache --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
-        >"$out/host-$1.out" 2>"$out/host-$1.log" &
-    host_pid=$!
-    url= admin=
-    for _ in $(seq 1 1200); do
-        kill -0 "$host_pid" 2>/dev/null || { echo "bss-host exited:" >&2; tail -20 "$out/host-$1.log" >&2; exit 1; }
-        url=$(sed -n 's/^bss-host: serving .* on \(http:[^ ]*\).*/\1/p' "$out/host-$1.out")
-        admin=$(sed -n 's/^ *admin: \(http:[^ ]*\)\/metrics.*/\1/p' "$out/host-$1.out")
-        [ -n "$url" ] && [ -n "$admin" ] && break
-        sleep 0.1
-    done
-    [ -n "$url" ] || { echo "bss-host did not start in 120 s" >&2; tail -20 "$out/host-$1.log" >&2; exit 1; }
-    echo "bss-host ($1) serving on $url (admin $admin); data in $data" >&2
-}
 
 avail_bytes() { df -B1 --output=avail "$1" | tail -1 | tr -d ' '; }
 
 # 2. Tenant, catalog and templates over the API.
 mkdir -p "$data"
-start_host setup
+start_host "$data" "$out/host-setup"
 $seed setup --url "$url" --admin-key "$admin_key" --state "$state"
 stop_host
 
@@ -93,7 +65,7 @@ $seed seed --data "$data" --state "$state" --accounts "$n" --records "$records" 
 $seed native --data "$data" --state "$state" --summary "$out/native.json" --breakdown 2000 | tee "$out/native.txt"
 
 # 5. The bill run on bss-host.
-start_host run
+start_host "$data" "$out/host-run"
 $seed verify --url "$url" --state "$state" | tee "$out/verify.txt"
 $seed run --url "$url" --state "$state" --admin "$admin" --out "$out" --interval-secs 1 --host-pid "$host_pid" --summary "$out/run.json" \
     2> >(tee "$out/run-progress.txt" >&2) | tee "$out/run.txt"

@@ -23,34 +23,12 @@ out=target/usage-e2e
 rm -rf "$out"
 mkdir -p "$out"
 work=$(mktemp -d)
-host_pid=
-stop_host() {
-    if [ -n "$host_pid" ] && kill -0 "$host_pid" 2>/dev/null; then
-        kill -TERM "$host_pid" 2>/dev/null || true
-        for _ in $(seq 1 100); do kill -0 "$host_pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$host_pid" 2>/dev/null || true
-        wait "$host_pid" 2>/dev/null || true
-    fi
-    host_pid=
-}
+# shellcheck source=benches/bench-host.sh
+. benches/bench-host.sh
 trap 'stop_host; rm -rf "$work"' EXIT
 trap 'exit 130' INT TERM
 
-admin_key="bench-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
-BSS_VAR_ADMIN_KEY=$admin_key BSS_LOG=info ./target/release/bss-host up --no-build --manifest spin.toml \
-    --data "$work/data" --cache-dir target/bss-bench-cache --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
-    >"$out/host.out" 2>"$out/host.log" &
-host_pid=$!
-url= admin=
-for _ in $(seq 1 1200); do
-    kill -0 "$host_pid" 2>/dev/null || { echo "bss-host exited:" >&2; tail -20 "$out/host.log" >&2; exit 1; }
-    url=$(sed -n 's/^bss-host: serving .* on \(http:[^ ]*\).*/\1/p' "$out/host.out")
-    admin=$(sed -n 's/^ *admin: \(http:[^ ]*\)\/metrics.*/\1/p' "$out/host.out")
-    [ -n "$url" ] && [ -n "$admin" ] && break
-    sleep 0.1
-done
-[ -n "$url" ] || { echo "bss-host did not start in 120 s" >&2; tail -20 "$out/host.log" >&2; exit 1; }
-echo "bss-host serving on $url (admin $admin); data in $work/data" >&2
+start_host "$work/data" "$out/host"
 
 ./target/release/usage-load setup --url "$url" --admin-key "$admin_key" --subscribers "$subscribers" \
     --state "$work/state.json"

@@ -64,6 +64,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use billing::{bills, run};
+use bss_bench::{Args, Measured, Rng, mix, thousands, usage_mix};
 use usage::{ingest, model};
 
 const SAMPLE_CATALOG: &str = include_str!("../../../infra/samples/catalog.json");
@@ -78,44 +79,6 @@ const PARIS: Tz = chrono_tz::Europe::Paris;
 const BATCH: usize = ingest::BATCH_RECORDS_MAX;
 /// Records the probe account gets in the current month (and one international call).
 const PROBE_CURRENT_RECORDS: usize = 5;
-
-// ---------------------------------------------------------------------------------------------
-// Arguments
-
-struct Args {
-    flags: HashMap<String, String>,
-}
-
-impl Args {
-    fn parse(args: impl Iterator<Item = String>) -> anyhow::Result<Args> {
-        let mut flags = HashMap::new();
-        let mut it = args.peekable();
-        while let Some(a) = it.next() {
-            let name = a.strip_prefix("--").ok_or_else(|| anyhow!("unexpected argument {a:?}"))?;
-            let (name, value) = match name.split_once('=') {
-                Some((n, v)) => (n.to_string(), v.to_string()),
-                None => (name.to_string(), it.next().ok_or_else(|| anyhow!("--{name} needs a value"))?),
-            };
-            flags.insert(name, value);
-        }
-        Ok(Args { flags })
-    }
-
-    fn str(&self, name: &str) -> Option<&str> {
-        self.flags.get(name).map(String::as_str)
-    }
-
-    fn req(&self, name: &str) -> anyhow::Result<&str> {
-        self.str(name).ok_or_else(|| anyhow!("--{name} is required"))
-    }
-
-    fn num<T: FromStr>(&self, name: &str, default: T) -> anyhow::Result<T> {
-        match self.str(name) {
-            None => Ok(default),
-            Some(v) => v.parse().map_err(|_| anyhow!("--{name}: {v:?} is not a number")),
-        }
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // State shared by the steps
@@ -171,19 +134,6 @@ fn read_state(args: &Args) -> anyhow::Result<State> {
 fn write_state(args: &Args, s: &State) -> anyhow::Result<()> {
     let path = args.req("state")?;
     std::fs::write(path, serde_json::to_vec_pretty(s)?).with_context(|| format!("writing {path}"))
-}
-
-fn thousands(r: f64) -> String {
-    let s = format!("{:.0}", r);
-    let (sign, digits) = s.strip_prefix('-').map(|d| ("-", d)).unwrap_or(("", s.as_str()));
-    let mut out = String::from(sign);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// CPU seconds (user + system) a process has used, from `/proc/<pid>/stat` (`self` for this one).
@@ -625,30 +575,6 @@ impl KvBackend for SeedKv {
     }
 }
 
-fn mix(mut z: u64) -> u64 {
-    // splitmix64
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// Random numbers from one seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = mix(self.0);
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.below(hi - lo + 1)
-    }
-}
-
 /// The MSISDN of account `i` (E.164).
 fn msisdn(i: usize) -> String {
     format!("+337{i:08}")
@@ -680,8 +606,8 @@ fn order_for(template: &Value, i: usize, account: &str, customer: &str, at: &str
 }
 
 /// Usage of one subscriber: `n` records with start times in `[from, to)` (Unix seconds), in time
-/// order; 50% voice (45% to French mobiles, 40% French fixed, 15% international), 25% SMS, 25%
-/// data; 3% roaming; subscriber in national or international form. Ids are 16 hex digits (like
+/// order, in the benchmarks' mix ([`bss_bench::usage_mix`]); subscriber in national or
+/// international form. Ids are 16 hex digits (like
 /// the unique ids of network elements: one subscriber's records are spread over the key space).
 fn records_for(i: usize, salt: u64, n: usize, from: i64, to: i64, out: &mut Vec<Value>) {
     let mut r = Rng(mix(salt ^ (i as u64).wrapping_mul(0x2545_F491_4F6C_DD1D)));
@@ -689,39 +615,29 @@ fn records_for(i: usize, salt: u64, n: usize, from: i64, to: i64, out: &mut Vec<
     starts.sort_unstable();
     let number = msisdn(i);
     for start in starts {
-        let id = format!("{:016x}", r.next());
+        let id = format!("{:016x}", r.next_u64());
         let subscriber = if r.below(100) < 30 { format!("0{}", &number[3..]) } else { number.clone() };
         let start = DateTime::from_timestamp(start, 0).unwrap_or_default().format("%Y-%m-%dT%H:%M:%SZ").to_string();
         let mut rec = json!({"recordId": id, "subscriber": subscriber, "startTime": start});
-        let kind = r.below(100);
-        if kind < 50 {
-            let called = match r.below(100) {
-                0..45 => format!("+33{}{}", 6 + r.below(2), r.range(10_000_000, 99_999_999)),
-                45..85 => format!("0{}{}", r.range(1, 5), r.range(10_000_000, 99_999_999)),
-                85..92 => format!("+4420{}", r.range(10_000_000, 99_999_999)),
-                92..97 => format!("0049301{}", r.range(1_000_000, 9_999_999)),
-                _ => format!("+1212{}", r.range(1_000_000, 9_999_999)),
-            };
-            let secs = match r.below(100) {
-                0..30 => r.range(1, 59),
-                30..80 => r.range(60, 299),
-                _ => r.range(300, 1_800),
-            };
-            rec["service"] = json!("voice");
-            rec["duration"] = json!(secs);
-            rec["calledNumber"] = json!(called);
-        } else if kind < 75 {
-            rec["service"] = json!("sms");
-            rec["events"] = json!(1);
-            rec["calledNumber"] = json!(format!("+336{}", r.range(10_000_000, 99_999_999)));
-        } else {
-            rec["service"] = json!("data");
-            rec["volume"] = json!(r.range(1_000, 5_000_000));
-            rec["apn"] = json!("internet");
+        let (measured, visited) = usage_mix(&mut r);
+        match measured {
+            Measured::Voice { secs, called } => {
+                rec["service"] = json!("voice");
+                rec["duration"] = json!(secs);
+                rec["calledNumber"] = json!(called);
+            }
+            Measured::Sms { called } => {
+                rec["service"] = json!("sms");
+                rec["events"] = json!(1);
+                rec["calledNumber"] = json!(called);
+            }
+            Measured::Data { bytes } => {
+                rec["service"] = json!("data");
+                rec["volume"] = json!(bytes);
+                rec["apn"] = json!("internet");
+            }
         }
-        if r.below(100) < 3 {
-            let visited = ["26201", "262-02", "21407", "22210", "20404", "310260", "23415"];
-            let v = visited[if r.below(100) < 80 { r.below(5) } else { 5 + r.below(2) } as usize];
+        if let Some(v) = visited {
             rec["visitedNetwork"] = json!(v);
         }
         out.push(rec);

@@ -39,7 +39,7 @@
 //! are of pipeline time only: generating the JSON of a batch (the load generator's work) is not
 //! counted. The live lines printed while a run goes count the records answered in each window.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -50,6 +50,8 @@ use anyhow::{Context, anyhow, bail};
 use chrono::{DateTime, Datelike, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+
+use bss_bench::{Args, Measured, Rng, mix, thousands, usage_mix};
 
 /// The usage component's pipeline and storage model, compiled in from the very files the
 /// component builds (`ingest.rs` needs only `crate::model` of its crate).
@@ -67,74 +69,7 @@ const USAGE_BATCH: &str = "/tmf-api/usageManagement/v4/usageBatch";
 const PRODUCT_START: &str = "2026-01-01T00:00:00Z";
 
 // ---------------------------------------------------------------------------------------------
-// Arguments
-
-struct Args {
-    flags: HashMap<String, String>,
-    rest: Vec<String>,
-}
-
-impl Args {
-    fn parse(args: impl Iterator<Item = String>) -> anyhow::Result<Args> {
-        let mut flags = HashMap::new();
-        let mut rest = Vec::new();
-        let mut it = args.peekable();
-        while let Some(a) = it.next() {
-            if let Some(name) = a.strip_prefix("--") {
-                let (name, value) = match name.split_once('=') {
-                    Some((n, v)) => (n.to_string(), v.to_string()),
-                    None => (name.to_string(), it.next().ok_or_else(|| anyhow!("--{name} needs a value"))?),
-                };
-                flags.insert(name, value);
-            } else {
-                rest.push(a);
-            }
-        }
-        Ok(Args { flags, rest })
-    }
-
-    fn str(&self, name: &str) -> Option<&str> {
-        self.flags.get(name).map(String::as_str)
-    }
-
-    fn req(&self, name: &str) -> anyhow::Result<&str> {
-        self.str(name).ok_or_else(|| anyhow!("--{name} is required"))
-    }
-
-    fn num<T: std::str::FromStr>(&self, name: &str, default: T) -> anyhow::Result<T> {
-        match self.str(name) {
-            None => Ok(default),
-            Some(v) => v.parse().map_err(|_| anyhow!("--{name}: {v:?} is not a number")),
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
 // Records
-
-fn mix(mut z: u64) -> u64 {
-    // splitmix64
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// A stream of random numbers from one seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = mix(self.0);
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.below(hi - lo + 1)
-    }
-}
 
 /// The MSISDN of subscriber `i`, E.164.
 fn msisdn(i: usize) -> String {
@@ -191,37 +126,15 @@ impl Gen {
         let start = DateTime::from_timestamp(from + r.below((to - from).max(1) as u64) as i64, 0).unwrap_or_default();
         let start = start.format("%Y-%m-%dT%H:%M:%SZ");
         let _ = write!(out, r#"{{"recordId":"{}-{seq}","subscriber":"{subscriber}","startTime":"{start}","#, self.tag);
-        let kind = r.below(100);
-        if kind < 50 {
-            let called = match r.below(100) {
-                0..45 => {
-                    let n = r.range(10_000_000, 99_999_999);
-                    if r.below(2) == 0 {
-                        format!("0{}{n}", 6 + r.below(2))
-                    } else {
-                        format!("+33{}{n}", 6 + r.below(2))
-                    }
-                }
-                45..85 => format!("0{}{}", r.range(1, 5), r.range(10_000_000, 99_999_999)),
-                85..92 => format!("+4420{}", r.range(10_000_000, 99_999_999)),
-                92..97 => format!("0049301{}", r.range(1_000_000, 9_999_999)),
-                _ => format!("+1212{}", r.range(1_000_000, 9_999_999)),
-            };
-            let secs = match r.below(100) {
-                0..30 => r.range(1, 59),
-                30..80 => r.range(60, 299),
-                _ => r.range(300, 1_800),
-            };
-            let _ = write!(out, r#""service":"voice","duration":{secs},"calledNumber":"{called}""#);
-        } else if kind < 75 {
-            let _ =
-                write!(out, r#""service":"sms","events":1,"calledNumber":"+336{}""#, r.range(10_000_000, 99_999_999));
-        } else {
-            let _ = write!(out, r#""service":"data","volume":{},"apn":"internet""#, r.range(1_000, 5_000_000));
-        }
-        if r.below(100) < 3 {
-            let visited = ["26201", "262-02", "21407", "22210", "20404", "310260", "23415"];
-            let v = visited[if r.below(100) < 80 { r.below(5) } else { 5 + r.below(2) } as usize];
+        let (measured, visited) = usage_mix(&mut r);
+        let _ = match measured {
+            Measured::Voice { secs, called } => {
+                write!(out, r#""service":"voice","duration":{secs},"calledNumber":"{called}""#)
+            }
+            Measured::Sms { called } => write!(out, r#""service":"sms","events":1,"calledNumber":"{called}""#),
+            Measured::Data { bytes } => write!(out, r#""service":"data","volume":{bytes},"apn":"internet""#),
+        };
+        if let Some(v) = visited {
             let _ = write!(out, r#","visitedNetwork":"{v}""#);
         }
         out.push('}');
@@ -388,18 +301,6 @@ fn summarise(base: Summary, done: &[Done], window_ms: u64) -> Summary {
         latency_p99_ms: percentile(&lat, 0.99),
         ..base
     }
-}
-
-fn thousands(r: f64) -> String {
-    let s = format!("{:.0}", r);
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 fn print_summary(s: &Summary) {
