@@ -42,6 +42,10 @@
 //! - `compare --data DIR --state FILE --native OUT.json` (host stopped): the stored bills of the
 //!   period — one per account, numbered gap-free — add up to the native run's total.
 
+// The host's allocator, so that the baseline differs from bss-host only by WebAssembly.
+#[global_allocator]
+static GLOBAL: bss_host::Allocator = bss_host::Allocator;
+
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};

@@ -3,6 +3,10 @@
 //! store code as bss-host — the baseline that shows what the WebAssembly host adds.
 //! Usage: `native-kv LISTEN_ADDR DATA_DIR`.
 
+// The host's allocator, so that the baseline differs from bss-host only by WebAssembly.
+#[global_allocator]
+static GLOBAL: bss_host::Allocator = bss_host::Allocator;
+
 use bss_host::db::{SqliteDb, SyncMode};
 use bss_host::kv::KvStore;
 use bss_host::kv::sqlite::SqliteKv;

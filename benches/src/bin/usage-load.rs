@@ -39,6 +39,10 @@
 //! are of pipeline time only: generating the JSON of a batch (the load generator's work) is not
 //! counted. The live lines printed while a run goes count the records answered in each window.
 
+// The host's allocator, so that the baseline differs from bss-host only by WebAssembly.
+#[global_allocator]
+static GLOBAL: bss_host::Allocator = bss_host::Allocator;
+
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 use std::path::PathBuf;

@@ -9,6 +9,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+#[global_allocator]
+static GLOBAL: bss_host::Allocator = bss_host::Allocator;
+
 #[derive(Parser)]
 #[command(name = "bss-host", version, about = "The BSS runtime: serves the spin.toml app on wasmtime")]
 struct Cli {
