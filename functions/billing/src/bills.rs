@@ -602,6 +602,10 @@ pub struct Draft {
     pub id: String,
     /// The stored document.
     pub doc: Value,
+    /// Its stored version.
+    pub version: u64,
+    /// The domain bill of the document.
+    pub bill: Bill,
     /// One-time charges it bills (empty when the bill existed already).
     pub one_time: Vec<String>,
     /// Correction index keys it bills (empty when the bill existed already).
@@ -630,8 +634,11 @@ pub fn draft<B: KvBackend>(
     let id = bill_id(&acct.id, &period);
     let docs = env.store.tenant(&env.tenant.tenant_id);
     let existing = docs.get::<Value>(BILL.collection, &id)?;
-    let (doc, one_time, corrections) = match existing {
-        Some(d) => (d.data, Vec::new(), Vec::new()),
+    let (stored, bill, one_time, corrections) = match existing {
+        Some(d) => {
+            let bill = domain_bill(&d.data)?;
+            (d, bill, Vec::new(), Vec::new())
+        }
         None => {
             let ledger = load_ledger(env, acct)?;
             let loaded;
@@ -653,18 +660,20 @@ pub fn draft<B: KvBackend>(
                 Ok(c) => {
                     // `billing.CustomerBillCreateEvent` (and later state changes) for subscribers.
                     bss_kit::resource::emit(env.tenant, &c);
-                    (c.after.unwrap_or_default(), one_time, corrections)
+                    (Versioned { version: c.version, data: c.after.unwrap_or_default() }, bill, one_time, corrections)
                 }
-                Err(e) if e.code == "ALREADY_EXISTS" => (
-                    docs.get::<Value>(BILL.collection, &id)?.map(|d| d.data).unwrap_or_default(),
-                    Vec::new(),
-                    Vec::new(),
-                ),
+                Err(e) if e.code == "ALREADY_EXISTS" => {
+                    let d = docs
+                        .get::<Value>(BILL.collection, &id)?
+                        .ok_or_else(|| ApiError::internal(format!("customerBill {id} vanished")))?;
+                    let bill = domain_bill(&d.data)?;
+                    (d, bill, Vec::new(), Vec::new())
+                }
                 Err(e) => return Err(e),
             }
         }
     };
-    Ok(Draft { id, doc, one_time, corrections })
+    Ok(Draft { id, doc: stored.data, version: stored.version, bill, one_time, corrections })
 }
 
 /// The payer an account's bills roll up into, if they do (`billRollUp` with a parent).
@@ -734,7 +743,9 @@ pub fn update_ledger<B: KvBackend, T>(
 
 /// The stored bill `id` as a domain bill.
 pub fn domain_bill(doc: &Value) -> Result<Bill, ApiError> {
-    serde_json::from_value(doc.get("bill").cloned().unwrap_or(Value::Null))
+    // From the borrowed tree: a bill run parses each bill several times, and cloning the subtree
+    // first was a tenth of a bill's CPU.
+    Bill::deserialize(doc.get("bill").unwrap_or(&Value::Null))
         .map_err(|e| ApiError::internal(format!("stored bill: {e}")))
 }
 
@@ -764,11 +775,30 @@ pub fn issue_doc<B: KvBackend>(
     if bill.state == BillState::OnHold {
         return Ok(doc);
     }
-    let doc = match bill.bill_no {
-        Some(_) => doc,
-        None => number_bills(env, vec![(bill.id.clone(), bill)])?.pop().map(|(_, doc)| doc).unwrap_or_default(),
+    let (doc, bill) = match bill.bill_no {
+        Some(_) => (doc, bill),
+        None => {
+            let doc = number_bills(env, vec![Unnumbered { id: bill.id.clone(), bill, known: None }])?
+                .pop()
+                .map(|(_, doc)| doc)
+                .unwrap_or_default();
+            let bill = domain_bill(&doc)?;
+            (doc, bill)
+        }
     };
-    post(env, acct, &doc, now)
+    post_bill(env, acct, &doc, &bill, now)
+}
+
+/// A draft bill to number: its id, its domain bill, and the stored document with its version
+/// when the caller holds it (numbering then changes it without reading it back).
+#[derive(Debug, Clone)]
+pub struct Unnumbered {
+    /// The bill's id.
+    pub id: String,
+    /// The domain bill.
+    pub bill: Bill,
+    /// The stored document, if the caller has it.
+    pub known: Option<Versioned<Value>>,
 }
 
 /// Step 2 of the module doc for several drafts at once (a bill run's batch): one reservation of
@@ -778,18 +808,19 @@ pub fn issue_doc<B: KvBackend>(
 /// Answers each bill's document, numbered. Drafts must be unnumbered and not on hold.
 pub fn number_bills<B: KvBackend>(
     env: &Env<'_, B>,
-    drafts: Vec<(String, Bill)>,
+    mut drafts: Vec<Unnumbered>,
 ) -> Result<Vec<(String, Value)>, ApiError> {
     let docs = env.store.tenant(&env.tenant.tenant_id);
     let mut out = Vec::with_capacity(drafts.len());
-    for chunk in drafts.chunks(RESERVATION_BILLS_MAX) {
+    for chunk in drafts.chunks_mut(RESERVATION_BILLS_MAX) {
         let mut numbered: HashMap<String, Value> = HashMap::new();
         for a in take_numbers(env, chunk, &mut numbered)? {
-            let change = set_number(env, &a.bill_id, &a.bill_no)?;
+            let known = chunk.iter_mut().find(|d| d.id == a.bill_id).and_then(|d| d.known.take());
+            let change = set_number(env, &a.bill_id, &a.bill_no, known)?;
             bss_kit::resource::emit(env.tenant, &change);
             numbered.insert(a.bill_id, change.after.unwrap_or_default());
         }
-        for (id, _) in chunk {
+        for Unnumbered { id, .. } in chunk.iter() {
             // A bill numbered meanwhile (by a crashed attempt's repair) is answered as stored.
             let doc = match numbered.remove(id) {
                 Some(doc) => doc,
@@ -812,13 +843,33 @@ pub fn post<B: KvBackend>(
     doc: &Value,
     now: DateTime<Utc>,
 ) -> Result<Value, ApiError> {
-    let bill = domain_bill(doc)?;
+    post_bill(env, acct, doc, &domain_bill(doc)?, now)
+}
+
+/// [`post`] of `doc` whose domain bill the caller has parsed already.
+fn post_bill<B: KvBackend>(
+    env: &Env<'_, B>,
+    acct: &AccountFacts,
+    doc: &Value,
+    bill: &Bill,
+    now: DateTime<Utc>,
+) -> Result<Value, ApiError> {
     let ledger = update_ledger(env, &acct.id, acct.currency, |l| {
         if l.bill(&bill.id).is_none() {
-            l.post(&bill, now).map_err(bad)?;
+            l.post(bill, now).map_err(bad)?;
         }
         Ok(l.clone())
     })?;
+    // The stored bill needs syncing only if `doc` does: its remaining amount only goes down and
+    // its state only forward, so when the ledger's view changes nothing of `doc` it changes
+    // nothing of a later version either — and a bill just posted is the usual case (no re-read).
+    let needs_sync = match ledger.bill(&bill.id) {
+        Some(lb) => crate::payments::synced_bill(doc, lb)?.is_some(),
+        None => false,
+    };
+    if !needs_sync {
+        return Ok(doc.clone());
+    }
     let ids = std::collections::BTreeSet::from([bill.id.clone()]);
     let mut latest = doc.clone();
     for change in crate::payments::sync_bills(env, &ledger, &ids)? {
@@ -838,7 +889,7 @@ pub fn post<B: KvBackend>(
 /// into `numbered` with their stored documents.
 fn take_numbers<B: KvBackend>(
     env: &Env<'_, B>,
-    drafts: &[(String, Bill)],
+    drafts: &[Unnumbered],
     numbered: &mut HashMap<String, Value>,
 ) -> Result<Vec<Assigned>, ApiError> {
     debug_assert!(drafts.len() <= RESERVATION_BILLS_MAX);
@@ -849,24 +900,23 @@ fn take_numbers<B: KvBackend>(
         let counter = current.as_ref().map(|c| c.data.clone()).unwrap_or_default();
         let last = counter.last();
         let ids: Vec<&str> =
-            drafts.iter().map(|(id, _)| id.as_str()).chain(last.iter().map(|a| a.bill_id.as_str())).collect();
+            drafts.iter().map(|d| d.id.as_str()).chain(last.iter().map(|a| a.bill_id.as_str())).collect();
         let mut has_number = stored_numbers(env, &ids)?;
         for a in &last {
             if has_number.get(&a.bill_id) == Some(&false) {
-                let change = set_number(env, &a.bill_id, &a.bill_no)?;
+                let change = set_number(env, &a.bill_id, &a.bill_no, None)?;
                 bss_kit::resource::emit(env.tenant, &change);
                 numbered.insert(a.bill_id.clone(), change.after.unwrap_or_default());
                 has_number.insert(a.bill_id.clone(), true);
             }
         }
-        let pending: Vec<&(String, Bill)> =
-            drafts.iter().filter(|(id, _)| has_number.get(id) == Some(&false)).collect();
+        let pending: Vec<&Unnumbered> = drafts.iter().filter(|d| has_number.get(&d.id) == Some(&false)).collect();
         if pending.is_empty() {
             return Ok(Vec::new());
         }
         let mut next = counter.counter.unwrap_or_default();
         let mut reserved = Vec::with_capacity(pending.len());
-        for (id, bill) in pending {
+        for Unnumbered { id, bill, .. } in pending {
             let mut b = bill.clone();
             b.state = BillState::New;
             next = validate(&mut b, &next, &series).map_err(|e| bad(format!("customerBill {id}: {e}")))?;
@@ -931,19 +981,31 @@ fn stored_numbers<B: KvBackend>(env: &Env<'_, B>, ids: &[&str]) -> Result<HashMa
 }
 
 /// Gives the draft bill `id` its number: validated (a bill that has one keeps it).
-fn set_number<B: KvBackend>(env: &Env<'_, B>, id: &str, number: &str) -> Result<bss_kit::resource::Change, ApiError> {
-    env.resources(BILL).modify(env, &bss_kit::resource::NoHooks, id, |doc| {
+/// `known`: the stored document at its version, when the caller holds it.
+fn set_number<B: KvBackend>(
+    env: &Env<'_, B>,
+    id: &str,
+    number: &str,
+    known: Option<Versioned<Value>>,
+) -> Result<bss_kit::resource::Change, ApiError> {
+    let number_it = |doc: &Value| {
         let mut next = doc.clone();
-        let mut b = domain_bill(doc)?;
-        if b.bill_no.is_none() {
-            b.bill_no = Some(number.to_string());
-            b.state = BillState::Validated;
+        if doc.pointer("/bill/billNo").is_none_or(Value::is_null) {
+            // The same two fields in the TMF document and in its domain bill, changed in place
+            // (re-serialising the whole bill was a large part of numbering it).
+            let state = json!(BillState::Validated.as_str());
             next["billNo"] = json!(number);
-            next["state"] = json!(BillState::Validated.as_str());
-            next["bill"] = serde_json::to_value(&b).map_err(|e| ApiError::internal(e.to_string()))?;
+            next["state"] = state.clone();
+            next["bill"]["billNo"] = json!(number);
+            next["bill"]["state"] = state;
         }
         Ok(next)
-    })
+    };
+    let bills = env.resources(BILL);
+    match known {
+        Some(k) => bills.modify_known(env, &bss_kit::resource::NoHooks, id, k, number_it),
+        None => bills.modify(env, &bss_kit::resource::NoHooks, id, number_it),
+    }
 }
 
 /// Step 4: one-time charges billed, corrections cleared (idempotent).
@@ -953,7 +1015,17 @@ pub fn finish<B: KvBackend>(
     one_time: &[String],
     corrections: &[String],
 ) -> Result<(), ApiError> {
-    let bill = domain_bill(doc)?;
+    finish_bill(env, &domain_bill(doc)?, one_time, corrections)
+}
+
+/// [`finish`] of a parsed bill (its lines are those of its draft: numbering and posting do not
+/// change them).
+pub fn finish_bill<B: KvBackend>(
+    env: &Env<'_, B>,
+    bill: &Bill,
+    one_time: &[String],
+    corrections: &[String],
+) -> Result<(), ApiError> {
     let billed: std::collections::BTreeSet<String> = bill.line_ids().map(str::to_string).collect();
     for charge in one_time {
         let line = format!("oneTime:{charge}");
@@ -985,8 +1057,9 @@ mod tests {
         Money::new(Decimal::from_str(s).unwrap(), Currency::new("EUR").unwrap())
     }
 
-    /// An empty draft bill of account `a` for October 2026, stored.
-    fn store_draft(env: &Env<'_, bss_kit::kv::MemKv>, a: &str) -> (String, Bill) {
+    /// An empty draft bill of account `a` for October 2026, stored (and held, as a bill run holds
+    /// its drafts).
+    fn store_draft(env: &Env<'_, bss_kit::kv::MemKv>, a: &str) -> Unnumbered {
         let period = BillPeriod::containing(NaiveDate::from_ymd_opt(2026, 10, 1).unwrap(), 1);
         let input = BillInput::new(
             a,
@@ -998,10 +1071,11 @@ mod tests {
         );
         let bill = build_bill(&input).unwrap();
         let id = bill_id(a, &period);
-        env.resources(BILL)
+        let c = env
+            .resources(BILL)
             .create_with_id(env, &bss_kit::resource::NoHooks, &id, bill_doc(&bill, Some("run"), false))
             .unwrap();
-        (id, bill)
+        Unnumbered { id, bill, known: Some(Versioned { version: c.version, data: c.after.unwrap() }) }
     }
 
     fn number_of(env: &Env<'_, bss_kit::kv::MemKv>, id: &str) -> Option<String> {
@@ -1013,12 +1087,18 @@ mod tests {
         let store = bss_kit::kv::Store::new(bss_kit::kv::MemKv::default());
         let tenant = bss_kit::auth::Tenant { tenant_id: "t1".into(), key_id: "k".into() };
         let env = Env::new(&store, &tenant);
-        let batch: Vec<(String, Bill)> = ["a", "b", "c"].iter().map(|a| store_draft(&env, a)).collect();
+        let batch: Vec<Unnumbered> = ["a", "b", "c"].iter().map(|a| store_draft(&env, a)).collect();
         let batch_copy = batch.clone();
         let numbered = number_bills(&env, batch.clone()).unwrap();
         let numbers: Vec<&str> = numbered.iter().map(|(_, d)| d["billNo"].as_str().unwrap()).collect();
         assert_eq!(numbers, ["INV-2026-000001", "INV-2026-000002", "INV-2026-000003"]);
         assert_eq!(numbered[1].1["state"], "validated");
+        // Numbered in place, in the TMF document and in its domain bill alike, as stored.
+        let stored = env.resources(BILL).get(&numbered[1].0).unwrap();
+        assert_eq!(stored.version, 2);
+        let b = domain_bill(&stored.data).unwrap();
+        assert_eq!((b.bill_no.as_deref(), b.state), (Some("INV-2026-000002"), BillState::Validated));
+        assert_eq!(stored.data, numbered[1].1);
         let events = bss_kit::events::native::take_published();
         let changed: Vec<&str> = events.iter().map(|(subject, _)| subject.as_str()).collect();
         assert!(
@@ -1030,14 +1110,14 @@ mod tests {
         assert_eq!(again.iter().map(|(_, d)| d["billNo"].clone()).collect::<Vec<_>>(), numbers);
 
         // A crash right after a reservation: the counter names d and e, which lack their numbers.
-        let crashed: Vec<(String, Bill)> = ["d", "e"].iter().map(|a| store_draft(&env, a)).collect();
+        let crashed: Vec<Unnumbered> = ["d", "e"].iter().map(|a| store_draft(&env, a)).collect();
         take_numbers(&env, &crashed, &mut HashMap::new()).unwrap();
-        assert_eq!(number_of(&env, &crashed[0].0), None);
+        assert_eq!(number_of(&env, &crashed[0].id), None);
         // The next reservation (another batch) first gives d and e theirs: no number is lost.
         let next = vec![store_draft(&env, "f")];
         let f = number_bills(&env, next).unwrap();
-        assert_eq!(number_of(&env, &crashed[0].0).as_deref(), Some("INV-2026-000004"));
-        assert_eq!(number_of(&env, &crashed[1].0).as_deref(), Some("INV-2026-000005"));
+        assert_eq!(number_of(&env, &crashed[0].id).as_deref(), Some("INV-2026-000004"));
+        assert_eq!(number_of(&env, &crashed[1].id).as_deref(), Some("INV-2026-000005"));
         assert_eq!(f[0].1["billNo"], "INV-2026-000006");
         // And the crashed batch, redelivered, keeps the numbers reserved for it.
         let redelivered = number_bills(&env, crashed).unwrap();

@@ -481,22 +481,25 @@ pub fn record_credit_note<B: KvBackend>(
 /// `state` moved forward to `partiallyPaid` or `settled`. Never backwards (see the module doc);
 /// `None` when there is nothing to change.
 pub fn synced_bill(doc: &Value, lb: &LedgerBill) -> Result<Option<Value>, ApiError> {
-    let mut next = doc.clone();
-    let mut changed = false;
     let remaining = doc.get("remainingAmount").and_then(|m| money_from_json(m).ok());
-    if remaining.is_none_or(|r| lb.open.amount < r.amount) {
-        next["remainingAmount"] = bill_money(&lb.open);
-        changed = true;
-    }
+    let lower = remaining.is_none_or(|r| lb.open.amount < r.amount);
     let state = doc.get("state").and_then(Value::as_str).and_then(BillState::parse);
-    if lb.state >= BillState::PartiallyPaid && state.is_none_or(|s| lb.state > s) {
+    let advance = lb.state >= BillState::PartiallyPaid && state.is_none_or(|s| lb.state > s);
+    // Most calls change nothing (a bill just posted): decide before copying the document.
+    if !lower && !advance {
+        return Ok(None);
+    }
+    let mut next = doc.clone();
+    if lower {
+        next["remainingAmount"] = bill_money(&lb.open);
+    }
+    if advance {
         let mut b = domain_bill(doc)?;
         b.state = lb.state;
         next["state"] = json!(lb.state.as_str());
         next["bill"] = serde_json::to_value(&b).map_err(|e| ApiError::internal(e.to_string()))?;
-        changed = true;
     }
-    Ok(changed.then_some(next))
+    Ok(Some(next))
 }
 
 /// Brings the bills `ids` in line with `ledger` ([`synced_bill`]); the changes made.

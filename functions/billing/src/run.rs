@@ -12,14 +12,13 @@
 
 use bss_domain::billing::period::BillPeriod;
 use bss_kit::ApiError;
-use bss_kit::kv::{KvBackend, StoreError};
+use bss_kit::kv::{KvBackend, StoreError, Versioned};
 use bss_kit::resource::{Env, Kind};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::bills::{AccountFacts, BASE, Draft, domain_bill, finish, issue_doc, number_bills};
-use bss_domain::billing::bill::Bill;
+use crate::bills::{AccountFacts, BASE, Draft, Unnumbered, finish_bill, issue_doc, number_bills};
 use bss_domain::billing::number::BillState;
 
 /// Bill runs (BSS extension).
@@ -159,11 +158,14 @@ pub fn bill_batch<B: KvBackend>(env: &Env<'_, B>, batch: &Batch) -> Result<(), A
         }
     }
     if batch.validate {
-        let unnumbered: Vec<(String, Bill)> = drafted
-            .iter()
-            .filter_map(|(_, d)| {
-                let b = domain_bill(&d.doc).ok()?;
-                (b.bill_no.is_none() && b.state != BillState::OnHold).then(|| (d.id.clone(), b))
+        // Each draft's document moves into the numbering, which answers it numbered.
+        let unnumbered: Vec<Unnumbered> = drafted
+            .iter_mut()
+            .filter(|(_, d)| d.bill.bill_no.is_none() && d.bill.state != BillState::OnHold)
+            .map(|(_, d)| Unnumbered {
+                id: d.id.clone(),
+                bill: d.bill.clone(),
+                known: Some(Versioned { version: d.version, data: std::mem::take(&mut d.doc) }),
             })
             .collect();
         match number_bills(env, unnumbered) {
@@ -177,13 +179,20 @@ pub fn bill_batch<B: KvBackend>(env: &Env<'_, B>, batch: &Batch) -> Result<(), A
             Err(e) if e.status >= 500 => return Err(e),
             // A bill the series refuses: each is numbered on its own below, so the failure is
             // that account's alone.
-            Err(e) => eprintln!("billing-worker: numbering the batch at once failed ({}); one by one", e.message),
+            Err(e) => {
+                eprintln!("billing-worker: numbering the batch at once failed ({}); one by one", e.message);
+                let docs = env.store.tenant(&env.tenant.tenant_id);
+                for (_, d) in drafted.iter_mut().filter(|(_, d)| d.doc.is_null()) {
+                    d.doc =
+                        docs.get::<Value>(crate::bills::BILL.collection, &d.id)?.map(|v| v.data).unwrap_or_default();
+                }
+            }
         }
     }
     for (acct, d) in drafted {
         let outcome = (|| -> Result<Value, ApiError> {
             let doc = if batch.validate { issue_doc(env, &acct, d.doc, batch.at)? } else { d.doc };
-            finish(env, &doc, &d.one_time, &d.corrections)?;
+            finish_bill(env, &d.bill, &d.one_time, &d.corrections)?;
             Ok(json!({"bill": doc.get("id").and_then(Value::as_str).unwrap_or(&d.id)}))
         })();
         match outcome {

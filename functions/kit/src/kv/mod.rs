@@ -296,6 +296,32 @@ impl<B: KvBackend> Store<B> {
         Err(StoreError::Conflict(key.into()))
     }
 
+    /// Replaces the document at `key` with `data` only if it is still at `known_version`: one
+    /// compare-and-swap, and only the stored version is parsed, not the document. `None` when the
+    /// document moved on, is gone or a concurrent write won the swap — the caller then falls back to
+    /// [`Store::update`]. For a caller that holds the current document already (it just wrote it).
+    pub fn replace_if_version<T: Serialize>(
+        &self,
+        key: &str,
+        known_version: u64,
+        data: T,
+    ) -> Result<Option<Versioned<T>>, StoreError> {
+        /// The version of a stored document; serde skips the document itself without building it.
+        #[derive(Deserialize)]
+        struct VersionOnly {
+            version: u64,
+        }
+        let (cas, current) = self.kv.cas_read(key)?;
+        let Some(bytes) = current else { return Ok(None) };
+        let stored: VersionOnly = serde_json::from_slice(&bytes)
+            .map_err(|e| StoreError::Corrupt { key: key.into(), detail: e.to_string() })?;
+        if stored.version != known_version {
+            return Ok(None);
+        }
+        let doc = Versioned { version: known_version + 1, data };
+        Ok(self.kv.cas_write(cas, &encode(key, &doc)?)?.then_some(doc))
+    }
+
     /// Writes `data` whether or not a document exists (version = previous + 1, or 1).
     pub fn put<T: Serialize + DeserializeOwned>(&self, key: &str, data: T) -> Result<Versioned<T>, StoreError> {
         let value =
@@ -452,6 +478,18 @@ impl<B: KvBackend> TenantStore<'_, B> {
     {
         let key = self.key_or(collection, id, StoreError::NotFound(id.into()))?;
         self.store.update(&key, change)
+    }
+
+    /// [`Store::replace_if_version`] of a document of the tenant.
+    pub fn replace_if_version<T: Serialize>(
+        &self,
+        collection: &str,
+        id: &str,
+        known_version: u64,
+        data: T,
+    ) -> Result<Option<Versioned<T>>, StoreError> {
+        let key = self.key_or(collection, id, StoreError::NotFound(id.into()))?;
+        self.store.replace_if_version(&key, known_version, data)
     }
 
     /// Writes a document unconditionally.
