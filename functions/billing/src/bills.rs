@@ -714,7 +714,7 @@ fn load_ledger<B: KvBackend>(env: &Env<'_, B>, acct: &AccountFacts) -> Result<Le
         .unwrap_or_else(|| Ledger::new(&acct.id, acct.currency)))
 }
 
-/// Changes an account's ledger with compare-and-swap (created empty when absent).
+/// Changes an account's ledger with compare-and-swap (an absent ledger is created with the change).
 pub fn update_ledger<B: KvBackend, T>(
     env: &Env<'_, B>,
     account_id: &str,
@@ -731,10 +731,17 @@ pub fn update_ledger<B: KvBackend, T>(
         });
         match result {
             Ok(_) => return Ok(out.expect("set by the update")),
-            Err(StoreError::NotFound(_)) => match docs.create(LEDGER, account_id, Ledger::new(account_id, currency)) {
-                Ok(_) | Err(StoreError::AlreadyExists(_)) => continue,
-                Err(e) => return Err(e.into()),
-            },
+            // A first ledger is created with the change in it: one write, not a create then an
+            // update (an account's first bill).
+            Err(StoreError::NotFound(_)) => {
+                let mut l = Ledger::new(account_id, currency);
+                let out = f(&mut l)?;
+                match docs.create(LEDGER, account_id, l) {
+                    Ok(_) => return Ok(out),
+                    Err(StoreError::AlreadyExists(_)) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
             Err(e) => return Err(e.into()),
         }
     }

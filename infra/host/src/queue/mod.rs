@@ -202,8 +202,16 @@ impl Queue {
     /// Store `msg` and schedule a delivery for each of `consumers`. Publishing an id that is
     /// already stored changes nothing and is not an error (idempotent publish).
     /// Returns whether the message was new.
+    ///
+    /// A message no consumer subscribes to is checked and dropped without a write: there is
+    /// nobody to deliver it to (a consumer added later receives what is published after it).
+    /// Most domain events have no consumer in a default deployment, and their write was a third
+    /// of a bill's commits.
     pub async fn publish(&self, msg: &NewMessage, consumers: &[String]) -> QueueResult<bool> {
         check_message(msg)?;
+        if consumers.is_empty() {
+            return Ok(true);
+        }
         dispatch!(self, b => b.publish(msg, consumers).await)
     }
 
@@ -268,6 +276,27 @@ mod tests {
         assert_eq!(p.backoff(4), Duration::from_millis(800));
         assert_eq!(p.backoff(5), Duration::from_secs(1));
         assert_eq!(p.backoff(99), Duration::from_secs(1));
+    }
+
+    #[tokio::test]
+    async fn a_message_no_consumer_subscribes_to_is_checked_then_dropped_without_a_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = std::sync::Arc::new(
+            crate::db::SqliteDb::open(&dir.path().join("bss.sqlite"), crate::db::SyncMode::Normal).unwrap(),
+        );
+        let q = Queue::Sqlite(std::sync::Arc::new(sqlite::SqliteQueue::new(db.clone())));
+        let msg =
+            NewMessage { id: "m1".into(), subject: "billing.created".into(), body: b"{}".to_vec(), ordering_key: None };
+        assert!(q.publish(&msg, &[]).await.unwrap());
+        let rows = |table: &str| {
+            db.read(|c| c.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get::<_, i64>(0))).unwrap()
+        };
+        assert_eq!((rows("q_seen"), rows("q_message"), rows("q_delivery")), (0, 0, 0));
+        let bad = NewMessage { subject: "a b".into(), ..msg.clone() };
+        assert!(matches!(q.publish(&bad, &[]).await, Err(QueueError::Invalid(_))));
+        // With a consumer it is stored and delivered.
+        assert!(q.publish(&msg, &["c".to_string()]).await.unwrap());
+        assert_eq!((rows("q_seen"), rows("q_message"), rows("q_delivery")), (1, 1, 1));
     }
 
     #[test]
