@@ -128,13 +128,27 @@ pub fn overlap_rules(t: &TaxRate, snap: &Snapshot, problems: &mut Vec<Problem>) 
 /// The active rate of `category` at `at`: the one of `jurisdiction` if there is one, else the
 /// category's default rate (no jurisdiction). `None`: the category has no rate there and then.
 pub fn rate_for(snap: &Snapshot, category: &str, jurisdiction: Option<&str>, at: DateTime<Utc>) -> Option<TaxRate> {
-    let candidates: Vec<TaxRate> = snap
-        .all(Kind::TaxRate)
-        .filter_map(|d| TaxRate::read(d).ok())
-        .filter(|t| t.lifecycle == Lifecycle::Active && t.tax_category == category && t.valid_for.contains(at))
-        .collect();
-    let pick = |j: Option<&str>| candidates.iter().find(|t| t.jurisdiction.as_deref() == j).cloned();
-    jurisdiction.and_then(|j| pick(Some(j))).or_else(|| pick(None))
+    TaxRates::read(snap).rate_for(category, jurisdiction, at)
+}
+
+/// Every tax rate of a catalog snapshot, read once: for a caller that looks up many rates in one
+/// snapshot (rating a batch looked them up per record, reading every rate document each time).
+#[derive(Debug, Clone, Default)]
+pub struct TaxRates(Vec<TaxRate>);
+
+impl TaxRates {
+    /// The snapshot's rates that read without a problem (others are never applied).
+    pub fn read(snap: &Snapshot) -> TaxRates {
+        TaxRates(snap.all(Kind::TaxRate).filter_map(|d| TaxRate::read(d).ok()).collect())
+    }
+
+    /// [`rate_for`] among these rates.
+    pub fn rate_for(&self, category: &str, jurisdiction: Option<&str>, at: DateTime<Utc>) -> Option<TaxRate> {
+        let applies =
+            |t: &&TaxRate| t.lifecycle == Lifecycle::Active && t.tax_category == category && t.valid_for.contains(at);
+        let pick = |j: Option<&str>| self.0.iter().filter(applies).find(|t| t.jurisdiction.as_deref() == j).cloned();
+        jurisdiction.and_then(|j| pick(Some(j))).or_else(|| pick(None))
+    }
 }
 
 #[cfg(test)]
@@ -185,6 +199,22 @@ mod tests {
         assert_eq!(rate_for(&s, "standard", None, at("2027-01-01T00:00:00Z")).unwrap().id, "std27");
         assert!(rate_for(&s, "standard", None, at("2025-06-01T00:00:00Z")).is_none());
         assert!(rate_for(&s, "reduced", None, at("2026-06-01T00:00:00Z")).is_none());
+        // Read once (a batch's lookups): an unreadable document and a draft rate never apply.
+        s.insert(Kind::TaxRate, json!({"id": "bad", "taxCategory": "standard", "rate": "x"}));
+        let mut draft = rate("draft-de", "standard", Some("DE"), json!(7), "2026-01-01T00:00:00Z", None);
+        draft["lifecycleStatus"] = json!("inDesign");
+        s.insert(Kind::TaxRate, draft);
+        let rates = TaxRates::read(&s);
+        for (cat, j, t, expected) in [
+            ("standard", None, "2026-06-01T00:00:00Z", Some("std")),
+            ("standard", Some("FR"), "2026-06-01T00:00:00Z", Some("std")),
+            ("standard", Some("DE"), "2026-06-01T00:00:00Z", Some("std-de")),
+            ("standard", None, "2027-01-01T00:00:00Z", Some("std27")),
+            ("standard", None, "2025-06-01T00:00:00Z", None),
+            ("reduced", None, "2026-06-01T00:00:00Z", None),
+        ] {
+            assert_eq!(rates.rate_for(cat, j, at(t)).map(|r| r.id).as_deref(), expected, "{cat} {j:?} {t}");
+        }
     }
 
     #[test]

@@ -19,7 +19,7 @@ use std::rc::Rc;
 use bss_commerce::subscribers::{self, LineEntry, SubscriberLine};
 use bss_domain::catalog::price::PriceView;
 use bss_domain::catalog::tariff::Tariff;
-use bss_domain::catalog::tax::rate_for;
+use bss_domain::catalog::tax::TaxRates;
 use bss_domain::catalog::{Kind as CatalogKind, Lifecycle, Snapshot, describe};
 use bss_domain::money::{Money, RoundingRule};
 use bss_domain::order::proration::billing_period;
@@ -162,6 +162,10 @@ pub struct Pipeline<'a, B> {
     keys: Keys,
     cfg: Config,
     catalog: Option<Snapshot>,
+    /// Read from `catalog` once, as the two below: a batch guides every record with them.
+    tax_rates: Option<Rc<TaxRates>>,
+    /// Offering id → its prices, read.
+    offering_prices: HashMap<String, Rc<Vec<PriceView>>>,
     tariffs: HashMap<String, Option<Rc<PreparedTariff>>>,
     accounts: HashMap<String, Option<Rc<AccountInfo>>>,
     /// Record id → the online-charging reservation its charge settles (released first).
@@ -176,6 +180,8 @@ impl<'a, B: KvBackend> Pipeline<'a, B> {
             keys: Keys::new(&env.tenant.tenant_id),
             cfg,
             catalog: None,
+            tax_rates: None,
+            offering_prices: HashMap::new(),
             tariffs: HashMap::new(),
             accounts: HashMap::new(),
             settles: HashMap::new(),
@@ -651,21 +657,9 @@ impl<'a, B: KvBackend> Pipeline<'a, B> {
         rec: &UsageRecord,
     ) -> Result<(Rc<PreparedTariff>, Option<Taxation>), String> {
         let at = rec.start;
-        let snap = self.catalog().map_err(|e| e.message.clone())?;
-        let offering = snap
-            .get(CatalogKind::ProductOffering, offering_id)
-            .ok_or_else(|| format!("productOffering: {offering_id:?} does not exist"))?;
-        let price_ids: Vec<String> = offering
-            .get("productOfferingPrice")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(|r| r.get("id").and_then(Value::as_str).map(str::to_string))
-            .collect();
+        let prices = self.offering_prices(offering_id)?;
         let mut candidates = Vec::new();
-        for pid in price_ids {
-            let Some(doc) = snap.get(CatalogKind::ProductOfferingPrice, &pid) else { continue };
-            let Ok(price) = PriceView::read(doc) else { continue };
+        for price in prices.iter() {
             if price.lifecycle == Lifecycle::InDesign || !price.valid_for.contains(at) {
                 continue;
             }
@@ -676,23 +670,52 @@ impl<'a, B: KvBackend> Pipeline<'a, B> {
         if candidates.is_empty() {
             return Err(format!("offering {offering_id} has no usage price valid at {at}"));
         }
-        let tax_of = |snap: &Snapshot, cat: &Option<String>| {
-            cat.as_deref().and_then(|c| rate_for(snap, c, None, at)).map(Taxation::new)
-        };
+        let rates = self.tax_rates().map_err(|e| e.message.clone())?;
+        let tax_of = |cat: &Option<String>| cat.as_deref().and_then(|c| rates.rate_for(c, None, at)).map(Taxation::new);
         let mut fallback = None;
         for (tariff_id, cat) in candidates {
             let Some(t) = self.tariff(&tariff_id) else { continue };
             let service = t.tariff().service.clone();
-            let snap = self.catalog.as_ref().expect("loaded above");
             // A tariff of one service (voice, sms, data) rates only it; a tariff of a bundle of
             // services (`mobile`, `interconnect`, none) rates all of them, after the specific ones.
             match service.as_deref().and_then(bss_domain::rating::Service::parse) {
-                Some(s) if s == rec.service => return Ok((t, tax_of(snap, &cat))),
+                Some(s) if s == rec.service => return Ok((t, tax_of(&cat))),
                 Some(_) => {}
-                None => fallback = fallback.or(Some((t, tax_of(snap, &cat)))),
+                None => fallback = fallback.or_else(|| Some((t, tax_of(&cat)))),
             }
         }
         fallback.ok_or_else(|| format!("offering {offering_id} has no usage tariff for {}", rec.service.as_str()))
+    }
+
+    /// The prices of offering `offering_id` that read (others never apply), read once a batch.
+    fn offering_prices(&mut self, offering_id: &str) -> Result<Rc<Vec<PriceView>>, String> {
+        if let Some(p) = self.offering_prices.get(offering_id) {
+            return Ok(p.clone());
+        }
+        let snap = self.catalog().map_err(|e| e.message.clone())?;
+        let offering = snap
+            .get(CatalogKind::ProductOffering, offering_id)
+            .ok_or_else(|| format!("productOffering: {offering_id:?} does not exist"))?;
+        let prices: Vec<PriceView> = offering
+            .get("productOfferingPrice")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r.get("id").and_then(Value::as_str))
+            .filter_map(|pid| snap.get(CatalogKind::ProductOfferingPrice, pid))
+            .filter_map(|doc| PriceView::read(doc).ok())
+            .collect();
+        let prices = Rc::new(prices);
+        self.offering_prices.insert(offering_id.to_string(), prices.clone());
+        Ok(prices)
+    }
+
+    fn tax_rates(&mut self) -> Result<Rc<TaxRates>, ApiError> {
+        if self.tax_rates.is_none() {
+            let rates = TaxRates::read(self.catalog()?);
+            self.tax_rates = Some(Rc::new(rates));
+        }
+        Ok(self.tax_rates.clone().expect("read above"))
     }
 
     fn tariff(&mut self, id: &str) -> Option<Rc<PreparedTariff>> {
