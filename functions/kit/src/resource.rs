@@ -342,7 +342,11 @@ impl<B: KvBackend> Resources<'_, B> {
             restamp(&self.kind, &mut next, id, &now_rfc3339());
             Ok(next)
         };
-        let candidate = self.candidate(env, hooks, &known, |k| stamped(&k.data))?;
+        // A change refused on the held copy is judged again on the stored document (the copy may
+        // be stale); refusals are rare, so that read costs nothing in the usual case.
+        let Ok(candidate) = self.candidate(env, hooks, &known, |k| stamped(&k.data)) else {
+            return self.rewrite(env, hooks, id, |current| stamped(&current.data));
+        };
         match self.docs.replace_if_version(self.kind.collection, id, known.version, &candidate) {
             Ok(Some(stored)) => {
                 let version = stored.version;
@@ -810,6 +814,18 @@ mod tests {
         let stored = docs.get(&id).unwrap();
         assert_eq!((stored.version, &stored.data["name"], &stored.data["x"]), (4, &json!("B"), &json!(1)));
         assert_eq!(m.before.unwrap()["name"], "B");
+        // A change the stale copy cannot take (it lacks `x`) is judged on the stored document.
+        let needs_x = |d: &Value| {
+            if d["x"] != json!(1) {
+                return Err(ApiError::conflict("no x"));
+            }
+            let mut n = d.clone();
+            n["x"] = json!(2);
+            Ok(n)
+        };
+        let stale = Versioned { version: 1, data: c.after.clone().unwrap() };
+        assert_eq!(docs.modify_known(&env, &NameRequired, &id, stale, needs_x).unwrap().version, 5);
+        assert_eq!(docs.get(&id).unwrap().data["x"], 2);
         // The hooks still refuse a change.
         let current = docs.get(&id).unwrap();
         let refused = docs.modify_known(&env, &NameRequired, &id, current, |d| {
@@ -818,7 +834,7 @@ mod tests {
             Ok(n)
         });
         assert_eq!(refused.unwrap_err().status, 422);
-        assert_eq!(docs.get(&id).unwrap().version, 4);
+        assert_eq!(docs.get(&id).unwrap().version, 5);
     }
 
     #[test]
