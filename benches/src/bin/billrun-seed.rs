@@ -1300,7 +1300,8 @@ fn breakdown(
             let period = BillPeriod::containing(start, acct.bill_cycle_day);
             for p in &products {
                 let t = Instant::now();
-                let prefix = format!("t/{}/usageByProduct/{p}/{start}/", state.tenant_id);
+                let prefix = bss_commerce::usage_keys::Keys::new(&state.tenant_id)
+                    .by_product_prefix(p, Some(&start.to_string()));
                 std::hint::black_box(store.list_keys(&prefix, bills::USAGE_RECORDS_MAX).map_err(|e| anyhow!("{e}"))?);
                 parts[3] += t.elapsed();
                 let t = Instant::now();

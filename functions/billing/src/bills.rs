@@ -22,6 +22,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use bss_commerce::subscribers::{ACCOUNT_CHILDREN, ACCOUNT_PRODUCTS, AccountChildren, AccountProducts};
+use bss_commerce::usage_keys::Keys as UsageKeys;
 use bss_domain::billing::bill::{
     AccountActivity, ActivityKind, Bill, BillInput, BillTaxRate, Correction, OneTimeCharge, RecurringItem,
     UsageSummary, build_bill,
@@ -430,12 +431,17 @@ pub fn usage_of<B: KvBackend>(
     period: &BillPeriod,
     currency: Currency,
 ) -> Result<Vec<UsageSummary>, ApiError> {
-    let prefix = format!("t/{}/usageByProduct/{product}/{}/", env.tenant.tenant_id, period.start);
+    let layout = UsageKeys::new(&env.tenant.tenant_id);
+    let start = period.start.to_string();
+    let prefix = layout.by_product_prefix(product, Some(&start));
     let ids: Vec<String> =
         env.store.list_keys(&prefix, USAGE_RECORDS_MAX)?.into_iter().map(|k| k[prefix.len()..].to_string()).collect();
     // The totals rating kept, while they count every record of the index (else the records).
-    let totals_key = format!("t/{}/usageTotals/{product}/{}", env.tenant.tenant_id, period.start);
-    let totals = env.store.backend().get(&totals_key)?.and_then(|b| serde_json::from_slice::<UsageTotals>(&b).ok());
+    let totals = env
+        .store
+        .backend()
+        .get(&layout.totals(product, &start))?
+        .and_then(|b| serde_json::from_slice::<UsageTotals>(&b).ok());
     if let Some(t) = totals.filter(|t| t.records() == ids.len() as u64) {
         let mut services = t.services;
         services.sort_by_key(|s| s.service.as_str());
@@ -464,7 +470,7 @@ pub fn usage_of<B: KvBackend>(
             })
             .collect();
     }
-    let keys: Vec<String> = ids.iter().map(|i| format!("t/{}/usage/{i}", env.tenant.tenant_id)).collect();
+    let keys: Vec<String> = ids.iter().map(|i| layout.usage(i)).collect();
     let mut sums: BTreeMap<&'static str, (Service, ServiceSum)> = BTreeMap::new();
     for chunk in keys.chunks(1000) {
         for (_, v) in env.store.backend().get_many(chunk)? {
@@ -516,7 +522,7 @@ pub fn corrections_of<B: KvBackend>(
     account: &str,
     period: &BillPeriod,
 ) -> Result<(Vec<Correction>, Vec<String>), ApiError> {
-    let prefix = format!("t/{}/usageCorrectionByAccount/{account}/", env.tenant.tenant_id);
+    let prefix = UsageKeys::new(&env.tenant.tenant_id).correction_by_account_prefix(account);
     let keys = env.store.list_keys(&prefix, CORRECTIONS_MAX)?;
     let mut out = Vec::new();
     for chunk in keys.chunks(1000) {
@@ -591,7 +597,7 @@ pub fn bill_account<B: KvBackend>(
     let acct = account(env, account_id)?;
     let draft = draft(env, &acct, period, now, run_id, catalog)?;
     let doc = if validate_now { issue(env, &acct, &draft.id, now)? } else { draft.doc.clone() };
-    finish(env, &doc, &draft.one_time, &draft.corrections)?;
+    finish(env, &draft.bill, &draft.one_time, &draft.corrections)?;
     Ok(doc)
 }
 
@@ -793,7 +799,7 @@ pub fn issue_doc<B: KvBackend>(
             (doc, bill)
         }
     };
-    post_bill(env, acct, &doc, &bill, now)
+    post(env, acct, &doc, &bill, now)
 }
 
 /// A draft bill to number: its id, its domain bill, and the stored document with its version
@@ -842,19 +848,10 @@ pub fn number_bills<B: KvBackend>(
     Ok(out)
 }
 
-/// Step 3 of the module doc: posts the numbered bill `doc` to the account's ledger (once) and
-/// answers the stored bill (posting may have settled it at once with credit the account had).
-pub fn post<B: KvBackend>(
-    env: &Env<'_, B>,
-    acct: &AccountFacts,
-    doc: &Value,
-    now: DateTime<Utc>,
-) -> Result<Value, ApiError> {
-    post_bill(env, acct, doc, &domain_bill(doc)?, now)
-}
-
-/// [`post`] of `doc` whose domain bill the caller has parsed already.
-fn post_bill<B: KvBackend>(
+/// Step 3 of the module doc: posts the numbered bill `doc` (its domain bill: `bill`) to the
+/// account's ledger (once) and answers the stored bill (posting may have settled it at once with
+/// credit the account had).
+fn post<B: KvBackend>(
     env: &Env<'_, B>,
     acct: &AccountFacts,
     doc: &Value,
@@ -1015,19 +1012,9 @@ fn set_number<B: KvBackend>(
     }
 }
 
-/// Step 4: one-time charges billed, corrections cleared (idempotent).
+/// Step 4: one-time charges billed, corrections cleared (idempotent). `bill`: the draft's domain
+/// bill (numbering and posting do not change its lines).
 pub fn finish<B: KvBackend>(
-    env: &Env<'_, B>,
-    doc: &Value,
-    one_time: &[String],
-    corrections: &[String],
-) -> Result<(), ApiError> {
-    finish_bill(env, &domain_bill(doc)?, one_time, corrections)
-}
-
-/// [`finish`] of a parsed bill (its lines are those of its draft: numbering and posting do not
-/// change them).
-pub fn finish_bill<B: KvBackend>(
     env: &Env<'_, B>,
     bill: &Bill,
     one_time: &[String],

@@ -18,7 +18,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::bills::{AccountFacts, BASE, Draft, Unnumbered, finish_bill, issue_doc, number_bills};
+use crate::bills::{AccountFacts, BASE, Draft, Unnumbered, finish, issue_doc, number_bills};
 use bss_domain::billing::number::BillState;
 
 /// Bill runs (BSS extension).
@@ -192,7 +192,7 @@ pub fn bill_batch<B: KvBackend>(env: &Env<'_, B>, batch: &Batch) -> Result<(), A
     for (acct, d) in drafted {
         let outcome = (|| -> Result<Value, ApiError> {
             let doc = if batch.validate { issue_doc(env, &acct, d.doc, batch.at)? } else { d.doc };
-            finish_bill(env, &d.bill, &d.one_time, &d.corrections)?;
+            finish(env, &d.bill, &d.one_time, &d.corrections)?;
             Ok(json!({"bill": doc.get("id").and_then(Value::as_str).unwrap_or(&d.id)}))
         })();
         match outcome {
