@@ -93,7 +93,7 @@ impl<B: KvBackend> Hooks<B> for InventoryHooks {
         }
         let customer = customer_of(&next)
             .ok_or_else(|| ApiError::unprocessable("relatedParty: a product needs its customer (role customer)"))?;
-        crate::pricing::customer_view(env, &customer)?;
+        crate::pricing::existing_customer(env, &customer)?;
         let account = next.pointer("/billingAccount/id").and_then(Value::as_str).unwrap_or_default().to_string();
         crate::pricing::billing_account_currency(env, &account, None)?;
         let status = next.get("status").and_then(Value::as_str).unwrap_or("created");

@@ -36,7 +36,7 @@ use bss_kit::kv::KvBackend;
 use bss_kit::resource::{Change, Env, Kind, NoHooks};
 use serde_json::{Value, json};
 
-use crate::inventory::{PRODUCT, customer_of};
+use crate::inventory::customer_of;
 
 /// API base path.
 pub const BASE: &str = "/tmf-api/productOrderingManagement/v4";
@@ -97,7 +97,7 @@ pub fn place_order<B: KvBackend>(env: &Env<'_, B>, body: Value, id: Option<&str>
     };
     let customer = customer_of(&Value::Object(doc.clone()))
         .ok_or_else(|| invalid("relatedParty must name the customer (role customer)"))?;
-    crate::pricing::customer_view(env, &customer)?;
+    crate::pricing::existing_customer(env, &customer)?;
     let account_id =
         doc.get("billingAccount").and_then(|b| b.get("id")).and_then(Value::as_str).unwrap_or_default().to_string();
     if account_id.is_empty() {
@@ -111,9 +111,7 @@ pub fn place_order<B: KvBackend>(env: &Env<'_, B>, body: Value, id: Option<&str>
     if !problems.is_empty() {
         return Err(invalid(problems.join("; ")));
     }
-    let held: Vec<Value> = env
-        .resources(PRODUCT)
-        .all()?
+    let held: Vec<Value> = crate::pricing::customer_products(env, &customer)?
         .into_iter()
         .filter(|p| customer_of(p).as_deref() == Some(customer.as_str()))
         .filter(|p| matches!(s(p, "status"), "active" | "suspended"))
@@ -471,7 +469,7 @@ pub fn parse_result(body: &Value) -> Result<TaskResult, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inventory::{CHARGE, complete_order};
+    use crate::inventory::{CHARGE, PRODUCT, complete_order};
     use bss_kit::kv::{MemKv, Store};
     use bss_kit::resource::Env;
 

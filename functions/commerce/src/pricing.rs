@@ -55,11 +55,30 @@ fn owned_by(product: &Value, customer_id: &str) -> bool {
     })
 }
 
+/// The inventory products of a customer, as stored: the ones its product index names (read by
+/// id), or — for a customer without an index, created before it existed — a scan of the
+/// inventory (at most [`bss_kit::resource::MAX_LISTED`] products). Every product the customer
+/// ever held, whatever its status; callers judge status and ownership on the documents.
+pub fn customer_products<B: KvBackend>(env: &Env<'_, B>, customer_id: &str) -> Result<Vec<Value>, ApiError> {
+    let Some(ids) = crate::subscribers::customer_products(env, customer_id)? else {
+        return env.resources(PRODUCT).all();
+    };
+    let docs = env.store.tenant(&env.tenant.tenant_id);
+    let keys: Vec<String> = ids.iter().filter_map(|id| docs.key(PRODUCT.collection, id)).collect();
+    let mut found = Vec::with_capacity(keys.len());
+    for chunk in keys.chunks(bss_kit::kv::BATCH_MAX) {
+        for (_, bytes) in env.store.backend().get_many(chunk)? {
+            if let Some(doc) = bytes.and_then(|b| serde_json::from_slice::<bss_kit::kv::Versioned<Value>>(&b).ok()) {
+                found.push(doc.data);
+            }
+        }
+    }
+    Ok(found)
+}
+
 /// The products the customer holds (status in [`HELD_STATUSES`]), from the inventory.
 pub fn existing_products<B: KvBackend>(env: &Env<'_, B>, customer_id: &str) -> Result<Vec<ExistingProduct>, ApiError> {
-    Ok(env
-        .resources(PRODUCT)
-        .all()?
+    Ok(customer_products(env, customer_id)?
         .into_iter()
         .filter(|p| owned_by(p, customer_id))
         .filter(|p| p.get("status").and_then(Value::as_str).is_none_or(|s| HELD_STATUSES.contains(&s)))
@@ -71,13 +90,18 @@ pub fn existing_products<B: KvBackend>(env: &Env<'_, B>, customer_id: &str) -> R
         .collect())
 }
 
-/// A customer as pricing sees it: segment and held products; 422 naming it if unknown.
-pub fn customer_view<B: KvBackend>(env: &Env<'_, B>, customer_id: &str) -> Result<CustomerView, ApiError> {
-    let customer = env.resources(CUSTOMER).find(customer_id)?.ok_or_else(|| {
+/// The customer, which must exist: 422 `UNKNOWN_CUSTOMER` naming it otherwise.
+pub fn existing_customer<B: KvBackend>(env: &Env<'_, B>, customer_id: &str) -> Result<Value, ApiError> {
+    env.resources(CUSTOMER).find(customer_id)?.map(|d| d.data).ok_or_else(|| {
         ApiError::unprocessable(format!("relatedParty: customer {customer_id} does not exist"))
             .with_code("UNKNOWN_CUSTOMER")
-    })?;
-    let segments = customer.data.get("marketSegment").and_then(Value::as_str).map(|s| vec![s.to_string()]);
+    })
+}
+
+/// A customer as pricing sees it: segment and held products; 422 naming it if unknown.
+pub fn customer_view<B: KvBackend>(env: &Env<'_, B>, customer_id: &str) -> Result<CustomerView, ApiError> {
+    let customer = existing_customer(env, customer_id)?;
+    let segments = customer.get("marketSegment").and_then(Value::as_str).map(|s| vec![s.to_string()]);
     Ok(CustomerView { segments, products: existing_products(env, customer_id)? })
 }
 

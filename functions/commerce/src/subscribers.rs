@@ -9,7 +9,10 @@
 //! Beside it, the account indexes a bill run reads instead of scanning: `accountProducts` (id =
 //! the billing account: every product ever billed to it) and `accountChildren` (id = a billing
 //! account: its direct children and whether their bills roll up into it; kept by the customer
-//! component on every account write).
+//! component on every account write). And `customerProducts` (id = a customer: every product
+//! ever held by it), which quotes and orders read to know what a customer holds; the customer
+//! component opens it, empty, when it creates the customer, and only an open index is kept: a
+//! customer created before the index existed has none, and its products are found by a scan.
 
 use bss_kit::ApiError;
 use bss_kit::kv::{KvBackend, StoreError};
@@ -93,6 +96,35 @@ pub struct AccountProducts {
     pub products: Vec<String>,
 }
 
+/// The collection of the customer index.
+pub const CUSTOMER_PRODUCTS: &str = "customerProducts";
+/// Most products indexed under one customer (an enterprise's lines included).
+pub const CUSTOMER_PRODUCTS_MAX: usize = 10_000;
+
+/// The products of one customer: every product ever held, whatever its status now.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CustomerProducts {
+    /// Product ids, in indexing order.
+    pub products: Vec<String>,
+}
+
+/// Opens the customer's product index, empty (a new customer holds nothing). Idempotent: an
+/// index already there is kept.
+pub fn open_customer_index<B: KvBackend>(env: &Env<'_, B>, customer_id: &str) -> Result<(), ApiError> {
+    let docs = env.store.tenant(&env.tenant.tenant_id);
+    match docs.create(CUSTOMER_PRODUCTS, customer_id, CustomerProducts::default()) {
+        Ok(_) | Err(StoreError::AlreadyExists(_)) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The customer's product ids, or `None` when the customer has no index (created before it
+/// existed, or stopped between its write and the index's): the caller scans instead.
+pub fn customer_products<B: KvBackend>(env: &Env<'_, B>, customer_id: &str) -> Result<Option<Vec<String>>, ApiError> {
+    let docs = env.store.tenant(&env.tenant.tenant_id);
+    Ok(docs.get::<CustomerProducts>(CUSTOMER_PRODUCTS, customer_id)?.map(|v| v.data.products))
+}
+
 /// The collection of the hierarchy index: an account's direct children (id = the parent).
 pub const ACCOUNT_CHILDREN: &str = "accountChildren";
 /// Most children indexed under one account.
@@ -146,6 +178,23 @@ pub fn index_account_parent<B: KvBackend>(
     Ok(())
 }
 
+/// Adds the product to the customer's index if the customer has one (never creates it: an index
+/// opened by a product would hide the customer's older, unindexed products).
+fn add_to_customer_index<B: KvBackend>(env: &Env<'_, B>, customer: &str, pid: &str) -> Result<(), ApiError> {
+    let docs = env.store.tenant(&env.tenant.tenant_id);
+    let outcome = docs.update::<CustomerProducts, _>(CUSTOMER_PRODUCTS, customer, |v| {
+        let mut next = v.data.clone();
+        if !next.products.iter().any(|p| p == pid) && next.products.len() < CUSTOMER_PRODUCTS_MAX {
+            next.products.push(pid.to_string());
+        }
+        Ok(next)
+    });
+    match outcome {
+        Ok(_) | Err(StoreError::NotFound(_)) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Upserts a document with a CAS loop (create when absent).
 fn upsert<B: KvBackend, T>(
     env: &Env<'_, B>,
@@ -184,6 +233,10 @@ pub fn index_product<B: KvBackend>(env: &Env<'_, B>, product: &Value) -> Result<
             }
             next
         })?;
+    }
+    let customer = crate::inventory::customer_of(product).unwrap_or_default();
+    if !customer.is_empty() && !pid.is_empty() {
+        add_to_customer_index(env, &customer, &pid)?;
     }
     let Some(id) = msisdn_of(product).as_deref().and_then(line_id) else { return Ok(()) };
     let entry = LineEntry {
@@ -263,5 +316,58 @@ mod tests {
         assert!(other.children.is_empty());
         // Another tenant sees nothing.
         assert!(store.tenant("t2").get::<SubscriberLine>(COLLECTION, "33611111111").unwrap().is_none());
+    }
+
+    #[test]
+    fn a_customer_s_products_are_read_from_its_index_and_a_customer_without_one_is_scanned() {
+        use crate::pricing::{PRODUCT, existing_products};
+        use bss_kit::resource::NoHooks;
+        let store = Store::new(MemKv::new());
+        let tenant = Tenant { tenant_id: "t1".into(), key_id: "k".into() };
+        let env = Env::new(&store, &tenant);
+        let stored = |id: &str, customer: &str, status: &str| {
+            let mut p = product(id, "", "2026-01-01T00:00:00Z", None);
+            p["relatedParty"] = json!([{"id": customer, "role": "customer"}]);
+            p["status"] = json!(status);
+            let mut body = p.clone();
+            body.as_object_mut().unwrap().remove("id");
+            env.resources(PRODUCT).create_with_id(&env, &NoHooks, id, body).unwrap();
+            index_product(&env, &p).unwrap();
+        };
+        let held = |customer: &str| {
+            let mut ids: Vec<String> = existing_products(&env, customer).unwrap().into_iter().map(|p| p.id).collect();
+            ids.sort();
+            ids
+        };
+        // c1 is a new customer (index opened at its creation); c0 predates the index.
+        open_customer_index(&env, "c1").unwrap();
+        stored("p1", "c1", "active");
+        stored("p2", "c1", "terminated");
+        stored("p3", "c0", "active");
+        stored("p4", "c2", "active");
+        let index = |c: &str| store.tenant("t1").get::<CustomerProducts>(CUSTOMER_PRODUCTS, c).unwrap();
+        assert_eq!(index("c1").unwrap().data.products, vec!["p1".to_string(), "p2".to_string()]);
+        assert!(index("c0").is_none(), "a product never opens an index: it would hide older products");
+        // Held products only; the index's customer by it, the other by a scan.
+        assert_eq!(held("c1"), vec!["p1".to_string()]);
+        assert_eq!(held("c0"), vec!["p3".to_string()]);
+        // Opening again keeps what the index holds; a re-indexed product is listed once.
+        open_customer_index(&env, "c1").unwrap();
+        stored_again(&env, "p1");
+        assert_eq!(index("c1").unwrap().data.products, vec!["p1".to_string(), "p2".to_string()]);
+        // An index entry is judged on the product as stored: one moved to another customer is not c1's.
+        env.resources(PRODUCT)
+            .modify(&env, &NoHooks, "p1", |p| {
+                let mut p = p.clone();
+                p["relatedParty"] = json!([{"id": "c2", "role": "customer"}]);
+                Ok(p)
+            })
+            .unwrap();
+        assert!(held("c1").is_empty());
+    }
+
+    fn stored_again(env: &Env<'_, MemKv>, id: &str) {
+        let doc = env.resources(crate::pricing::PRODUCT).find(id).unwrap().unwrap().data;
+        index_product(env, &doc).unwrap();
     }
 }

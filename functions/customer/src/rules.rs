@@ -146,6 +146,9 @@ impl<B: KvBackend> Hooks<B> for Rules {
     fn after_write(&self, env: &Env<'_, B>, change: &Change) -> Result<(), ApiError> {
         self.write_audit(env, &change.kind, change.before.as_ref(), change.after.as_ref(), change.version, RECORDED)?;
         self.recheck_move(env, change)?;
+        if change.kind.collection == bss_commerce::pricing::CUSTOMER.collection && change.before.is_none() {
+            bss_commerce::subscribers::open_customer_index(env, change.id())?;
+        }
         if change.kind.collection == "billingAccount" {
             // Re-read: a move undone by the recheck is indexed as it stands.
             let stored = env.resources(change.kind).find(change.id())?.map(|d| d.data);

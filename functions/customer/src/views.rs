@@ -294,7 +294,7 @@ pub fn single_view<B: KvBackend>(env: &Env<'_, B>, id: &str) -> Result<Value, Ap
     // side writes; an order is summarised (its tracking view is the order itself).
     let of_customer = |doc: &Value| bss_commerce::inventory::customer_of(doc).as_deref() == Some(id);
     let products: Vec<Value> =
-        env.resources(bss_commerce::pricing::PRODUCT).all()?.into_iter().filter(of_customer).collect();
+        bss_commerce::pricing::customer_products(env, id)?.into_iter().filter(of_customer).collect();
     let orders: Vec<Value> = env
         .resources(bss_commerce::order::ORDER)
         .all()?
