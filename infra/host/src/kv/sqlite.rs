@@ -143,10 +143,18 @@ impl SqliteKv {
     pub async fn get_many(&self, keys: &[String]) -> KvResult<Vec<(String, Option<Vec<u8>>)>> {
         self.db
             .read(|c| {
-                let mut stmt = c.prepare_cached("SELECT value FROM kv WHERE store = ?1 AND key = ?2")?;
-                keys.iter()
-                    .map(|k| Ok((k.clone(), stmt.query_row(params![self.label, k], |r| r.get(0)).optional()?)))
-                    .collect()
+                // One read transaction for the batch, not one per key: every transaction start
+                // takes and drops the WAL's shared lock with fcntl calls, which cost more than
+                // the lookups themselves. The keys are also read from one snapshot.
+                let tx = c.unchecked_transaction()?;
+                let rows = {
+                    let mut stmt = tx.prepare_cached("SELECT value FROM kv WHERE store = ?1 AND key = ?2")?;
+                    keys.iter()
+                        .map(|k| Ok((k.clone(), stmt.query_row(params![self.label, k], |r| r.get(0)).optional()?)))
+                        .collect::<rusqlite::Result<Vec<_>>>()?
+                };
+                tx.commit()?;
+                Ok(rows)
             })
             .map_err(backend)
     }
