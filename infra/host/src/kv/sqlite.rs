@@ -197,6 +197,32 @@ mod tests {
     use crate::db::SyncMode;
 
     #[tokio::test]
+    async fn a_new_database_has_8_kib_pages_and_an_existing_one_keeps_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let page_size = |path: &std::path::Path| -> i64 {
+            rusqlite::Connection::open(path).unwrap().query_row("PRAGMA page_size", [], |r| r.get(0)).unwrap()
+        };
+        let fresh = dir.path().join("new.sqlite");
+        let kv = SqliteKv::new(Arc::new(SqliteDb::open(&fresh, SyncMode::Normal).unwrap()), "default");
+        // A rated usage record (~1.2 KB) stays in its b-tree page: no overflow page of its own.
+        kv.set("u", &[b'x'; 1500]).await.unwrap();
+        assert_eq!(page_size(&fresh), 8192);
+        let old = dir.path().join("old.sqlite");
+        rusqlite::Connection::open(&old).unwrap().execute_batch("PRAGMA page_size = 4096; VACUUM;").unwrap();
+        let kv_old = SqliteKv::new(Arc::new(SqliteDb::open(&old, SyncMode::Normal).unwrap()), "default");
+        kv_old.set("u", &[b'x'; 1500]).await.unwrap();
+        assert_eq!(page_size(&old), 4096, "a database keeps the page size it was created with");
+        let overflow_pages = |path: &std::path::Path| -> i64 {
+            rusqlite::Connection::open(path)
+                .unwrap()
+                .query_row("SELECT COUNT(*) FROM dbstat WHERE pagetype = 'overflow'", [], |r| r.get(0))
+                .unwrap()
+        };
+        assert_eq!(overflow_pages(&fresh), 0);
+        assert_eq!(overflow_pages(&old), 1, "at 4 KiB the same value spills into an overflow page");
+    }
+
+    #[tokio::test]
     async fn versions_are_never_reused_across_a_delete_and_a_restart() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bss.sqlite");
