@@ -218,6 +218,11 @@ impl PreparedTariff {
         self.tariff.currency
     }
 
+    /// How many allowances [`PreparedTariff::fresh_buckets`] holds (without building them).
+    pub fn allowance_count(&self) -> usize {
+        self.allowances.len()
+    }
+
     /// Full buckets for a new bill period.
     pub fn fresh_buckets(&self) -> Buckets {
         Buckets {

@@ -166,6 +166,8 @@ pub struct Pipeline<'a, B> {
     tax_rates: Option<Rc<TaxRates>>,
     /// Offering id → its prices, read.
     offering_prices: HashMap<String, Rc<Vec<PriceView>>>,
+    /// Offering id → whether its allowances are shared across the account hierarchy.
+    shared_allowances: HashMap<String, bool>,
     tariffs: HashMap<String, Option<Rc<PreparedTariff>>>,
     accounts: HashMap<String, Option<Rc<AccountInfo>>>,
     /// Record id → the online-charging reservation its charge settles (released first).
@@ -182,6 +184,7 @@ impl<'a, B: KvBackend> Pipeline<'a, B> {
             catalog: None,
             tax_rates: None,
             offering_prices: HashMap::new(),
+            shared_allowances: HashMap::new(),
             tariffs: HashMap::new(),
             accounts: HashMap::new(),
             settles: HashMap::new(),
@@ -359,13 +362,13 @@ impl<'a, B: KvBackend> Pipeline<'a, B> {
             }
         }
         // Guide.
-        let guides = self.guide(&fresh)?;
+        let mut guides = self.guide(&fresh)?;
         let mut by_shard: BTreeMap<u32, Vec<(Item, Guide)>> = BTreeMap::new();
         for item in fresh {
-            match guides.get(&item.index) {
+            match guides.remove(&item.index) {
                 Some(Ok(g)) => {
                     let shard = mediation::shard_of(&g.account.root, self.cfg.shards);
-                    by_shard.entry(shard).or_default().push((item, g.clone()));
+                    by_shard.entry(shard).or_default().push((item, g));
                 }
                 Some(Err(reason)) => {
                     let doc = self.held_doc(
@@ -374,7 +377,7 @@ impl<'a, B: KvBackend> Pipeline<'a, B> {
                         UsageStatus::Recycled,
                         item.raw.clone(),
                         Some(item.record.clone()),
-                        reason.clone(),
+                        reason,
                     );
                     held.push((item.index, doc));
                 }
@@ -634,12 +637,7 @@ impl<'a, B: KvBackend> Pipeline<'a, B> {
             ));
         }
         let period = period_start(&account, item.record.start);
-        let shared = self
-            .catalog
-            .as_ref()
-            .and_then(|snap| snap.get(CatalogKind::ProductOffering, &entry.offering_id))
-            .and_then(|o| bss_domain::catalog::offering::OfferingView::read(o).ok())
-            .is_some_and(|o| o.shares_allowances);
+        let shared = self.shares_allowances_of(&entry.offering_id);
         let (bucket_owner, bucket_period) = match shared {
             true => {
                 let top = self.accounts.get(&account.root).cloned().flatten().unwrap_or_else(|| account.clone());
@@ -685,6 +683,22 @@ impl<'a, B: KvBackend> Pipeline<'a, B> {
             }
         }
         fallback.ok_or_else(|| format!("offering {offering_id} has no usage tariff for {}", rec.service.as_str()))
+    }
+
+    /// Whether offering `offering_id` shares its allowances across the account hierarchy (an
+    /// offering that does not read shares nothing), read once a batch.
+    fn shares_allowances_of(&mut self, offering_id: &str) -> bool {
+        if let Some(shared) = self.shared_allowances.get(offering_id) {
+            return *shared;
+        }
+        let shared = self
+            .catalog
+            .as_ref()
+            .and_then(|snap| snap.get(CatalogKind::ProductOffering, offering_id))
+            .and_then(|o| bss_domain::catalog::offering::OfferingView::read(o).ok())
+            .is_some_and(|o| o.shares_allowances);
+        self.shared_allowances.insert(offering_id.to_string(), shared);
+        shared
     }
 
     /// The prices of offering `offering_id` that read (others never apply), read once a batch.
@@ -766,8 +780,9 @@ impl<'a, B: KvBackend> Pipeline<'a, B> {
         let mut rated_docs = Vec::new();
         let mut unheld = Vec::new();
         let now = self.now();
-        for (item, g) in group {
-            let ukey = k.usage(&item.id);
+        let now_text = self.now_text();
+        // Ids are unique here: `ingest` keeps the first occurrence of an id in a batch.
+        for ((item, g), ukey) in group.into_iter().zip(keys) {
             // Re-checked under the lease: a concurrent batch may have rated it meanwhile.
             let seen = current.get(&ukey).and_then(|b| kv_json::<UsageDoc>(b));
             let was_held = seen.as_ref().is_some_and(|d| d.status.is_held());
@@ -782,9 +797,6 @@ impl<'a, B: KvBackend> Pipeline<'a, B> {
                     continue;
                 }
             }
-            if rated_docs.iter().any(|d: &(usize, UsageDoc)| d.1.id == item.id) {
-                continue;
-            }
             let skey = k.state(&g.bucket_owner, &g.bucket_period);
             let state = states.entry(skey.clone()).or_insert_with(|| {
                 current
@@ -793,18 +805,17 @@ impl<'a, B: KvBackend> Pipeline<'a, B> {
                     .unwrap_or(PeriodState { buckets: Vec::new(), records: 0 })
             });
             let tariff = &g.tariff;
-            let tid = tariff.tariff().id.clone();
-            let fresh = tariff.fresh_buckets();
-            let slot = match state.buckets.iter().position(|b| b.tariff_id == tid) {
+            let tid = &tariff.tariff().id;
+            let slot = match state.buckets.iter().position(|b| b.tariff_id == *tid) {
                 Some(i) => i,
                 None => {
-                    state.buckets.push(fresh.clone());
+                    state.buckets.push(tariff.fresh_buckets());
                     state.buckets.len() - 1
                 }
             };
             // A tariff whose allowances changed shape mid-period starts from fresh buckets.
-            if state.buckets[slot].allowances.len() != fresh.allowances.len() {
-                state.buckets[slot] = fresh;
+            if state.buckets[slot].allowances.len() != tariff.allowance_count() {
+                state.buckets[slot] = tariff.fresh_buckets();
             }
             let before: Buckets = state.buckets[slot].clone();
             let ctx = RatingContext { time_zone: g.account.tz, tax: g.tax.clone(), rounding: RoundingRule::HalfEven };
@@ -870,8 +881,8 @@ impl<'a, B: KvBackend> Pipeline<'a, B> {
                 tax_percent: g.tax.as_ref().map(|t| t.rate().rate.to_string()),
                 rated: Some(rated),
                 previous: None,
-                received_at: self.now_text(),
-                rated_at: Some(self.now_text()),
+                received_at: now_text.clone(),
+                rated_at: Some(now_text.clone()),
             };
             writes.push((ukey, encode(&doc)?));
             writes.push((k.by_product(&g.line.product_id, &g.period, &item.id), Vec::new()));
