@@ -16,7 +16,7 @@
 //!   indexes); then ~R usage records per product in the previous month, mediated and rated by the
 //!   usage component's pipeline (`usage::ingest`, its library: normalise, guide, rate against
 //!   the sample tariff with allowance buckets, store `usage/<id>` and
-//!   `usageByProduct/<product>/<period>/<id>` plus the period's buckets) in batches of 10,000.
+//!   `usageProduct/<product>/records/<period>/<id>` plus the period's buckets) in batches of 10,000.
 //!   Writes are buffered and committed in one SQLite transaction per batch with the database's
 //!   own version counter (`SqliteDb::next_kv_version`), so the host restarts consistent. The
 //!   first account (the probe) also gets 5 records in the current month (for the on-demand check).
@@ -1321,7 +1321,7 @@ fn breakdown(
                 "catalog snapshot (every catalog collection: list + get_many + parse)",
                 "billing account (get + parse)",
                 "accountProducts + product + charges (get, get_many)",
-                "usageByProduct index: list_keys from the prefix",
+                "usage records index: list_keys from the prefix",
                 "usage of the products (usage_of: the index listing again, get_many, the ratings' sums)",
                 "pending corrections (corrections_of: list_keys from the prefix, get_many)",
             ]

@@ -433,14 +433,9 @@ pub fn usage_of<B: KvBackend>(
 ) -> Result<Vec<UsageSummary>, ApiError> {
     let layout = UsageKeys::new(&env.tenant.tenant_id);
     let start = period.start.to_string();
-    let prefix = layout.by_product_prefix(product, Some(&start));
-    let ids: Vec<String> =
-        env.store.list_keys(&prefix, USAGE_RECORDS_MAX)?.into_iter().map(|k| k[prefix.len()..].to_string()).collect();
+    let ids = bss_commerce::usage_keys::record_ids(env.store, &layout, product, &start, USAGE_RECORDS_MAX)?;
     // The totals rating kept, while they count every record of the index (else the records).
-    let totals = env
-        .store
-        .backend()
-        .get(&layout.totals(product, &start))?
+    let totals = bss_commerce::usage_keys::get(env.store.backend(), &layout, &layout.totals(product, &start))?
         .and_then(|b| serde_json::from_slice::<UsageTotals>(&b).ok());
     if let Some(t) = totals.filter(|t| t.records() == ids.len() as u64) {
         let mut services = t.services;
@@ -1151,11 +1146,12 @@ mod tests {
         let tenant = bss_kit::auth::Tenant { tenant_id: "t1".into(), key_id: "k".into() };
         let env = Env::new(&store, &tenant);
         let kv = store.backend();
+        let layout = UsageKeys::new("t1");
         let period = BillPeriod::containing(NaiveDate::from_ymd_opt(2026, 10, 1).unwrap(), 1);
         for id in ["u1", "u2"] {
             let doc = json!({"id": id, "status": "rated", "rated": voice(id, "0.45")});
             kv.set(&format!("t/t1/usage/{id}"), &serde_json::to_vec(&doc).unwrap()).unwrap();
-            kv.set(&format!("t/t1/usageByProduct/p1/2026-10-01/{id}"), b"").unwrap();
+            kv.set(&layout.by_product("p1", "2026-10-01", id), b"").unwrap();
         }
         let net = |env: &Env<'_, bss_kit::kv::MemKv>| {
             let u = usage_of(env, "p1", &period, Currency::new("EUR").unwrap()).unwrap();
@@ -1165,11 +1161,11 @@ mod tests {
         assert_eq!(net(&env), (1, 2, "0.90".to_string()));
         // Totals counting both records are what is read (here deliberately not the records' sum).
         let totals = UsageTotals::of(&[voice("u1", "1.00"), voice("u2", "2.00")]).unwrap();
-        kv.set("t/t1/usageTotals/p1/2026-10-01", &serde_json::to_vec(&totals).unwrap()).unwrap();
+        kv.set(&layout.totals("p1", "2026-10-01"), &serde_json::to_vec(&totals).unwrap()).unwrap();
         assert_eq!(net(&env), (1, 2, "3.00".to_string()));
         // Totals that miss a record are not trusted.
         let short = UsageTotals::of(&[voice("u1", "1.00")]).unwrap();
-        kv.set("t/t1/usageTotals/p1/2026-10-01", &serde_json::to_vec(&short).unwrap()).unwrap();
+        kv.set(&layout.totals("p1", "2026-10-01"), &serde_json::to_vec(&short).unwrap()).unwrap();
         assert_eq!(net(&env), (1, 2, "0.90".to_string()));
     }
 

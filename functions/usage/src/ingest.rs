@@ -772,7 +772,8 @@ impl<'a, B: KvBackend> Pipeline<'a, B> {
         keys.extend(state_keys.iter().cloned());
         keys.extend(account_keys.iter().cloned());
         keys.extend(totals_keys.iter().cloned());
-        let current = read_many(self.kv(), &keys)?;
+        // Buckets and totals written before the product keys moved are read at their old keys.
+        let current = bss_commerce::usage_keys::get_many(self.kv(), k, &keys)?;
         let mut states: HashMap<String, PeriodState> = HashMap::new();
         let mut accounts: HashMap<String, AccountState> = HashMap::new();
         let mut totals: HashMap<String, UsageTotals> = HashMap::new();

@@ -4,9 +4,14 @@
 //!
 //! - `usage/<recordId>` → [`UsageDoc`]: the record, its status and its rating (the dedup key);
 //! - `usageHeld/<recordId>` → `""`: index of held records (rejected, recycled);
-//! - `usageByProduct/<productId>/<periodStart>/<recordId>` → `""`: a product's records per bill
-//!   period, in id order (rerating and billing read it);
-//! - `usageState/<productId>/<periodStart>` → [`PeriodState`]: allowance buckets per tariff;
+//! - `usageProduct/<productId>/records/<periodStart>/<recordId>` → `""`: a product's records per
+//!   bill period, in id order (rerating and billing read it);
+//! - `usageProduct/<productId>/state/<periodStart>` → [`PeriodState`]: allowance buckets per
+//!   tariff (owner `pool.<accountId>` for allowances shared across a hierarchy);
+//! - `usageProduct/<productId>/totals/<periodStart>` → the period's usage totals for billing
+//!   (a product's keys share a prefix so that a batch rewrites one page of the store for them;
+//!   `bss_commerce::usage_keys` reads values written under the earlier `usageState/`,
+//!   `usageTotals/` and `usageByProduct/` keys);
 //! - `usageAccount/<accountId>` → [`AccountState`]: prepaid balance and postpaid credit;
 //! - `usageLease/<shard>`: the lease that serialises the state of the accounts of a shard;
 //! - `usageCorrection/<runId>/<recordId>` → a rerating difference, and the same document under

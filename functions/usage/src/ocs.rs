@@ -150,7 +150,8 @@ pub fn reserve<B: KvBackend>(env: &Env<'_, B>, ctx: &Ctx, cfg: Config) -> Result
             return Ok(existing);
         }
         // Price the whole request against a copy of the period's buckets: allowances first.
-        let state: Option<crate::model::PeriodState> = read(kv, &skey)?;
+        let state: Option<crate::model::PeriodState> =
+            bss_commerce::usage_keys::get(kv, &keys, &skey)?.and_then(|b| serde_json::from_slice(&b).ok());
         let tid = guide.tariff.tariff().id.clone();
         let mut buckets = state
             .and_then(|s| s.buckets.into_iter().find(|b| b.tariff_id == tid))

@@ -84,15 +84,9 @@ pub fn run<B: KvBackend>(env: &Env<'_, B>, ctx: &Ctx, cfg: Config) -> Result<Rep
     }
     let keys = pipeline.keys().clone();
     let run_id = bss_kit::ids::new_id();
-    let prefix = keys.by_product_prefix(&req.product.id, Some(&req.period));
     let lease_account = account.root.clone();
     let report = pipeline.under_lease_mut(&lease_account, |pipeline| {
-        let ids: Vec<String> = env
-            .store
-            .list_keys(&prefix, RUN_RECORDS_MAX)?
-            .into_iter()
-            .map(|k| k[prefix.len()..].to_string())
-            .collect();
+        let ids = bss_commerce::usage_keys::record_ids(env.store, &keys, &req.product.id, &req.period, RUN_RECORDS_MAX)?;
         let wanted: Vec<String> = ids.iter().map(|i| keys.usage(i)).collect();
         let found = read_many(kv, &wanted)?;
         let mut records: Vec<UsageDoc> =
