@@ -896,7 +896,16 @@ impl<'a, B: KvBackend> Pipeline<'a, B> {
             writes.push((key.clone(), encode(state)?));
         }
         for (key, account) in &accounts {
-            writes.push((key.clone(), encode(account)?));
+            // Only a changed money state is written: a postpaid account without a credit limit
+            // never changes, and rewriting it cost a page of the store per account and batch.
+            let bytes = encode(account)?;
+            let unchanged = match current.get(key) {
+                Some(stored) => *stored == bytes,
+                None => *account == AccountState::default(),
+            };
+            if !unchanged {
+                writes.push((key.clone(), bytes));
+            }
         }
         for (key, t) in &totals {
             writes.push((key.clone(), encode(t)?));
