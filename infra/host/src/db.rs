@@ -20,6 +20,9 @@ const READERS: usize = 4;
 /// value over ~1 KB (a rated usage record, a bill) spills into an overflow page of its own;
 /// at 8 KiB values up to ~2 KB stay in their b-tree page.
 const PAGE_SIZE_BYTES: i64 = 8192;
+/// WAL pages after which a commit copies them into the database (SQLite's default is 1,000):
+/// a page rewritten by several commits in between is copied once. 32 MiB of WAL at 8 KiB pages.
+const WAL_AUTOCHECKPOINT_PAGES: i64 = 4000;
 /// Page cache of the writer connection (SQLite's default is 2 MiB a connection).
 const WRITER_CACHE_KIB: i64 = 64 * 1024;
 /// The part of the database file the writer reads through a memory map (SQLite caps it at its
@@ -126,6 +129,7 @@ impl SqliteDb {
         // writer: a reader drops its cache and its mapping whenever another connection committed.
         writer.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)?;
         writer.pragma_update(None, "mmap_size", WRITER_MMAP_BYTES)?;
+        writer.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)?;
         writer.execute_batch(SCHEMA).context("creating the schema")?;
         let kv_version: i64 = writer.query_row(
             "SELECT MAX(COALESCE((SELECT MAX(version) FROM kv), 0),
