@@ -224,7 +224,6 @@ pub fn gather_in<B: KvBackend>(
     snap: &Snapshot,
 ) -> Result<Gathered, ApiError> {
     let docs = env.store.tenant(&env.tenant.tenant_id);
-    let kv = env.store.backend();
     let accounts: Vec<String> = std::iter::once(acct.id.clone()).chain(rolled_up(env, &acct.id)?).collect();
     let mut products = Vec::new();
     // Prepaid accounts paid their usage from their balance as it was rated: never billed again.
@@ -246,15 +245,7 @@ pub fn gather_in<B: KvBackend>(
         }
     }
     let mut owner: BTreeMap<String, String> = BTreeMap::new();
-    let product_keys: Vec<String> = products.iter().filter_map(|p| docs.key("product", p)).collect();
-    let mut product_docs = Vec::new();
-    for chunk in product_keys.chunks(1000) {
-        for (_, v) in kv.get_many(chunk)? {
-            if let Some(d) = v.and_then(|b| serde_json::from_slice::<Versioned<Value>>(&b).ok()) {
-                product_docs.push(d.data);
-            }
-        }
-    }
+    let product_docs: Vec<Value> = docs.get_docs::<Value>("product", &products)?.into_iter().map(|d| d.data).collect();
     let mut recurring = Vec::new();
     let mut one_time = Vec::new();
     let mut usage = Vec::new();
@@ -272,12 +263,8 @@ pub fn gather_in<B: KvBackend>(
         let from = start.max(whole.from);
         let to = end.unwrap_or(whole.to).min(whole.to);
         let lines = p.get("productPrice").and_then(Value::as_array).map(Vec::len).unwrap_or(0);
-        let charge_keys: Vec<String> =
-            (1..=lines).filter_map(|n| docs.key("billingCharge", &format!("{pid}.{n}"))).collect();
-        for (_, v) in kv.get_many(&charge_keys)? {
-            let Some(c) = v.and_then(|b| serde_json::from_slice::<Versioned<Value>>(&b).ok()).map(|d| d.data) else {
-                continue;
-            };
+        let charge_ids: Vec<String> = (1..=lines).map(|n| format!("{pid}.{n}")).collect();
+        for c in docs.get_docs::<Value>("billingCharge", &charge_ids)?.into_iter().map(|d| d.data) {
             let Ok(amount) = money_from_json(c.get("amount").unwrap_or(&Value::Null)) else { continue };
             let category = tax_category_of(snap, c.pointer("/productOfferingPrice/id").and_then(Value::as_str));
             let description = c.get("name").and_then(Value::as_str).unwrap_or("charge").to_string();

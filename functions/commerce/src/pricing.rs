@@ -60,20 +60,11 @@ fn owned_by(product: &Value, customer_id: &str) -> bool {
 /// inventory (at most [`bss_kit::resource::MAX_LISTED`] products). Every product the customer
 /// ever held, whatever its status; callers judge status and ownership on the documents.
 pub fn customer_products<B: KvBackend>(env: &Env<'_, B>, customer_id: &str) -> Result<Vec<Value>, ApiError> {
-    let Some(ids) = crate::subscribers::customer_products(env, customer_id)? else {
+    let Some(ids) = crate::subscribers::customer_product_ids(env, customer_id)? else {
         return env.resources(PRODUCT).all();
     };
     let docs = env.store.tenant(&env.tenant.tenant_id);
-    let keys: Vec<String> = ids.iter().filter_map(|id| docs.key(PRODUCT.collection, id)).collect();
-    let mut found = Vec::with_capacity(keys.len());
-    for chunk in keys.chunks(bss_kit::kv::BATCH_MAX) {
-        for (_, bytes) in env.store.backend().get_many(chunk)? {
-            if let Some(doc) = bytes.and_then(|b| serde_json::from_slice::<bss_kit::kv::Versioned<Value>>(&b).ok()) {
-                found.push(doc.data);
-            }
-        }
-    }
-    Ok(found)
+    Ok(docs.get_docs::<Value>(PRODUCT.collection, &ids)?.into_iter().map(|d| d.data).collect())
 }
 
 /// The products the customer holds (status in [`HELD_STATUSES`]), from the inventory.

@@ -120,7 +120,10 @@ pub fn open_customer_index<B: KvBackend>(env: &Env<'_, B>, customer_id: &str) ->
 
 /// The customer's product ids, or `None` when the customer has no index (created before it
 /// existed, or stopped between its write and the index's): the caller scans instead.
-pub fn customer_products<B: KvBackend>(env: &Env<'_, B>, customer_id: &str) -> Result<Option<Vec<String>>, ApiError> {
+pub fn customer_product_ids<B: KvBackend>(
+    env: &Env<'_, B>,
+    customer_id: &str,
+) -> Result<Option<Vec<String>>, ApiError> {
     let docs = env.store.tenant(&env.tenant.tenant_id);
     Ok(docs.get::<CustomerProducts>(CUSTOMER_PRODUCTS, customer_id)?.map(|v| v.data.products))
 }

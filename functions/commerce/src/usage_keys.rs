@@ -100,31 +100,30 @@ impl Keys {
     }
 }
 
-/// Values of `keys` (at most [`bss_kit::kv::BATCH_MAX`] a call, any number in all), by key; a
-/// key absent at its current place is read at its legacy one ([`Keys::legacy`]).
-pub fn get_many<B: KvBackend>(kv: &B, layout: &Keys, keys: &[String]) -> Result<HashMap<String, Vec<u8>>, ApiError> {
+/// Values of `keys` (any number, read [`bss_kit::kv::BATCH_MAX`] at a time), by key; absent
+/// keys are left out.
+pub fn read_many<B: KvBackend>(kv: &B, keys: &[String]) -> Result<HashMap<String, Vec<u8>>, ApiError> {
     let mut out = HashMap::with_capacity(keys.len());
-    let mut missing = Vec::new();
     for chunk in keys.chunks(bss_kit::kv::BATCH_MAX) {
         for (k, v) in kv.get_many(chunk)? {
-            match v {
-                Some(v) => {
-                    out.insert(k, v);
-                }
-                None => {
-                    if let Some(old) = layout.legacy(&k) {
-                        missing.push((k, old));
-                    }
-                }
+            if let Some(v) = v {
+                out.insert(k, v);
             }
         }
     }
-    for chunk in missing.chunks(bss_kit::kv::BATCH_MAX) {
-        let olds: Vec<String> = chunk.iter().map(|(_, old)| old.clone()).collect();
-        for ((current, _), (_, v)) in chunk.iter().zip(kv.get_many(&olds)?) {
-            if let Some(v) = v {
-                out.insert(current.clone(), v);
-            }
+    Ok(out)
+}
+
+/// [`read_many`], where a key absent at its current place is read at its legacy one
+/// ([`Keys::legacy`]).
+pub fn get_many<B: KvBackend>(kv: &B, layout: &Keys, keys: &[String]) -> Result<HashMap<String, Vec<u8>>, ApiError> {
+    let mut out = read_many(kv, keys)?;
+    let (current, legacy): (Vec<&String>, Vec<String>) =
+        keys.iter().filter(|k| !out.contains_key(*k)).filter_map(|k| Some((k, layout.legacy(k)?))).unzip();
+    let mut found = read_many(kv, &legacy)?;
+    for (k, old) in current.into_iter().zip(&legacy) {
+        if let Some(v) = found.remove(old) {
+            out.insert(k.clone(), v);
         }
     }
     Ok(out)

@@ -45,8 +45,6 @@ pub const BATCH_RECORDS_MAX: usize = 10_000;
 /// platform's 1,000 keys of one `set_many` ([`bss_kit::kv::BATCH_MAX`]).
 pub const GROUP_RECORDS_MAX: usize = 200;
 const _: () = assert!(5 * GROUP_RECORDS_MAX <= bss_kit::kv::BATCH_MAX);
-/// Keys per `get_many`.
-const READ_KEYS_MAX: usize = 1_000;
 /// Deepest account hierarchy followed to its top.
 pub const HIERARCHY_DEPTH_MAX: usize = 16;
 
@@ -143,18 +141,7 @@ fn encode<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, ApiError> {
     serde_json::to_vec(v).map_err(|e| ApiError::internal(format!("encoding: {e}")))
 }
 
-/// Values of `keys` (any number), by key.
-pub fn read_many<B: KvBackend>(kv: &B, keys: &[String]) -> Result<HashMap<String, Vec<u8>>, ApiError> {
-    let mut out = HashMap::with_capacity(keys.len());
-    for chunk in keys.chunks(READ_KEYS_MAX) {
-        for (k, v) in kv.get_many(chunk)? {
-            if let Some(v) = v {
-                out.insert(k, v);
-            }
-        }
-    }
-    Ok(out)
-}
+pub use bss_commerce::usage_keys::read_many;
 
 /// The pipeline's state for one request: what it loaded once (catalog, tariffs, accounts).
 pub struct Pipeline<'a, B> {

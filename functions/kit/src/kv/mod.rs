@@ -413,7 +413,12 @@ impl<B: KvBackend> Store<B> {
         prefix: &str,
         max: usize,
     ) -> Result<Vec<(String, Versioned<T>)>, StoreError> {
-        let keys = self.list_keys(prefix, max)?;
+        self.get_docs(&self.list_keys(prefix, max)?)
+    }
+
+    /// The documents at `keys` (any number, read [`BATCH_MAX`] at a time), in the order of
+    /// `keys`. Absent keys are left out; unreadable documents are logged and skipped.
+    pub fn get_docs<T: DeserializeOwned>(&self, keys: &[String]) -> Result<Vec<(String, Versioned<T>)>, StoreError> {
         let mut out = Vec::with_capacity(keys.len());
         for chunk in keys.chunks(BATCH_MAX) {
             for (key, value) in self.kv.get_many(chunk)? {
@@ -509,6 +514,16 @@ impl<B: KvBackend> TenantStore<'_, B> {
             Some(k) => self.store.delete(&k),
             None => Ok(false),
         }
+    }
+
+    /// The documents of a collection with these ids (absent ones left out), in the order of `ids`.
+    pub fn get_docs<T: DeserializeOwned>(
+        &self,
+        collection: &str,
+        ids: &[String],
+    ) -> Result<Vec<Versioned<T>>, StoreError> {
+        let keys: Vec<String> = ids.iter().filter_map(|id| self.key(collection, id)).collect();
+        Ok(self.store.get_docs(&keys)?.into_iter().map(|(_, d)| d).collect())
     }
 
     /// Up to `max` documents of a collection, by id.
