@@ -65,6 +65,10 @@ pub fn engine(opts: &EngineOptions, concurrent: bool) -> anyhow::Result<Engine> 
     config.concurrency_support(concurrent);
     config.epoch_interruption(true);
     config.memory_init_cow(true);
+    // `perf record` can name guest functions (writes /tmp/perf-<pid>.map).
+    if std::env::var("BSS_PROFILE").is_ok_and(|v| v == "perfmap") {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     if opts.pooling {
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(opts.instances_max)
