@@ -177,6 +177,26 @@ fn a_month_is_billed_line_by_line_and_presented() {
     let bills = api.get(&format!("{CB}/customerBill?billingAccount.id={acct}")).json();
     assert_eq!(bills.as_array().unwrap().len(), 1, "{bills}");
     assert_eq!(api.get(&format!("{CB}/customerBill/{}", id)).json()["billNo"], format!("INV-{}-000001", start.year()));
+    // A run naming an account that does not exist, and the billed one twice: the billed one is
+    // counted once, the unknown one fails with its reason; a retry bills it again, and it is
+    // counted once more as failed (taken off the failures first).
+    let run = api
+        .created(&format!("{CB}/billRun"), json!({"accounts": [acct, "no-such-account", acct], "periodStart": start}));
+    let rid = run["id"].as_str().unwrap().to_string();
+    let counts = |s: &Value| {
+        (s["accountsTotal"].clone(), s["accountsDone"].clone(), s["accountsFailed"].clone(), s["state"].clone())
+    };
+    let status = finished(&api, &rid);
+    assert_eq!(counts(&status), (json!(2), json!(1), json!(1), json!("completedWithErrors")), "{status}");
+    assert_eq!(status["failure"][0]["billingAccount"]["id"], "no-such-account", "{status}");
+    assert!(status["failure"][0]["reason"].as_str().unwrap().contains("does not exist"), "{status}");
+    let retried = api.post(&format!("{CB}/billRun/{rid}/retry"), json!({})).json();
+    assert_eq!(retried["retried"], 1, "{retried}");
+    let status = eventually(WAIT, "the retried account to fail again", || {
+        let s = api.get(&format!("{CB}/billRun/{rid}")).json();
+        (s["state"] != "inProgress" && s["failure"].as_array().is_some_and(|f| f.len() == 1)).then_some(s)
+    });
+    assert_eq!(counts(&status), (json!(2), json!(1), json!(1), json!("completedWithErrors")), "{status}");
     // The operator's command: starts a run and shows its progress bar to the end.
     let key = api.auth.trim_start_matches("Bearer ").to_string();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_bss-host"))

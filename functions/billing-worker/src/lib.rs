@@ -1,7 +1,7 @@
 //! `billing-worker`: the queue consumer of bill runs (`billing.run`): bills every account of a
 //! batch with `billing::run::bill_batch` — exactly once per account, failures recorded on the run
-//! and never blocking the batch; a store failure asks the queue for a retry (the batch then
-//! skips the accounts already done). Build with `cargo build --target wasm32-wasip2 --release -p
+//! and never blocking the batch, the batch counted on the run once; a store failure asks the
+//! queue for a retry (the batch then finds the bills it made and counts them once). Build with `cargo build --target wasm32-wasip2 --release -p
 //! billing-worker`; tested by `cargo test -p bss-host --test e2e_billing`.
 
 use billing::run::{Batch, bill_batch};
@@ -22,5 +22,5 @@ fn handle(msg: Message) -> Result<(), String> {
     let store = bss_kit::wasi_kv::open_store().map_err(|e| e.message)?;
     let tenant = Tenant { tenant_id: batch.tenant_id.clone(), key_id: "billing-worker".into() };
     let env = Env::new(&store, &tenant);
-    bill_batch(&env, &batch).map_err(|e| format!("{} ({})", e.message, e.detail().unwrap_or_default()))
+    bill_batch(&env, &batch, &msg.id).map_err(|e| format!("{} ({})", e.message, e.detail().unwrap_or_default()))
 }

@@ -4,11 +4,14 @@
 //! instances, as many as the platform runs. Each account is billed by
 //! [`crate::bills::bill_account`] (exactly once, whatever redeliveries and reruns).
 //!
-//! Progress: a worker marks each account done (`billRunAccount/<run>.<account>`, created with
-//! compare-and-swap, and only the creator bumps the run's `done` counter, so a redelivery never
-//! counts twice) or failed (`billRunFailure`, with the reason; counted once the same way). The
-//! run's status answers accounts done / total, failures, elapsed time and an estimate of the
-//! remaining time; `POST billRun/{id}/retry` re-bills the failed accounts alone.
+//! Progress is counted per batch, once: when a worker has been through every account of a batch
+//! it adds the batch's counts (done, skipped, failed) to one of the run's [`TALLY_SHARDS`] tally
+//! documents (`billRunTally/<run>.<shard>`) in the same compare-and-swap that records the batch
+//! as counted there — so a redelivered batch, or a crash between the last bill and the count,
+//! never counts twice or not at all. A failed account also gets a mark with the reason
+//! (`billRunFailure/<run>.<account>`), which a redelivery skips; the run's status answers accounts
+//! done / total, failures, elapsed time and an estimate of the remaining time;
+//! `POST billRun/{id}/retry` re-bills the failed accounts alone.
 
 use bss_domain::billing::period::BillPeriod;
 use bss_kit::ApiError;
@@ -18,7 +21,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::bills::{AccountFacts, BASE, Draft, Unnumbered, finish, issue_doc, number_bills};
+use crate::bills::{AccountFacts, BASE, Draft, Unnumbered, finish, issue_known, number_bills, sync_numbered};
 use bss_domain::billing::number::BillState;
 
 /// Bill runs (BSS extension).
@@ -30,8 +33,13 @@ pub const RUN_ACCOUNTS_MAX: usize = 2_000_000;
 /// The queue subject of run batches.
 pub const SUBJECT: &str = "billing.run";
 
-const DONE: &str = "billRunAccount";
 const FAILED: &str = "billRunFailure";
+const TALLY: &str = "billRunTally";
+/// Tally documents per run: batches finishing at once rarely meet on one, and each holds the
+/// keys of about 1/16 of the run's batches (a million accounts: 1,250 keys each).
+pub const TALLY_SHARDS: u32 = 16;
+/// Attempts at adding a batch to its tally before the batch is handed back to the queue.
+const TALLY_ATTEMPTS_MAX: usize = 16;
 
 /// `POST billRun` body.
 #[derive(Debug, Deserialize)]
@@ -73,8 +81,30 @@ pub struct Batch {
     pub accounts: Vec<String>,
 }
 
-fn counter_key(env_tenant: &str, run: &str, what: &str) -> String {
+/// Per-account counters of runs started before the tallies (still read by [`status`], so such a
+/// run completes when the new worker counts its remaining batches).
+fn legacy_counter_key(env_tenant: &str, run: &str, what: &str) -> String {
     format!("t/{env_tenant}/billRunCount/{run}.{what}")
+}
+
+/// One tally document of a run: the counts of the batches it names.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Tally {
+    done: u64,
+    skipped: u64,
+    /// Signed: a retry takes its accounts off the failures before their batches count them again.
+    failed: i64,
+    /// The batches (queue message ids, shortened by the run id) counted here.
+    batches: std::collections::BTreeSet<String>,
+}
+
+/// A batch's counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Counts {
+    done: u64,
+    skipped: u64,
+    failed: i64,
 }
 
 /// Starts a run: stores it and queues its batches. Answers the run document.
@@ -94,6 +124,9 @@ pub fn start<B: KvBackend>(env: &Env<'_, B>, req: RunRequest, now: DateTime<Utc>
     if accounts.len() > RUN_ACCOUNTS_MAX {
         return Err(ApiError::payload_too_large(format!("at most {RUN_ACCOUNTS_MAX} accounts per run")));
     }
+    // An account named twice is billed and counted once.
+    let mut seen = std::collections::HashSet::with_capacity(accounts.len());
+    let accounts: Vec<String> = accounts.into_iter().filter(|a| seen.insert(a.clone())).collect();
     let run_id = bss_kit::ids::new_id();
     let validate = req.validate.unwrap_or(true);
     let body = json!({
@@ -129,32 +162,41 @@ fn queue(batch: &Batch, id: &str) -> Result<(), ApiError> {
 
 /// Bills a batch (the worker's job): each account once; failures recorded, never thrown, so
 /// one bad account does not hold the others back. In three passes: every account's draft bill,
-/// then one reservation of numbers for the batch's drafts, then each bill posted and the account
-/// marked done.
-pub fn bill_batch<B: KvBackend>(env: &Env<'_, B>, batch: &Batch) -> Result<(), ApiError> {
+/// then one reservation of numbers for the batch's drafts, then each bill posted; then the
+/// batch's counts go to the run's tally, once. `batch_id`: the batch's queue message id.
+///
+/// A redelivered batch (its worker crashed, or the store failed) bills its accounts again, which
+/// finds each bill already drafted, numbered and posted and changes nothing; accounts marked
+/// failed are not retried (`POST billRun/{id}/retry` does that), and a batch already counted
+/// stops at once.
+pub fn bill_batch<B: KvBackend>(env: &Env<'_, B>, batch: &Batch, batch_id: &str) -> Result<(), ApiError> {
     let docs = env.store.tenant(&env.tenant.tenant_id);
+    let batch_key = batch_id.strip_prefix(&format!("{}.", batch.run_id)).unwrap_or(batch_id);
+    let shard = bss_domain::usage::mediation::shard_of(batch_key, TALLY_SHARDS);
+    let tally_id = format!("{}.{shard}", batch.run_id);
+    if docs.get::<Tally>(TALLY, &tally_id)?.is_some_and(|t| t.data.batches.contains(batch_key)) {
+        return Ok(());
+    }
+    let mut counts = Counts::default();
+    // Failed on an earlier delivery: counted with this batch, not billed again.
+    let marked: Vec<String> = batch.accounts.iter().map(|a| format!("{}.{a}", batch.run_id)).collect();
+    let failed_before: std::collections::HashSet<String> =
+        docs.get_docs::<Value>(FAILED, &marked)?.into_iter().filter_map(|d| failed_account(&d.data)).collect();
+    counts.failed += failed_before.len() as i64;
     // The catalog once per batch, on the first account that needs billing.
     let mut snap = None;
     let mut drafted = Vec::new();
-    for account in &batch.accounts {
-        let marker = format!("{}.{account}", batch.run_id);
-        if docs.get::<Value>(DONE, &marker)?.is_some() {
-            continue;
-        }
+    for account in batch.accounts.iter().filter(|a| !failed_before.contains(*a)) {
         if snap.is_none() {
             snap = Some(bss_kit::catalog::snapshot(env)?);
         }
         match draft_one(env, batch, account, snap.as_ref()) {
             Ok(Some(d)) => drafted.push(d),
-            Ok(None) => mark(
-                env,
-                batch,
-                account,
-                Ok(json!({"skipped": "another bill cycle day, or rolled up into its payer"})),
-            )?,
+            // Another bill cycle day, or rolled up into its payer.
+            Ok(None) => counts.skipped += 1,
             // The store itself failing: let the queue retry the batch.
             Err(e) if e.status >= 500 => return Err(e),
-            Err(e) => mark(env, batch, account, Err(e))?,
+            Err(e) => fail(env, batch, account, e, &mut counts)?,
         }
     }
     if batch.validate {
@@ -181,7 +223,6 @@ pub fn bill_batch<B: KvBackend>(env: &Env<'_, B>, batch: &Batch) -> Result<(), A
             // that account's alone.
             Err(e) => {
                 eprintln!("billing-worker: numbering the batch at once failed ({}); one by one", e.message);
-                let docs = env.store.tenant(&env.tenant.tenant_id);
                 for (_, d) in drafted.iter_mut().filter(|(_, d)| d.doc.is_null()) {
                     d.doc =
                         docs.get::<Value>(crate::bills::BILL.collection, &d.id)?.map(|v| v.data).unwrap_or_default();
@@ -189,49 +230,89 @@ pub fn bill_batch<B: KvBackend>(env: &Env<'_, B>, batch: &Batch) -> Result<(), A
             }
         }
     }
-    for (acct, d) in drafted {
-        let outcome = (|| -> Result<Value, ApiError> {
-            let doc = if batch.validate { issue_doc(env, &acct, d.doc, batch.at)? } else { d.doc };
-            finish(env, &d.bill, &d.one_time, &d.corrections)?;
-            Ok(json!({"bill": doc.get("id").and_then(Value::as_str).unwrap_or(&d.id)}))
+    for (acct, mut d) in drafted {
+        let outcome = (|| -> Result<(), ApiError> {
+            if batch.validate {
+                sync_numbered(&mut d.bill, &d.doc)?;
+                issue_known(env, &acct, d.doc, &d.bill, batch.at)?;
+            }
+            finish(env, &d.bill, &d.one_time, &d.corrections)
         })();
         match outcome {
+            Ok(()) => counts.done += 1,
             Err(e) if e.status >= 500 => return Err(e),
-            outcome => mark(env, batch, &acct.id, outcome)?,
+            Err(e) => fail(env, batch, &acct.id, e, &mut counts)?,
         }
     }
-    Ok(())
+    debug_assert_eq!(
+        counts.done + counts.skipped + counts.failed as u64,
+        batch.accounts.len() as u64,
+        "every account of the batch counted once"
+    );
+    add_to_tally(env, &tally_id, batch_key, counts)
 }
 
-/// Records an account's outcome in the run, once: done (`Ok`: the bill, or why it was skipped)
-/// or failed (`Err`: the reason).
-fn mark<B: KvBackend>(
+/// The account a failure mark names.
+fn failed_account(mark: &Value) -> Option<String> {
+    mark.pointer("/billingAccount/id").and_then(Value::as_str).map(str::to_string)
+}
+
+/// Records why `account` failed (the run's status lists it; a retry re-bills it) and counts it.
+fn fail<B: KvBackend>(
     env: &Env<'_, B>,
     batch: &Batch,
     account: &str,
-    outcome: Result<Value, ApiError>,
+    e: ApiError,
+    counts: &mut Counts,
 ) -> Result<(), ApiError> {
     let docs = env.store.tenant(&env.tenant.tenant_id);
-    let marker = format!("{}.{account}", batch.run_id);
-    let (collection, doc, counter) = match outcome {
-        Ok(doc) => {
-            let counter = if doc.get("skipped").is_some() { "skipped" } else { "done" };
-            (DONE, doc, counter)
+    let doc = json!({"billingAccount": {"id": account}, "reason": e.message, "code": e.code});
+    match docs.create(FAILED, &format!("{}.{account}", batch.run_id), doc) {
+        Ok(_) | Err(StoreError::AlreadyExists(_)) => {
+            counts.failed += 1;
+            Ok(())
         }
-        Err(e) => (FAILED, json!({"billingAccount": {"id": account}, "reason": e.message, "code": e.code}), "failed"),
-    };
-    if created(docs.create(collection, &marker, doc))? {
-        env.store.backend().increment(&counter_key(&env.tenant.tenant_id, &batch.run_id, counter), 1)?;
-    }
-    Ok(())
-}
-
-fn created<T>(r: Result<T, StoreError>) -> Result<bool, ApiError> {
-    match r {
-        Ok(_) => Ok(true),
-        Err(StoreError::AlreadyExists(_)) => Ok(false),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Adds `counts` to the run's tally document `tally_id` under the key `counted_as`, unless that
+/// key is counted there already: exactly once, in one compare-and-swap.
+fn add_to_tally<B: KvBackend>(
+    env: &Env<'_, B>,
+    tally_id: &str,
+    counted_as: &str,
+    counts: Counts,
+) -> Result<(), ApiError> {
+    let docs = env.store.tenant(&env.tenant.tenant_id);
+    let add = |t: &mut Tally| {
+        if t.batches.insert(counted_as.to_string()) {
+            t.done += counts.done;
+            t.skipped += counts.skipped;
+            t.failed += counts.failed;
+        }
+    };
+    for _ in 0..TALLY_ATTEMPTS_MAX {
+        let Some(current) = docs.get::<Tally>(TALLY, tally_id)? else {
+            let mut t = Tally::default();
+            add(&mut t);
+            match docs.create(TALLY, tally_id, t) {
+                Ok(_) => return Ok(()),
+                Err(StoreError::AlreadyExists(_)) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        };
+        if current.data.batches.contains(counted_as) {
+            return Ok(());
+        }
+        let mut next = current.data;
+        add(&mut next);
+        // `None`: another batch's count got there first; read it again.
+        if docs.replace_if_version(TALLY, tally_id, current.version, next)?.is_some() {
+            return Ok(());
+        }
+    }
+    Err(ApiError::service_unavailable("the bill run's tally is busy; retry", format!("billRunTally {tally_id}")))
 }
 
 /// Step 1 for one account of the batch: its draft bill, or `None` when the run does not bill it.
@@ -251,23 +332,40 @@ fn draft_one<B: KvBackend>(
     Ok(Some((acct, draft)))
 }
 
-fn count<B: KvBackend>(env: &Env<'_, B>, run: &str, what: &str) -> Result<u64, ApiError> {
-    let key = counter_key(&env.tenant.tenant_id, run, what);
+/// A legacy per-account counter (see [`legacy_counter_key`]).
+fn legacy_count<B: KvBackend>(env: &Env<'_, B>, run: &str, what: &str) -> Result<i64, ApiError> {
+    let key = legacy_counter_key(&env.tenant.tenant_id, run, what);
     Ok(env
         .store
         .backend()
         .get(&key)?
         .and_then(|b| String::from_utf8(b).ok())
         .and_then(|s| s.trim().parse::<i64>().ok())
-        .unwrap_or(0)
-        .max(0) as u64)
+        .unwrap_or(0))
+}
+
+/// The run's counts: its tallies, plus what a worker of before them counted.
+fn counts<B: KvBackend>(env: &Env<'_, B>, run: &str) -> Result<Counts, ApiError> {
+    let ids: Vec<String> = (0..TALLY_SHARDS).map(|n| format!("{run}.{n}")).collect();
+    let mut c = Counts {
+        done: legacy_count(env, run, "done")?.max(0) as u64,
+        skipped: legacy_count(env, run, "skipped")?.max(0) as u64,
+        failed: legacy_count(env, run, "failed")?,
+    };
+    for t in env.store.tenant(&env.tenant.tenant_id).get_docs::<Tally>(TALLY, &ids)? {
+        c.done += t.data.done;
+        c.skipped += t.data.skipped;
+        c.failed += t.data.failed;
+    }
+    Ok(c)
 }
 
 /// The run's status: counts, failures with reasons, elapsed and estimated remaining time.
 pub fn status<B: KvBackend>(env: &Env<'_, B>, id: &str, now: DateTime<Utc>) -> Result<Value, ApiError> {
     let mut doc = env.resources(RUN).get(id)?.data;
     let total = doc.get("accountsTotal").and_then(Value::as_u64).unwrap_or(0);
-    let (done, skipped, failed) = (count(env, id, "done")?, count(env, id, "skipped")?, count(env, id, "failed")?);
+    let Counts { done, skipped, failed } = counts(env, id)?;
+    let failed = failed.max(0) as u64;
     let finished = done + skipped + failed;
     let started = doc.get("startedAt").and_then(Value::as_str).and_then(|s| DateTime::parse_from_rfc3339(s).ok());
     let elapsed_ms = started.map(|s| (now - s.to_utc()).num_milliseconds().max(0) as u64).unwrap_or(0);
@@ -302,7 +400,10 @@ pub fn status<B: KvBackend>(env: &Env<'_, B>, id: &str, now: DateTime<Utc>) -> R
     Ok(doc)
 }
 
-/// Re-queues the failed accounts of a run (their failure marks are cleared first).
+/// Re-queues the failed accounts of a run: their failure marks are cleared and they are taken
+/// off the run's failures (their batches count them again). A crash between clearing the marks
+/// and counting leaves them counted as failed with nothing left to retry; the accounts' bills
+/// can then be made with `customerBillOnDemand` or a new run.
 pub fn retry<B: KvBackend>(env: &Env<'_, B>, id: &str) -> Result<Value, ApiError> {
     let run = env.resources(RUN).get(id)?.data;
     let docs = env.store.tenant(&env.tenant.tenant_id);
@@ -313,13 +414,20 @@ pub fn retry<B: KvBackend>(env: &Env<'_, B>, id: &str) -> Result<Value, ApiError
         return Ok(json!({"retried": 0}));
     }
     env.store.backend().delete_many(&keys)?;
-    env.store.backend().increment(&counter_key(&env.tenant.tenant_id, id, "failed"), -(accounts.len() as i64))?;
+    let batch_no = bss_kit::ids::new_id();
+    let retried_as = format!("retry.{batch_no}");
+    let shard = bss_domain::usage::mediation::shard_of(&retried_as, TALLY_SHARDS);
+    add_to_tally(
+        env,
+        &format!("{id}.{shard}"),
+        &retried_as,
+        Counts { failed: -(accounts.len() as i64), ..Counts::default() },
+    )?;
     let at = run
         .get("startedAt")
         .and_then(Value::as_str)
         .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
         .map(|d| d.to_utc());
-    let batch_no = bss_kit::ids::new_id();
     for (n, chunk) in accounts.chunks(ACCOUNTS_PER_MESSAGE).enumerate() {
         let batch = Batch {
             tenant_id: env.tenant.tenant_id.clone(),
@@ -333,4 +441,32 @@ pub fn retry<B: KvBackend>(env: &Env<'_, B>, id: &str) -> Result<Value, ApiError
         queue(&batch, &format!("{id}.retry.{batch_no}.{n}"))?;
     }
     Ok(json!({"retried": accounts.len()}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bss_kit::auth::Tenant;
+    use bss_kit::kv::{MemKv, Store};
+
+    #[test]
+    fn a_batch_is_counted_once_on_its_tally_and_the_run_sums_its_tallies_and_older_counters() {
+        let store = Store::new(MemKv::default());
+        let tenant = Tenant { tenant_id: "t1".into(), key_id: "k".into() };
+        let env = Env::new(&store, &tenant);
+        let c = |done, skipped, failed| Counts { done, skipped, failed };
+        add_to_tally(&env, "r.3", "0", c(40, 8, 2)).unwrap();
+        // Redelivered after it was counted, or counted again after a crash: no change.
+        add_to_tally(&env, "r.3", "0", c(40, 8, 2)).unwrap();
+        add_to_tally(&env, "r.3", "1", c(50, 0, 0)).unwrap();
+        add_to_tally(&env, "r.7", "2", c(1, 0, 1)).unwrap();
+        // A retry takes its accounts off the failures.
+        add_to_tally(&env, "r.9", "retry.x", c(0, 0, -3)).unwrap();
+        // What a worker of before the tallies counted.
+        store.backend().increment(&legacy_counter_key("t1", "r", "done"), 5).unwrap();
+        assert_eq!(counts(&env, "r").unwrap(), c(96, 8, 0));
+        assert_eq!(counts(&env, "other").unwrap(), c(0, 0, 0));
+        let tally = store.tenant("t1").get::<Tally>(TALLY, "r.3").unwrap().unwrap().data;
+        assert_eq!(tally.batches.iter().map(String::as_str).collect::<Vec<_>>(), ["0", "1"]);
+    }
 }
