@@ -4,6 +4,11 @@
 //! reads take the writer connection when it is idle (its page cache survives commits; see
 //! [`SqliteDb::read`]).
 //!
+//! Checkpoints (copying the WAL's pages into the database file, with its fsyncs) run on a
+//! thread of their own ([`CHECKPOINT_INTERVAL_MS`]), beside the writer: by default SQLite runs
+//! them inside the commit that crosses the threshold, holding the write lock meanwhile, so every
+//! writer waited for the disk.
+//!
 //! Durability: WAL with `synchronous = NORMAL`: a committed write survives the process dying at
 //! any point (kill -9); on power loss the last few commits may roll back, never half-apply. Run
 //! with `--sqlite-sync full` for fsync on every commit.
@@ -11,8 +16,9 @@
 use anyhow::Context as _;
 use rusqlite::Connection;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
 
 /// Reader connections kept open.
 const READERS: usize = 4;
@@ -20,9 +26,13 @@ const READERS: usize = 4;
 /// value over ~1 KB (a rated usage record, a bill) spills into an overflow page of its own;
 /// at 8 KiB values up to ~2 KB stay in their b-tree page.
 const PAGE_SIZE_BYTES: i64 = 8192;
-/// WAL pages after which a commit copies them into the database (SQLite's default is 1,000):
-/// a page rewritten by several commits in between is copied once. 32 MiB of WAL at 8 KiB pages.
-const WAL_AUTOCHECKPOINT_PAGES: i64 = 4000;
+/// How often the checkpointer copies what the WAL holds into the database file (a page rewritten
+/// by several commits in between is copied once). It runs beside the writer (`PASSIVE`: it never
+/// waits for, nor blocks, the writer or a reader).
+pub const CHECKPOINT_INTERVAL_MS: u64 = 1000;
+/// WAL pages past which the committing writer checkpoints itself (SQLite's default is 1,000): a
+/// backstop for when the checkpointer falls behind (256 MiB of WAL at 8 KiB pages).
+const WAL_AUTOCHECKPOINT_PAGES: i64 = 32_000;
 /// Page cache of the writer connection (SQLite's default is 2 MiB a connection).
 const WRITER_CACHE_KIB: i64 = 64 * 1024;
 /// The part of the database file the writer reads through a memory map (SQLite caps it at its
@@ -97,6 +107,60 @@ pub struct SqliteDb {
     /// Last version handed to a key-value write. Versions never repeat, even across a delete and
     /// a re-create of the same key, so a compare-and-swap can never be fooled by an A-B-A.
     kv_version: AtomicU64,
+    /// Held for its `Drop`, which stops the thread.
+    _checkpointer: Checkpointer,
+}
+
+/// The thread that checkpoints the WAL; stopped (after one last checkpoint) when dropped.
+struct Checkpointer {
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    fn start(conn: Connection) -> anyhow::Result<Checkpointer> {
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let stop2 = stop.clone();
+        let failed = AtomicBool::new(false);
+        let thread = std::thread::Builder::new().name("sqlite-checkpoint".into()).spawn(move || {
+            let checkpoint = || {
+                // PASSIVE: copies what no reader still needs, waits for nobody. Errors are
+                // reported once; the writer's own checkpoint is the backstop.
+                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                    && !failed.swap(true, Ordering::Relaxed)
+                {
+                    tracing::warn!("SQLite checkpoint failed (the writer will checkpoint instead): {e}");
+                }
+            };
+            let (lock, wake) = &*stop2;
+            let mut stopped = lock.lock().unwrap_or_else(|p| p.into_inner());
+            while !*stopped {
+                let (guard, _) = wake
+                    .wait_timeout(stopped, Duration::from_millis(CHECKPOINT_INTERVAL_MS))
+                    .unwrap_or_else(|p| p.into_inner());
+                stopped = guard;
+                if !*stopped {
+                    drop(stopped);
+                    checkpoint();
+                    stopped = lock.lock().unwrap_or_else(|p| p.into_inner());
+                }
+            }
+            drop(stopped);
+            checkpoint();
+        })?;
+        Ok(Checkpointer { stop, thread: Some(thread) })
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        let (lock, wake) = &*self.stop;
+        *lock.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        wake.notify_all();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 impl std::fmt::Debug for SqliteDb {
@@ -138,11 +202,13 @@ impl SqliteDb {
             |r| r.get(0),
         )?;
         let readers = (0..READERS).map(|_| open().map(Mutex::new)).collect::<anyhow::Result<Vec<_>>>()?;
+        let checkpointer = Checkpointer::start(open()?)?;
         Ok(SqliteDb {
             writer: Mutex::new(writer),
             readers,
             next_reader: AtomicUsize::new(0),
             kv_version: AtomicU64::new(kv_version as u64),
+            _checkpointer: checkpointer,
         })
     }
 
@@ -192,4 +258,36 @@ impl SqliteDb {
 /// is still valid (SQLite rolls back an unfinished transaction), so carry on.
 fn lock(m: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_checkpointer_copies_commits_into_the_database_file_without_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bss.sqlite");
+        let db = SqliteDb::open(&path, SyncMode::Normal).unwrap();
+        let file_bytes = || std::fs::metadata(&path).unwrap().len();
+        let before = file_bytes();
+        // About 250 pages: far below the writer's own checkpoint threshold.
+        for i in 0..500 {
+            db.write_one(|c| {
+                c.execute(
+                    "INSERT INTO kv (store, key, value, version) VALUES ('s', ?1, zeroblob(4000), 1)",
+                    [format!("k{i}")],
+                )
+            })
+            .unwrap();
+        }
+        const _: () = assert!(500 * 4000 / PAGE_SIZE_BYTES < WAL_AUTOCHECKPOINT_PAGES / 10);
+        let deadline = std::time::Instant::now() + Duration::from_millis(CHECKPOINT_INTERVAL_MS * 10);
+        while file_bytes() < before + 1_000_000 {
+            assert!(std::time::Instant::now() < deadline, "no checkpoint: {} bytes, {before} before", file_bytes());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // Dropping the database stops the thread (the test would hang otherwise).
+        drop(db);
+    }
 }
