@@ -26,7 +26,7 @@ impl Keys {
     }
     /// `usage/<id>`.
     pub fn usage(&self, id: &str) -> String {
-        format!("{}usage/{id}", self.prefix)
+        [&self.prefix, "usage/", id].concat()
     }
     /// The prefix of every usage record.
     pub fn usage_prefix(&self) -> String {
@@ -42,7 +42,7 @@ impl Keys {
     }
     /// `usageProduct/<product>/records/<period>/<id>`.
     pub fn by_product(&self, product: &str, period: &str, id: &str) -> String {
-        format!("{}usageProduct/{product}/records/{period}/{id}", self.prefix)
+        [&self.prefix, "usageProduct/", product, "/records/", period, "/", id].concat()
     }
     /// The prefix of a product's records (of one period, if given).
     pub fn by_product_prefix(&self, product: &str, period: Option<&str>) -> String {
@@ -54,15 +54,15 @@ impl Keys {
     /// `usageProduct/<owner>/state/<period>` (the owner: a product, or `pool.<account>` for
     /// allowances shared across a hierarchy).
     pub fn state(&self, owner: &str, period: &str) -> String {
-        format!("{}usageProduct/{owner}/state/{period}", self.prefix)
+        [&self.prefix, "usageProduct/", owner, "/state/", period].concat()
     }
     /// `usageProduct/<product>/totals/<period>`: [`bss_domain::usage::UsageTotals`], read by billing.
     pub fn totals(&self, product: &str, period: &str) -> String {
-        format!("{}usageProduct/{product}/totals/{period}", self.prefix)
+        [&self.prefix, "usageProduct/", product, "/totals/", period].concat()
     }
     /// `usageAccount/<account>`.
     pub fn account(&self, account: &str) -> String {
-        format!("{}usageAccount/{account}", self.prefix)
+        [&self.prefix, "usageAccount/", account].concat()
     }
     /// `usageLease/<shard>`.
     pub fn lease(&self, shard: u32) -> String {
