@@ -31,7 +31,9 @@ const PAGE_SIZE_BYTES: i64 = 8192;
 /// waits for, nor blocks, the writer or a reader).
 pub const CHECKPOINT_INTERVAL_MS: u64 = 1000;
 /// WAL pages past which the committing writer checkpoints itself (SQLite's default is 1,000): a
-/// backstop for when the checkpointer falls behind (256 MiB of WAL at 8 KiB pages).
+/// backstop for when the checkpointer falls behind, and the WAL file's size under a sustained
+/// write load (256 MiB at 8 KiB pages): SQLite starts the WAL over only when a write finds every
+/// page copied and no reader in it, which a steady load rarely offers.
 const WAL_AUTOCHECKPOINT_PAGES: i64 = 32_000;
 /// Page cache of the writer connection (SQLite's default is 2 MiB a connection).
 const WRITER_CACHE_KIB: i64 = 64 * 1024;
