@@ -27,7 +27,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 /// The SQLite VFS of every connection (see the module doc).
-pub const VFS: &str = "unix-excl";
+const VFS: &str = "unix-excl";
 /// Reader connections kept open.
 const READERS: usize = 4;
 /// The page size of a new database (an existing one keeps its own). At SQLite's default 4 KiB a
