@@ -738,30 +738,18 @@ pub fn update_ledger<B: KvBackend, T>(
     mut f: impl FnMut(&mut Ledger) -> Result<T, ApiError>,
 ) -> Result<T, ApiError> {
     let docs = env.store.tenant(&env.tenant.tenant_id);
-    for _ in 0..8 {
-        let mut out = None;
-        let result = docs.update::<Ledger, _>(LEDGER, account_id, |v| {
-            let mut l = v.data.clone();
-            out = Some(f(&mut l)?);
-            Ok(l)
-        });
-        match result {
-            Ok(_) => return Ok(out.expect("set by the update")),
-            // A first ledger is created with the change in it: one write, not a create then an
-            // update (an account's first bill).
-            Err(StoreError::NotFound(_)) => {
-                let mut l = Ledger::new(account_id, currency);
-                let out = f(&mut l)?;
-                match docs.create(LEDGER, account_id, l) {
-                    Ok(_) => return Ok(out),
-                    Err(StoreError::AlreadyExists(_)) => continue,
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Err(ApiError::service_unavailable("the ledger is busy; retry", format!("ledger {account_id}")))
+    let mut out = None;
+    // A first ledger is created with the change in it: one write (an account's first bill).
+    docs.upsert(
+        LEDGER,
+        account_id,
+        || Ledger::new(account_id, currency),
+        |l| {
+            out = Some(f(l)?);
+            Ok(())
+        },
+    )?;
+    Ok(out.expect("set by the upsert"))
 }
 
 /// The stored bill `id` as a domain bill.

@@ -38,8 +38,6 @@ const TALLY: &str = "billRunTally";
 /// Tally documents per run: batches finishing at once rarely meet on one, and each holds the
 /// keys of about 1/16 of the run's batches (a million accounts: 1,250 keys each).
 pub const TALLY_SHARDS: u32 = 16;
-/// Attempts at adding a batch to its tally before the batch is handed back to the queue.
-const TALLY_ATTEMPTS_MAX: usize = 16;
 
 /// `POST billRun` body.
 #[derive(Debug, Deserialize)]
@@ -285,34 +283,22 @@ fn add_to_tally<B: KvBackend>(
     counts: Counts,
 ) -> Result<(), ApiError> {
     let docs = env.store.tenant(&env.tenant.tenant_id);
-    let add = |t: &mut Tally| {
+    let counted = docs.upsert(TALLY, tally_id, Tally::default, |t| {
         if t.batches.insert(counted_as.to_string()) {
             t.done += counts.done;
             t.skipped += counts.skipped;
             t.failed += counts.failed;
         }
-    };
-    for _ in 0..TALLY_ATTEMPTS_MAX {
-        let Some(current) = docs.get::<Tally>(TALLY, tally_id)? else {
-            let mut t = Tally::default();
-            add(&mut t);
-            match docs.create(TALLY, tally_id, t) {
-                Ok(_) => return Ok(()),
-                Err(StoreError::AlreadyExists(_)) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        };
-        if current.data.batches.contains(counted_as) {
-            return Ok(());
-        }
-        let mut next = current.data;
-        add(&mut next);
-        // `None`: another batch's count got there first; read it again.
-        if docs.replace_if_version(TALLY, tally_id, current.version, next)?.is_some() {
-            return Ok(());
-        }
+        Ok(())
+    });
+    match counted {
+        Ok(_) => Ok(()),
+        Err(StoreError::Conflict(_)) => Err(ApiError::service_unavailable(
+            "the bill run's tally is busy; retry",
+            format!("billRunTally {tally_id}"),
+        )),
+        Err(e) => Err(e.into()),
     }
-    Err(ApiError::service_unavailable("the bill run's tally is busy; retry", format!("billRunTally {tally_id}")))
 }
 
 /// Step 1 for one account of the batch: its draft bill, or `None` when the run does not bill it.

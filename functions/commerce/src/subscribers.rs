@@ -209,18 +209,11 @@ where
     T: Serialize + serde::de::DeserializeOwned + Default,
 {
     let docs = env.store.tenant(&env.tenant.tenant_id);
-    for _ in 0..4 {
-        match docs.update::<T, _>(collection, id, |v| Ok(merge(&v.data))) {
-            Ok(_) => return Ok(()),
-            Err(StoreError::NotFound(_)) => match docs.create(collection, id, merge(&T::default())) {
-                Ok(_) => return Ok(()),
-                Err(StoreError::AlreadyExists(_)) => continue,
-                Err(e) => return Err(e.into()),
-            },
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Err(ApiError::service_unavailable("an index is busy; retry", format!("{collection} {id}")))
+    docs.upsert(collection, id, T::default, |t| {
+        *t = merge(t);
+        Ok(())
+    })?;
+    Ok(())
 }
 
 /// Writes (or rewrites) the product's entries: under its MSISDN (products without one are not

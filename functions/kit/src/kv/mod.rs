@@ -296,6 +296,30 @@ impl<B: KvBackend> Store<B> {
         Err(StoreError::Conflict(key.into()))
     }
 
+    /// Changes the document at `key` with `change`, starting from `absent()` when there is none
+    /// (created at version 1): one compare-and-swap per attempt, retried on concurrent writes.
+    /// The closure may run several times; an error from it aborts with [`StoreError::Rejected`].
+    pub fn upsert<T, F>(&self, key: &str, absent: impl Fn() -> T, mut change: F) -> Result<Versioned<T>, StoreError>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnMut(&mut T) -> Result<(), ApiError>,
+    {
+        for attempt in 1..=self.max_attempts {
+            let (cas, current) = self.kv.cas_read(key)?;
+            let (version, mut data) = match current {
+                Some(bytes) => decode::<T>(key, &bytes).map(|d| (d.version, d.data))?,
+                None => (0, absent()),
+            };
+            change(&mut data).map_err(StoreError::Rejected)?;
+            let doc = Versioned { version: version + 1, data };
+            if self.kv.cas_write(cas, &encode(key, &doc)?)? {
+                return Ok(doc);
+            }
+            self.kv.backoff(attempt);
+        }
+        Err(StoreError::Conflict(key.into()))
+    }
+
     /// Replaces the document at `key` with `data` only if it is still at `known_version`: one
     /// compare-and-swap, and only the stored version is parsed, not the document. `None` when the
     /// document moved on, is gone or a concurrent write won the swap — the caller then falls back to
@@ -485,6 +509,22 @@ impl<B: KvBackend> TenantStore<'_, B> {
         self.store.update(&key, change)
     }
 
+    /// [`Store::upsert`] of a document of the tenant.
+    pub fn upsert<T, F>(
+        &self,
+        collection: &str,
+        id: &str,
+        absent: impl Fn() -> T,
+        change: F,
+    ) -> Result<Versioned<T>, StoreError>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnMut(&mut T) -> Result<(), ApiError>,
+    {
+        let bad = StoreError::Rejected(ApiError::bad_request(format!("invalid id {id:?}")));
+        self.store.upsert(&self.key_or(collection, id, bad)?, absent, change)
+    }
+
     /// [`Store::replace_if_version`] of a document of the tenant.
     pub fn replace_if_version<T: Serialize>(
         &self,
@@ -565,6 +605,30 @@ mod tests {
         assert!(t.delete("docs", "a").unwrap());
         assert!(!t.delete("docs", "a").unwrap());
         assert!(matches!(t.update("docs", "a", |c: &Versioned<Doc>| Ok(c.data.clone())), Err(StoreError::NotFound(_))));
+    }
+
+    #[test]
+    fn upsert_creates_then_changes_and_a_refusal_writes_nothing() {
+        let store = Store::new(MemKv::new());
+        let t = store.tenant("t1");
+        let add = |n: u32| {
+            move |d: &mut Doc| -> Result<(), ApiError> {
+                d.n += n;
+                Ok(())
+            }
+        };
+        assert_eq!(
+            t.upsert("docs", "a", || Doc { n: 100 }, add(1)).unwrap(),
+            Versioned { version: 1, data: Doc { n: 101 } }
+        );
+        assert_eq!(
+            t.upsert("docs", "a", || Doc { n: 100 }, add(2)).unwrap(),
+            Versioned { version: 2, data: Doc { n: 103 } }
+        );
+        let refused = t.upsert("docs", "a", || Doc { n: 0 }, |_: &mut Doc| Err(ApiError::conflict("no")));
+        assert!(matches!(refused, Err(StoreError::Rejected(_))));
+        assert_eq!(t.get::<Doc>("docs", "a").unwrap().unwrap(), Versioned { version: 2, data: Doc { n: 103 } });
+        assert!(matches!(t.upsert("docs", "a/b", || Doc { n: 0 }, add(1)), Err(StoreError::Rejected(_))));
     }
 
     #[test]
