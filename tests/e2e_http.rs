@@ -180,6 +180,15 @@ fn metrics_count_requests_on_the_admin_port() {
     assert!(line.ends_with(" 3"), "{line}");
     assert!(m.body.contains("bss_instantiate_duration_seconds"));
     assert!(m.body.contains("bss_queue_pending"));
+    // Each round-trip reads back the value it just wrote: answered by the store's read cache.
+    let hits: u64 = m
+        .body
+        .lines()
+        .find_map(|l| l.strip_prefix("bss_kv_cache_lookups_total{store=\"default\",outcome=\"hit\"} "))
+        .unwrap_or_else(|| panic!("{}", m.body))
+        .parse()
+        .unwrap();
+    assert!(hits >= 3, "{hits} cache hits");
     // The request log has one line per request with component, status and latency.
     let log = host.log_text();
     assert!(

@@ -39,6 +39,8 @@ pub struct HostConfig {
     pub handler_timeout: Duration,
     pub engine: EngineOptions,
     pub sqlite_sync: SyncMode,
+    /// Budget of each embedded key-value store's read cache.
+    pub kv_cache_bytes: usize,
     pub shutdown_grace: Duration,
 }
 
@@ -86,6 +88,7 @@ async fn open_stores(
     config: &RuntimeConfig,
     embedded: &Arc<SqliteDb>,
     sync: SyncMode,
+    cache_bytes: usize,
 ) -> anyhow::Result<HashMap<String, KvStore>> {
     let mut labels: Vec<String> = manifest.components.values().flat_map(|c| c.key_value_stores.clone()).collect();
     labels.push("default".into());
@@ -106,10 +109,12 @@ async fn open_stores(
             );
         }
         let store = match config.store(&label) {
-            Backend::Sqlite { path: None } => KvStore::Sqlite(Arc::new(SqliteKv::new(embedded.clone(), &label))),
+            Backend::Sqlite { path: None } => {
+                KvStore::Sqlite(Arc::new(SqliteKv::with_cache_bytes(embedded.clone(), &label, cache_bytes)))
+            }
             Backend::Sqlite { path: Some(p) } => {
                 let db = Arc::new(SqliteDb::open(&p, sync)?);
-                KvStore::Sqlite(Arc::new(SqliteKv::new(db, &label)))
+                KvStore::Sqlite(Arc::new(SqliteKv::with_cache_bytes(db, &label, cache_bytes)))
             }
             Backend::Redis { url } => KvStore::Redis(Arc::new(RedisKv::connect(&url, &label).await?)),
         };
@@ -159,7 +164,7 @@ pub async fn start(cfg: HostConfig) -> anyhow::Result<RunningHost> {
     };
     let lock = lock_data_dir(&cfg.data_dir)?;
     let embedded = Arc::new(SqliteDb::open(&cfg.data_dir.join("bss.sqlite"), cfg.sqlite_sync)?);
-    let kv = open_stores(&manifest, &runtime_config, &embedded, cfg.sqlite_sync).await?;
+    let kv = open_stores(&manifest, &runtime_config, &embedded, cfg.sqlite_sync, cfg.kv_cache_bytes).await?;
     let queue = match &runtime_config.queue {
         None | Some(Backend::Sqlite { path: None }) => Queue::Sqlite(Arc::new(SqliteQueue::new(embedded.clone()))),
         Some(Backend::Sqlite { path: Some(p) }) => {

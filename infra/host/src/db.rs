@@ -19,8 +19,10 @@
 //! any point (kill -9); on power loss the last few commits may roll back, never half-apply. Run
 //! with `--sqlite-sync full` for fsync on every commit.
 
+use crate::kv::cache::KvCache;
 use anyhow::Context as _;
 use rusqlite::Connection;
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -117,6 +119,10 @@ pub struct SqliteDb {
     /// Last version handed to a key-value write. Versions never repeat, even across a delete and
     /// a re-create of the same key, so a compare-and-swap can never be fooled by an A-B-A.
     kv_version: AtomicU64,
+    /// The read cache of each key-value store label (see `kv/cache.rs`): one per label and
+    /// database, however many store values are opened on it, so that every write of the label
+    /// reaches the cache its reads use.
+    kv_caches: Mutex<HashMap<String, Arc<KvCache>>>,
     /// Held for its `Drop`, which stops the thread.
     _checkpointer: Checkpointer,
 }
@@ -219,23 +225,32 @@ impl SqliteDb {
             readers,
             next_reader: AtomicUsize::new(0),
             kv_version: AtomicU64::new(kv_version as u64),
+            kv_caches: Mutex::new(HashMap::new()),
             _checkpointer: checkpointer,
         })
     }
 
     /// Run `f` on the writer connection, inside one transaction that commits when `f` succeeds.
     pub fn write<R>(&self, f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<R>) -> rusqlite::Result<R> {
-        let mut conn = lock(&self.writer);
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let r = f(&tx)?;
-        tx.commit()?;
-        Ok(r)
+        self.with_writer(|conn| in_transaction(conn, f))
     }
 
     /// Run one statement on the writer connection in autocommit mode: a single statement is
     /// atomic on its own, and skipping `BEGIN`/`COMMIT` saves two statement executions per write.
     pub fn write_one<R>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<R>) -> rusqlite::Result<R> {
-        f(&lock(&self.writer))
+        self.with_writer(|conn| f(conn))
+    }
+
+    /// Run `f` holding the writer connection: no other write starts or commits until it returns,
+    /// so what `f` records after its own commit is recorded in commit order.
+    pub fn with_writer<R>(&self, f: impl FnOnce(&mut Connection) -> R) -> R {
+        f(&mut lock(&self.writer))
+    }
+
+    /// The read cache of store `label`, made with a budget of `bytes_max` by its first caller.
+    pub fn kv_cache(&self, label: &str, bytes_max: usize) -> Arc<KvCache> {
+        let mut caches = self.kv_caches.lock().unwrap_or_else(|p| p.into_inner());
+        caches.entry(label.to_string()).or_insert_with(|| Arc::new(KvCache::new(bytes_max))).clone()
     }
 
     /// A fresh key-value version. Call it inside [`SqliteDb::write`]: the writer lock orders
@@ -263,6 +278,18 @@ impl SqliteDb {
         }
         f(&lock(&self.readers[start % self.readers.len()]))
     }
+}
+
+/// Run `f` inside one transaction of `conn` (taking the write lock at once) that commits when
+/// `f` succeeds.
+pub fn in_transaction<R>(
+    conn: &mut Connection,
+    f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<R>,
+) -> rusqlite::Result<R> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let r = f(&tx)?;
+    tx.commit()?;
+    Ok(r)
 }
 
 /// A poisoned lock only means another thread panicked while holding it; the connection itself

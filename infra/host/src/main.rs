@@ -86,6 +86,9 @@ struct UpArgs {
     /// fsync every commit of the embedded database (normal: survive a process crash).
     #[arg(long, value_enum, default_value_t = SyncMode::Normal)]
     sqlite_sync: SyncMode,
+    /// Read cache of each embedded key-value store, in MiB (0: none); not used with Redis.
+    #[arg(long, default_value_t = 256, env = "BSS_KV_CACHE_MIB")]
+    kv_cache_mib: usize,
     /// Time given to requests in progress to finish on SIGTERM, in milliseconds.
     #[arg(long, default_value_t = 10_000)]
     shutdown_grace_ms: u64,
@@ -131,6 +134,7 @@ async fn up(a: UpArgs) -> anyhow::Result<()> {
         handler_timeout: Duration::from_millis(a.handler_timeout_ms),
         engine: EngineOptions { pooling: !a.no_pooling, instances_max: a.instances_max, memory_max_bytes },
         sqlite_sync: a.sqlite_sync,
+        kv_cache_bytes: a.kv_cache_mib << 20,
         shutdown_grace: Duration::from_millis(a.shutdown_grace_ms),
     };
     let host = start(cfg).await?;

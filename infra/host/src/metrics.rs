@@ -1,12 +1,15 @@
 //! Prometheus metrics, served as text on the admin port at `/metrics`.
 
+use crate::kv::KvStore;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -31,6 +34,12 @@ struct DeliveryLabels {
     outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CacheLabels {
+    store: String,
+    outcome: &'static str,
+}
+
 /// Latency buckets in seconds: 50 µs to 10 s.
 fn latency_histogram() -> Histogram {
     Histogram::new([
@@ -46,6 +55,10 @@ struct Inner {
     published: Family<ComponentLabels, Counter>,
     deliveries: Family<DeliveryLabels, Counter>,
     rejected: Family<RejectLabels, Counter>,
+    kv_cache: Family<CacheLabels, Counter>,
+    /// Held while bringing `kv_cache` up to the caches' totals, so that two renders at once
+    /// don't both add the same difference.
+    kv_cache_sync: std::sync::Mutex<()>,
     queue_pending: Gauge,
     queue_dead: Gauge,
     in_flight: Gauge,
@@ -80,6 +93,7 @@ impl Metrics {
         let published = Family::<ComponentLabels, Counter>::default();
         let deliveries = Family::<DeliveryLabels, Counter>::default();
         let rejected = Family::<RejectLabels, Counter>::default();
+        let kv_cache = Family::<CacheLabels, Counter>::default();
         let queue_pending = Gauge::default();
         let queue_dead = Gauge::default();
         let in_flight = Gauge::default();
@@ -106,6 +120,11 @@ impl Metrics {
             "Requests refused by the host before a component ran, by reason",
             rejected.clone(),
         );
+        registry.register(
+            "kv_cache_lookups",
+            "Reads of the embedded key-value store, by store and outcome (hit: answered from the read cache)",
+            kv_cache.clone(),
+        );
         registry.register("queue_pending", "Deliveries waiting or in progress", queue_pending.clone());
         registry.register("queue_dead_letters", "Deliveries in the dead-letter list", queue_dead.clone());
         Metrics(Arc::new(Inner {
@@ -116,6 +135,8 @@ impl Metrics {
             published,
             deliveries,
             rejected,
+            kv_cache,
+            kv_cache_sync: std::sync::Mutex::new(()),
             queue_pending,
             queue_dead,
             in_flight,
@@ -154,11 +175,22 @@ impl Metrics {
         self.0.in_flight.inc_by(delta);
     }
 
-    /// Render everything in the Prometheus text format, with the queue depth read just now.
-    pub fn render(&self, depth: Option<&crate::queue::Depth>) -> String {
+    /// Render everything in the Prometheus text format, with the queue depth and the stores'
+    /// cache counts read just now.
+    pub fn render(&self, depth: Option<&crate::queue::Depth>, kv: &HashMap<String, KvStore>) -> String {
         if let Some(d) = depth {
             self.0.queue_pending.set(d.pending as i64);
             self.0.queue_dead.set(d.dead as i64);
+        }
+        let _sync = self.0.kv_cache_sync.lock().unwrap_or_else(|p| p.into_inner());
+        for (label, store) in kv {
+            let KvStore::Sqlite(s) = store else { continue };
+            let stats = s.cache_stats();
+            for (outcome, total) in [("hit", &stats.hits), ("miss", &stats.misses)] {
+                // The cache counts on its own; bring the counter up to its total.
+                let c = self.0.kv_cache.get_or_create(&CacheLabels { store: label.clone(), outcome });
+                c.inc_by(total.load(Ordering::Relaxed).saturating_sub(c.get()));
+            }
         }
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.0.registry).is_err() {

@@ -6,6 +6,7 @@
 //! swap succeeds only if the key's version is still the one the caller read (0 = absent), so
 //! two racing creates or two racing swaps of one version can never both win.
 
+pub mod cache;
 pub mod redis;
 pub mod sqlite;
 

@@ -1,0 +1,276 @@
+//! The embedded store's read cache: recently read and written values of one store label, in
+//! memory, so that a read of a hot key (a tariff, a counter, a bill just written) does not go
+//! to SQLite.
+//!
+//! It is exact, not eventually consistent, because this process is the only one that can write
+//! the database (it holds it exclusively, see `db.rs`) and every write of the label goes through
+//! [`SqliteKv`](super::sqlite::SqliteKv), which tells the cache:
+//! - A write first marks the shards of its keys [`CacheWrite::begin`] (before it commits), then
+//!   after its commit stores the committed values (or forgets the keys, if the write failed)
+//!   and unmarks them [`CacheWrite::end`]. Writes hold the database's writer lock throughout,
+//!   so their cache updates happen in commit order.
+//! - A read that missed takes a [`FillTicket`] before it reads SQLite and may store what it read
+//!   only if no write touched the key's shard since (no write was in progress when the ticket
+//!   was taken and none started after). Otherwise the value it read may already be stale, and
+//!   it is not stored.
+//!
+//! Memory is bounded: each shard evicts its least recently used entries past its share of the
+//! budget, and a value larger than an eighth of a shard's share is never stored.
+//! A cache of budget 0 stores nothing.
+
+use bytes::Bytes;
+use hashlink::LruCache;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+/// Shards (independent locks and LRU lists); a power of two.
+const SHARDS: usize = 64;
+/// Bytes an entry costs besides its key and value (map slot, list links, lengths).
+const ENTRY_OVERHEAD_BYTES: usize = 96;
+
+/// A cached value: `None` is a key known to be absent. `version` as in [`super::Versioned`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cached {
+    pub value: Option<Bytes>,
+    pub version: u64,
+}
+
+#[derive(Default)]
+struct ShardState {
+    map: Option<LruCache<Box<str>, Cached>>,
+    bytes: usize,
+    /// Writes marked in this shard that have not ended.
+    writing: u32,
+    /// Writes ended in this shard, ever: a fill ticket is stale once it moved.
+    ended: u64,
+}
+
+/// Hits and misses, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct CacheStats {
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+}
+
+pub struct KvCache {
+    shards: Box<[Mutex<ShardState>]>,
+    shard_bytes_max: usize,
+    pub stats: CacheStats,
+}
+
+/// What a read that missed saw of its key's shard before reading the database.
+#[derive(Debug, Clone, Copy)]
+pub struct FillTicket {
+    shard: usize,
+    /// `None`: a write was in progress, so whatever the read finds must not be stored.
+    ended: Option<u64>,
+}
+
+impl KvCache {
+    /// A cache of at most `bytes_max` bytes (keys, values and overhead).
+    pub fn new(bytes_max: usize) -> KvCache {
+        KvCache {
+            shards: (0..SHARDS).map(|_| Mutex::new(ShardState::default())).collect(),
+            shard_bytes_max: bytes_max / SHARDS,
+            stats: CacheStats::default(),
+        }
+    }
+
+    fn shard_of(key: &str) -> usize {
+        // FNV-1a: keys share long prefixes (`t/<tenant>/<collection>/`), so every byte counts.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in key.as_bytes() {
+            h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        (h as usize) & (SHARDS - 1)
+    }
+
+    fn lock(&self, shard: usize) -> MutexGuard<'_, ShardState> {
+        // A panic while holding a shard lock leaves at worst a counter off: the lock's data is
+        // only ever changed by complete assignments, so carrying on is safe.
+        self.shards[shard].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The cached value of `key`, if there is one (counted as a hit or a miss).
+    pub fn get(&self, key: &str) -> Option<Cached> {
+        let found = self.lock(Self::shard_of(key)).map.as_mut().and_then(|m| m.get(key).cloned());
+        let counter = if found.is_some() { &self.stats.hits } else { &self.stats.misses };
+        counter.fetch_add(1, Ordering::Relaxed);
+        found
+    }
+
+    /// Take before reading `key` from the database after a miss; see [`KvCache::fill`].
+    pub fn ticket(&self, key: &str) -> FillTicket {
+        let shard = Self::shard_of(key);
+        let s = self.lock(shard);
+        FillTicket { shard, ended: (s.writing == 0).then_some(s.ended) }
+    }
+
+    /// Store `value` of `key` as read from the database after `ticket` was taken, unless a
+    /// write touched the key's shard meanwhile (then the value may be stale: nothing stored).
+    pub fn fill(&self, key: &str, ticket: FillTicket, value: Cached) {
+        debug_assert_eq!(ticket.shard, Self::shard_of(key));
+        let mut s = self.lock(ticket.shard);
+        if ticket.ended.is_some_and(|ended| s.writing == 0 && s.ended == ended) {
+            self.put(&mut s, key, value);
+        }
+    }
+
+    fn put(&self, s: &mut ShardState, key: &str, value: Cached) {
+        let cost = ENTRY_OVERHEAD_BYTES + key.len() + value.value.as_ref().map_or(0, Bytes::len);
+        if let Some(old) = s.map.as_mut().and_then(|m| m.remove(key)) {
+            s.bytes -= ENTRY_OVERHEAD_BYTES + key.len() + old.value.as_ref().map_or(0, Bytes::len);
+        }
+        if cost > self.shard_bytes_max / 8 {
+            return;
+        }
+        let map = s.map.get_or_insert_with(LruCache::new_unbounded);
+        map.insert(key.into(), value);
+        s.bytes += cost;
+        while s.bytes > self.shard_bytes_max {
+            let Some((k, v)) = s.map.as_mut().and_then(|m| m.remove_lru()) else { break };
+            s.bytes -= ENTRY_OVERHEAD_BYTES + k.len() + v.value.as_ref().map_or(0, Bytes::len);
+        }
+    }
+
+    /// Mark a write of `keys` as started. Call before the write can commit, while holding the
+    /// database's writer lock; end it with [`CacheWrite::end`] under the same lock.
+    pub fn begin_write<'a>(&'a self, keys: impl IntoIterator<Item = &'a str>) -> CacheWrite<'a> {
+        let mut shards: Vec<usize> = keys.into_iter().map(Self::shard_of).collect();
+        shards.sort_unstable();
+        shards.dedup();
+        for &shard in &shards {
+            self.lock(shard).writing += 1;
+        }
+        CacheWrite { cache: self, shards, ended: false }
+    }
+
+    #[cfg(test)]
+    fn bytes(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().unwrap().bytes).sum()
+    }
+}
+
+/// A write in progress (see [`KvCache::begin_write`]). Dropped without [`CacheWrite::end`] (an
+/// error or a panic between), it forgets nothing it was not told but still unmarks its shards,
+/// after dropping their entries: the write's outcome is unknown, so no cached value of those
+/// shards can be trusted to be current.
+pub struct CacheWrite<'a> {
+    cache: &'a KvCache,
+    shards: Vec<usize>,
+    ended: bool,
+}
+
+impl CacheWrite<'_> {
+    /// The write committed: store each key's committed value (`None`: deleted) and unmark.
+    pub fn end<'k>(mut self, committed: impl IntoIterator<Item = (&'k str, Cached)>) {
+        let mut committed: Vec<(usize, &str, Cached)> =
+            committed.into_iter().map(|(k, v)| (KvCache::shard_of(k), k, v)).collect();
+        // Later values of a key come later in the input; a stable sort keeps that order.
+        committed.sort_by_key(|(shard, ..)| *shard);
+        let mut next = committed.into_iter().peekable();
+        for &shard in &self.shards {
+            let mut s = self.cache.lock(shard);
+            while let Some((_, key, value)) = next.next_if(|(sh, ..)| *sh == shard) {
+                self.cache.put(&mut s, key, value);
+            }
+            s.writing -= 1;
+            s.ended += 1;
+        }
+        debug_assert!(next.next().is_none(), "a committed key outside the write's keys");
+        self.ended = true;
+    }
+}
+
+impl Drop for CacheWrite<'_> {
+    fn drop(&mut self) {
+        if self.ended {
+            return;
+        }
+        for &shard in &self.shards {
+            let mut s = self.cache.lock(shard);
+            s.map = None;
+            s.bytes = 0;
+            s.writing -= 1;
+            s.ended += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn val(s: &str, version: u64) -> Cached {
+        Cached { value: Some(Bytes::copy_from_slice(s.as_bytes())), version }
+    }
+
+    #[test]
+    fn a_fill_is_kept_only_if_no_write_touched_the_shard_since_its_ticket() {
+        let c = KvCache::new(1 << 20);
+        // Plain miss, read, fill: cached.
+        assert_eq!(c.get("a"), None);
+        let t = c.ticket("a");
+        c.fill("a", t, val("1", 1));
+        assert_eq!(c.get("a"), Some(val("1", 1)));
+
+        // A write commits between the reader's ticket and its fill: the reader's value (read
+        // before the commit) must not replace the committed one.
+        let t = c.ticket("a");
+        c.begin_write(["a"]).end([("a", val("2", 2))]);
+        c.fill("a", t, val("1", 1));
+        assert_eq!(c.get("a"), Some(val("2", 2)));
+
+        // The ticket is taken while a write is in progress: nothing the read finds is stored.
+        let w = c.begin_write(["b"]);
+        let t = c.ticket("b");
+        c.fill("b", t, Cached { value: None, version: 0 });
+        w.end([("b", val("x", 3))]);
+        assert_eq!(c.get("b"), Some(val("x", 3)));
+        let t2 = c.ticket("b");
+        c.fill("b", t, val("stale", 1));
+        assert_eq!(c.get("b"), Some(val("x", 3)));
+
+        // A ticket taken after the write ended is good.
+        c.fill("b", t2, val("x", 3));
+        assert_eq!(c.get("b"), Some(val("x", 3)));
+        assert_eq!((c.stats.hits.load(Ordering::Relaxed), c.stats.misses.load(Ordering::Relaxed)), (5, 1));
+    }
+
+    #[test]
+    fn a_write_that_does_not_end_drops_the_cached_values_of_its_shards() {
+        let c = KvCache::new(1 << 20);
+        let t = c.ticket("k");
+        c.fill("k", t, val("1", 1));
+        drop(c.begin_write(["k"]));
+        assert_eq!(c.get("k"), None);
+        assert_eq!(c.bytes(), 0);
+        // And the shard is unmarked: a later fill is kept.
+        let t = c.ticket("k");
+        c.fill("k", t, val("1", 1));
+        assert_eq!(c.get("k"), Some(val("1", 1)));
+    }
+
+    #[test]
+    fn memory_stays_within_the_budget_and_the_least_recently_used_go_first() {
+        let budget = SHARDS * 4096;
+        let c = KvCache::new(budget);
+        let big = "v".repeat(300);
+        for i in 0..2000 {
+            let key = format!("key{i}");
+            c.begin_write([key.as_str()]).end([(key.as_str(), val(&big, i))]);
+            assert!(c.bytes() <= budget, "{} bytes cached, budget {budget}", c.bytes());
+        }
+        assert!(c.bytes() > budget / 2, "the cache holds too little: {}", c.bytes());
+        assert!(c.get("key1999").is_some(), "the newest entry was evicted");
+        assert!(c.get("key0").is_none(), "the oldest entry is still there");
+        // A value over an eighth of a shard's share is not cached.
+        let huge = "v".repeat(budget / SHARDS / 8);
+        c.begin_write(["h"]).end([("h", val(&huge, 1))]);
+        assert_eq!(c.get("h"), None);
+        // A budget of 0 caches nothing.
+        let off = KvCache::new(0);
+        off.begin_write(["a"]).end([("a", val("1", 1))]);
+        assert_eq!(off.get("a"), None);
+    }
+}
