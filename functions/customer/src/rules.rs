@@ -114,18 +114,39 @@ fn check_hierarchy<B: KvBackend>(
         return Ok(());
     }
     let id = next.get("id").and_then(Value::as_str).unwrap_or_default();
-    let (mut f, _) = forest(env, *kind)?;
     if before.is_none() {
-        // A new account has no subtree: only its parent's depth matters.
+        // A new account has no subtree: only its parent's depth matters, read up its chain of
+        // ancestors (the whole forest is not needed, and creating an account must not cost
+        // more as the tenant's accounts grow).
         if let Some(p) = parent {
-            let depth = f.path_to_root(p).map_err(hierarchy_error)?.len() + 1;
+            let depth = ancestors(env, *kind, p)?.path_to_root(p).map_err(hierarchy_error)?.len() + 1;
             if depth > MAX_DEPTH {
                 return Err(hierarchy_error(HierarchyError::TooDeep { depth }));
             }
         }
         return Ok(());
     }
+    let (mut f, _) = forest(env, *kind)?;
     f.move_to(id, parent).map_err(hierarchy_error)
+}
+
+/// The accounts of `kind` from `id` up to its root, as a forest: one read per ancestor, at most
+/// [`MAX_DEPTH`] + 2 (enough for [`Forest::path_to_root`] to see a chain too deep or a loop). A
+/// missing account ends the chain: the forest then has no node for it, as the full one would not.
+fn ancestors<B: KvBackend>(env: &Env<'_, B>, kind: Kind, id: &str) -> Result<Forest, ApiError> {
+    let accounts = env.resources(kind);
+    let mut f = Forest::new();
+    let mut cur = Some(id.to_string());
+    while let Some(a) = cur.take() {
+        if f.get(&a).is_some() || f.len() > MAX_DEPTH + 1 {
+            break;
+        }
+        let Some(doc) = accounts.find(&a)? else { break };
+        let (parent, bill_roll_up) = hierarchy_attributes(&doc.data);
+        cur = parent.clone();
+        f.insert(a, Node { parent, bill_roll_up });
+    }
+    Ok(f)
 }
 
 impl<B: KvBackend> Hooks<B> for Rules {
@@ -479,6 +500,39 @@ mod tests {
 
     fn setup() -> (Store<MemKv>, Tenant) {
         (Store::new(MemKv::new()), Tenant { tenant_id: "t1".into(), key_id: "k1".into() })
+    }
+
+    #[test]
+    fn a_new_account_reads_its_ancestors_only_whatever_the_number_of_accounts() {
+        let (store, tenant) = setup();
+        let env = Env::new(&store, &tenant);
+        let docs = store.tenant("t1");
+        let account = |id: &str, parent: Option<&str>| match parent {
+            Some(p) => json!({"id": id, "parentAccount": {"id": p}}),
+            None => json!({"id": id}),
+        };
+        // More accounts than a full read of the collection allows (it answered 409 from here on).
+        for n in 0..MAX_LISTED {
+            docs.create(BILLING_ACCOUNT.collection, &format!("a{n}"), account(&format!("a{n}"), None)).unwrap();
+        }
+        let next = account("new", Some("a7"));
+        check_hierarchy(&env, &BILLING_ACCOUNT, None, &next, Some("a7")).unwrap();
+        check_hierarchy(&env, &BILLING_ACCOUNT, None, &account("new", None), None).unwrap();
+        // A chain MAX_DEPTH deep: a child of its deepest account would be one too deep.
+        for d in 1..MAX_DEPTH {
+            let parent = format!("d{}", d - 1);
+            let parent = if d == 1 { "a0".to_string() } else { parent };
+            docs.create(BILLING_ACCOUNT.collection, &format!("d{d}"), account(&format!("d{d}"), Some(&parent)))
+                .unwrap();
+        }
+        let deepest = format!("d{}", MAX_DEPTH - 1);
+        let refused = check_hierarchy(&env, &BILLING_ACCOUNT, None, &account("new", Some(&deepest)), Some(&deepest));
+        assert!(refused.unwrap_err().to_string().contains("deep"));
+        check_hierarchy(&env, &BILLING_ACCOUNT, None, &next, Some(&format!("d{}", MAX_DEPTH - 2))).unwrap();
+        // A parent whose own parent is gone: the stored hierarchy is broken, as before.
+        docs.create(BILLING_ACCOUNT.collection, "orphan", account("orphan", Some("gone"))).unwrap();
+        let broken = check_hierarchy(&env, &BILLING_ACCOUNT, None, &next, Some("orphan")).unwrap_err();
+        assert_eq!(broken.status, 409, "{broken:?}");
     }
 
     #[test]
