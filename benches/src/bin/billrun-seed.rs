@@ -461,7 +461,9 @@ fn open_db(data: &Path) -> anyhow::Result<Arc<bss_host::db::SqliteDb>> {
 }
 
 fn host_kv(db: Arc<bss_host::db::SqliteDb>, page: Option<usize>) -> HostKv {
-    let kv = bss_host::kv::sqlite::SqliteKv::new(db, "default");
+    // No read cache: the seeder also writes the table with its own SQL (`SeedKv::flush`), which
+    // the cache would not see.
+    let kv = bss_host::kv::sqlite::SqliteKv::with_cache_bytes(db, "default", 0);
     HostKv { store: bss_host::kv::KvStore::Sqlite(Arc::new(kv)), page }
 }
 

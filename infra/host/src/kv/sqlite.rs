@@ -50,7 +50,8 @@ impl SqliteKv {
 
     /// The store `label` of `db`, with a read cache of at most `cache_bytes` (0: none). Store
     /// values of one label on one database share their cache (the first one opened sets its
-    /// budget), so every write of the label through any of them keeps it exact.
+    /// budget), so every write of the label through any of them keeps it exact. A program that
+    /// also writes the `kv` table with SQL of its own must open its stores with 0.
     pub fn with_cache_bytes(db: Arc<SqliteDb>, label: &str, cache_bytes: usize) -> SqliteKv {
         SqliteKv {
             cache: db.kv_cache(label, cache_bytes),
