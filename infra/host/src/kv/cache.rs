@@ -4,11 +4,12 @@
 //!
 //! It is exact, not eventually consistent, because this process is the only one that can write
 //! the database (it holds it exclusively, see `db.rs`) and every write of the label goes through
-//! [`SqliteKv`](super::sqlite::SqliteKv), which tells the cache:
-//! - A write first marks the shards of its keys [`CacheWrite::begin`] (before it commits), then
-//!   after its commit stores the committed values (or forgets the keys, if the write failed)
-//!   and unmarks them [`CacheWrite::end`]. Writes hold the database's writer lock throughout,
-//!   so their cache updates happen in commit order.
+//! a [`SqliteKv`](super::sqlite::SqliteKv) of that database, all of which share the label's one
+//! cache ([`crate::db::SqliteDb::kv_cache`]) and tell it:
+//! - A write first marks the shards of its keys ([`KvCache::begin_write`], before it commits),
+//!   then after its commit stores the committed values and unmarks them ([`CacheWrite::end`]);
+//!   if the write failed, it forgets what those shards held instead. Writes hold the database's
+//!   writer lock throughout, so their cache updates happen in commit order.
 //! - A read that missed takes a [`FillTicket`] before it reads SQLite and may store what it read
 //!   only if no write touched the key's shard since (no write was in progress when the ticket
 //!   was taken and none started after). Otherwise the value it read may already be stale, and

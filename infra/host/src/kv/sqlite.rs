@@ -98,7 +98,8 @@ impl SqliteKv {
 
     /// Run the write `f` of `keys` on the writer connection (in a transaction if `transaction`)
     /// and record in the cache what it committed: `f` answers its result and the committed value
-    /// of each key it changed, in order. If it fails, the cache forgets what it had of `keys`.
+    /// of each key it changed, in order. If it fails, its outcome is unknown to the cache, which
+    /// then forgets everything it held in the shards of `keys`.
     fn write<'k, R>(
         &self,
         keys: &[&'k str],
