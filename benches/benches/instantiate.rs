@@ -29,12 +29,13 @@ fn bench(c: &mut Criterion) {
     )
     .unwrap();
     let db = Arc::new(SqliteDb::open(&dir.path().join("bss.sqlite"), SyncMode::Normal).unwrap());
+    let kv = HashMap::from([("default".to_string(), KvStore::Sqlite(Arc::new(SqliteKv::new(db.clone(), "default"))))]);
     let app = Arc::new(AppCtx {
         variables: Variables::resolve(&manifest, |_| None).unwrap(),
         manifest,
-        kv: HashMap::from([("default".to_string(), KvStore::Sqlite(Arc::new(SqliteKv::new(db.clone(), "default"))))]),
+        metrics: Metrics::new(&kv),
+        kv,
         queue: Queue::Sqlite(Arc::new(SqliteQueue::new(db))),
-        metrics: Metrics::new(),
         wake: HashMap::new(),
     });
     let ctx = Arc::new(ComponentCtx {

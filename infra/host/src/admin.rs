@@ -51,7 +51,7 @@ async fn handle(app: &AppCtx, req: hyper::Request<hyper::body::Incoming>) -> hyp
     match (req.method(), segments.as_slice()) {
         (&Method::GET, ["metrics"]) => {
             let depth = app.queue.depth().await.ok();
-            let mut r = hyper::Response::new(full(Bytes::from(app.metrics.render(depth.as_ref(), &app.kv))));
+            let mut r = hyper::Response::new(full(Bytes::from(app.metrics.render(depth.as_ref()))));
             r.headers_mut().insert(
                 http::header::CONTENT_TYPE,
                 HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),

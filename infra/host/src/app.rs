@@ -182,14 +182,8 @@ pub async fn start(cfg: HostConfig) -> anyhow::Result<RunningHost> {
     let cache_dir = cfg.cache_dir.clone();
     let wake: HashMap<String, Arc<Notify>> =
         manifest.consumers.iter().map(|c| (c.component.clone(), Arc::new(Notify::new()))).collect();
-    let app = Arc::new(AppCtx {
-        manifest: manifest.clone(),
-        kv,
-        queue,
-        variables,
-        metrics: Metrics::new(),
-        wake: wake.clone(),
-    });
+    let metrics = Metrics::new(&kv);
+    let app = Arc::new(AppCtx { manifest: manifest.clone(), kv, queue, variables, metrics, wake: wake.clone() });
 
     let mut http_components = HashMap::new();
     let mut consumers = Vec::new();

@@ -1,8 +1,11 @@
 //! Prometheus metrics, served as text on the admin port at `/metrics`.
 
 use crate::kv::KvStore;
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
+use crate::kv::cache::KvCache;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
@@ -55,10 +58,6 @@ struct Inner {
     published: Family<ComponentLabels, Counter>,
     deliveries: Family<DeliveryLabels, Counter>,
     rejected: Family<RejectLabels, Counter>,
-    kv_cache: Family<CacheLabels, Counter>,
-    /// Held while bringing `kv_cache` up to the caches' totals, so that two renders at once
-    /// don't both add the same difference.
-    kv_cache_sync: std::sync::Mutex<()>,
     queue_pending: Gauge,
     queue_dead: Gauge,
     in_flight: Gauge,
@@ -74,14 +73,32 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
+/// The embedded stores' read-cache lookups (`kv_cache_lookups`), read from the caches' own
+/// counters at each scrape.
+#[derive(Debug)]
+struct KvCacheCollector(Vec<(String, Arc<KvCache>)>);
+
+impl Collector for KvCacheCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut family = encoder.encode_descriptor(
+            "kv_cache_lookups",
+            "Reads of the embedded key-value store, by store and outcome (hit: answered from the read cache)",
+            None,
+            MetricType::Counter,
+        )?;
+        for (store, cache) in &self.0 {
+            for (outcome, total) in [("hit", &cache.stats.hits), ("miss", &cache.stats.misses)] {
+                let labels = CacheLabels { store: store.clone(), outcome };
+                ConstCounter::new(total.load(Ordering::Relaxed)).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
     }
 }
 
 impl Metrics {
-    pub fn new() -> Metrics {
+    /// Metrics of a host whose key-value stores are `kv` (their read caches are counted).
+    pub fn new(kv: &HashMap<String, KvStore>) -> Metrics {
         let mut registry = Registry::with_prefix("bss");
         let requests = Family::<RequestLabels, Counter>::default();
         let request_seconds = Family::<ComponentLabels, Histogram, fn() -> Histogram>::new_with_constructor(
@@ -93,7 +110,6 @@ impl Metrics {
         let published = Family::<ComponentLabels, Counter>::default();
         let deliveries = Family::<DeliveryLabels, Counter>::default();
         let rejected = Family::<RejectLabels, Counter>::default();
-        let kv_cache = Family::<CacheLabels, Counter>::default();
         let queue_pending = Gauge::default();
         let queue_dead = Gauge::default();
         let in_flight = Gauge::default();
@@ -120,11 +136,14 @@ impl Metrics {
             "Requests refused by the host before a component ran, by reason",
             rejected.clone(),
         );
-        registry.register(
-            "kv_cache_lookups",
-            "Reads of the embedded key-value store, by store and outcome (hit: answered from the read cache)",
-            kv_cache.clone(),
-        );
+        let caches = kv
+            .iter()
+            .filter_map(|(label, store)| match store {
+                KvStore::Sqlite(s) => Some((label.clone(), s.cache())),
+                KvStore::Redis(_) => None,
+            })
+            .collect();
+        registry.register_collector(Box::new(KvCacheCollector(caches)));
         registry.register("queue_pending", "Deliveries waiting or in progress", queue_pending.clone());
         registry.register("queue_dead_letters", "Deliveries in the dead-letter list", queue_dead.clone());
         Metrics(Arc::new(Inner {
@@ -135,8 +154,6 @@ impl Metrics {
             published,
             deliveries,
             rejected,
-            kv_cache,
-            kv_cache_sync: std::sync::Mutex::new(()),
             queue_pending,
             queue_dead,
             in_flight,
@@ -175,22 +192,11 @@ impl Metrics {
         self.0.in_flight.inc_by(delta);
     }
 
-    /// Render everything in the Prometheus text format, with the queue depth and the stores'
-    /// cache counts read just now.
-    pub fn render(&self, depth: Option<&crate::queue::Depth>, kv: &HashMap<String, KvStore>) -> String {
+    /// Render everything in the Prometheus text format, with the queue depth read just now.
+    pub fn render(&self, depth: Option<&crate::queue::Depth>) -> String {
         if let Some(d) = depth {
             self.0.queue_pending.set(d.pending as i64);
             self.0.queue_dead.set(d.dead as i64);
-        }
-        let _sync = self.0.kv_cache_sync.lock().unwrap_or_else(|p| p.into_inner());
-        for (label, store) in kv {
-            let KvStore::Sqlite(s) = store else { continue };
-            let stats = s.cache_stats();
-            for (outcome, total) in [("hit", &stats.hits), ("miss", &stats.misses)] {
-                // The cache counts on its own; bring the counter up to its total.
-                let c = self.0.kv_cache.get_or_create(&CacheLabels { store: label.clone(), outcome });
-                c.inc_by(total.load(Ordering::Relaxed).saturating_sub(c.get()));
-            }
         }
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.0.registry).is_err() {

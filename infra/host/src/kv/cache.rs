@@ -67,6 +67,12 @@ pub struct FillTicket {
     ended: Option<u64>,
 }
 
+impl std::fmt::Debug for KvCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KvCache").field("bytes_max", &(self.shard_bytes_max * SHARDS)).finish_non_exhaustive()
+    }
+}
+
 impl KvCache {
     /// A cache of at most `bytes_max` bytes (keys, values and overhead).
     pub fn new(bytes_max: usize) -> KvCache {
@@ -107,13 +113,17 @@ impl KvCache {
         FillTicket { shard, ended: (s.writing == 0).then_some(s.ended) }
     }
 
-    /// Store `value` of `key` as read from the database after `ticket` was taken, unless a
-    /// write touched the key's shard meanwhile (then the value may be stale: nothing stored).
-    pub fn fill(&self, key: &str, ticket: FillTicket, value: Cached) {
+    /// Store the value of `key` as read from the database after `ticket` was taken (`value`
+    /// makes the cache's copy, only when it is kept), unless a write touched the key's shard
+    /// meanwhile (then the value may be stale: nothing stored).
+    pub fn fill(&self, key: &str, ticket: FillTicket, value: impl FnOnce() -> Cached) {
         debug_assert_eq!(ticket.shard, Self::shard_of(key));
+        if self.shard_bytes_max == 0 {
+            return;
+        }
         let mut s = self.lock(ticket.shard);
         if ticket.ended.is_some_and(|ended| s.writing == 0 && s.ended == ended) {
-            self.put(&mut s, key, value);
+            self.put(&mut s, key, value());
         }
     }
 
@@ -212,28 +222,28 @@ mod tests {
         // Plain miss, read, fill: cached.
         assert_eq!(c.get("a"), None);
         let t = c.ticket("a");
-        c.fill("a", t, val("1", 1));
+        c.fill("a", t, || val("1", 1));
         assert_eq!(c.get("a"), Some(val("1", 1)));
 
         // A write commits between the reader's ticket and its fill: the reader's value (read
         // before the commit) must not replace the committed one.
         let t = c.ticket("a");
         c.begin_write(["a"]).end([("a", val("2", 2))]);
-        c.fill("a", t, val("1", 1));
+        c.fill("a", t, || val("1", 1));
         assert_eq!(c.get("a"), Some(val("2", 2)));
 
         // The ticket is taken while a write is in progress: nothing the read finds is stored.
         let w = c.begin_write(["b"]);
         let t = c.ticket("b");
-        c.fill("b", t, Cached { value: None, version: 0 });
+        c.fill("b", t, || Cached { value: None, version: 0 });
         w.end([("b", val("x", 3))]);
         assert_eq!(c.get("b"), Some(val("x", 3)));
         let t2 = c.ticket("b");
-        c.fill("b", t, val("stale", 1));
+        c.fill("b", t, || val("stale", 1));
         assert_eq!(c.get("b"), Some(val("x", 3)));
 
         // A ticket taken after the write ended is good.
-        c.fill("b", t2, val("x", 3));
+        c.fill("b", t2, || val("x", 3));
         assert_eq!(c.get("b"), Some(val("x", 3)));
         assert_eq!((c.stats.hits.load(Ordering::Relaxed), c.stats.misses.load(Ordering::Relaxed)), (5, 1));
     }
@@ -242,13 +252,13 @@ mod tests {
     fn a_write_that_does_not_end_drops_the_cached_values_of_its_shards() {
         let c = KvCache::new(1 << 20);
         let t = c.ticket("k");
-        c.fill("k", t, val("1", 1));
+        c.fill("k", t, || val("1", 1));
         drop(c.begin_write(["k"]));
         assert_eq!(c.get("k"), None);
         assert_eq!(c.bytes(), 0);
         // And the shard is unmarked: a later fill is kept.
         let t = c.ticket("k");
-        c.fill("k", t, val("1", 1));
+        c.fill("k", t, || val("1", 1));
         assert_eq!(c.get("k"), Some(val("1", 1)));
     }
 

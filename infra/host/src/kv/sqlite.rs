@@ -3,7 +3,7 @@
 //! `UPDATE … WHERE version = ?` (expecting a version), whose changed-row count says who won.
 //! Reads are served from a read cache when they can (`cache.rs`).
 
-use super::cache::{CacheStats, Cached, KvCache};
+use super::cache::{Cached, KvCache};
 use super::{KeyPage, KvError, KvResult, Versioned, parse_counter};
 use crate::db::{SqliteDb, in_transaction};
 use bytes::Bytes;
@@ -35,6 +35,14 @@ fn present(value: &[u8], version: u64) -> Cached {
 }
 
 const ABSENT: Cached = Cached { value: None, version: 0 };
+
+/// What a database read found, as the cache keeps it.
+fn read(row: &Option<(Vec<u8>, u64)>) -> Cached {
+    match row {
+        Some((value, version)) => present(value, *version),
+        None => ABSENT,
+    }
+}
 
 impl From<Cached> for Versioned {
     fn from(c: Cached) -> Versioned {
@@ -69,9 +77,9 @@ impl SqliteKv {
         ));
     }
 
-    /// The read cache's hits and misses so far.
-    pub fn cache_stats(&self) -> &CacheStats {
-        &self.cache.stats
+    /// The store's read cache (shared with every store value of its label and database).
+    pub fn cache(&self) -> Arc<KvCache> {
+        self.cache.clone()
     }
 
     pub async fn get(&self, key: &str) -> KvResult<Option<Vec<u8>>> {
@@ -85,11 +93,7 @@ impl SqliteKv {
         let ticket = self.cache.ticket(key);
         let row = self.db.read(|c| select(c, &self.label, key)).map_err(backend)?;
         self.before_fill();
-        let read = match &row {
-            Some((value, version)) => present(value, *version),
-            None => ABSENT,
-        };
-        self.cache.fill(key, ticket, read);
+        self.cache.fill(key, ticket, || read(&row));
         Ok(match row {
             Some((value, version)) => Versioned { value: Some(value), version },
             None => Versioned { value: None, version: 0 },
@@ -229,11 +233,7 @@ impl SqliteKv {
             .map_err(backend)?;
         self.before_fill();
         for ((i, ticket), row) in missed.into_iter().zip(rows) {
-            let read = match &row {
-                Some((value, version)) => present(value, *version),
-                None => ABSENT,
-            };
-            self.cache.fill(&keys[i], ticket, read);
+            self.cache.fill(&keys[i], ticket, || read(&row));
             out[i].1 = row.map(|(value, _)| value);
         }
         Ok(out)
@@ -319,7 +319,7 @@ mod tests {
         for k in ["single", "batch"] {
             assert_eq!(kv.get(k).await.unwrap().as_deref(), Some(&b"2"[..]), "{k}: a stale value was cached");
         }
-        assert_eq!(kv.cache_stats().hits.load(Ordering::Relaxed), 2);
+        assert_eq!(kv.cache().stats.hits.load(Ordering::Relaxed), 2);
     }
 
     /// Writers give each of their keys increasing numbers (by set, swap, batch set, and deletes
@@ -399,7 +399,7 @@ mod tests {
         for r in readers {
             assert!(r.await.unwrap() > 0);
         }
-        let stats = kv.cache_stats();
+        let stats = &kv.cache().stats;
         assert!(stats.hits.load(Ordering::Relaxed) > 0, "the cache never answered");
         for w in 0..WRITERS {
             for k in 0..KEYS_PER_WRITER {
