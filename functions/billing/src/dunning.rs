@@ -477,7 +477,7 @@ impl Outbox for Queue<'_> {
 
 /// Registers `POST dunningRun`.
 #[cfg(feature = "component")]
-pub fn register(r: &mut spin_sdk::http::Router) {
+pub fn register(r: &mut bss_kit::http::Router) {
     use bss_kit::http::{Reply, handler};
     use bss_kit::idempotency::{idempotent, tenant_scope};
     use bss_kit::resource::with_env;

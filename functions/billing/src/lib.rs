@@ -119,9 +119,10 @@ pub fn lines_of(doc: &Value) -> Result<Vec<Value>, ApiError> {
 #[cfg(feature = "component")]
 mod component {
     use super::*;
+    use bss_kit::http::Router;
     use bss_kit::http::{handler, method_not_allowed, not_found, param};
     use bss_kit::resource::{list_reply, routes, with_env};
-    use spin_sdk::http::{Request, Response, Router};
+    use spin_sdk::http::{Request, Response};
 
     bss_kit::export_http!(route);
 
@@ -130,7 +131,7 @@ mod component {
     }
 
     fn route(req: Request) -> Response {
-        let mut r = Router::new();
+        let mut r = Router::for_request(&req);
         r.post(
             &format!("{BASE}/billRun"),
             handler(|ctx, _| with_env(ctx, |env| Reply::json(201, &run::start(env, ctx.json()?, now())?))),

@@ -567,7 +567,7 @@ pub fn balance<B: KvBackend>(env: &Env<'_, B>, account_id: &str) -> Result<Value
 
 /// Registers the routes of the module doc.
 #[cfg(feature = "component")]
-pub fn register(r: &mut spin_sdk::http::Router) {
+pub fn register(r: &mut bss_kit::http::Router) {
     use bss_kit::http::{Ctx, Reply, handler, param};
     use bss_kit::idempotency::{HEADER, idempotent, tenant_scope};
     use bss_kit::resource::{created_reply, emit, ok_reply, routes, with_env};

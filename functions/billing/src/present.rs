@@ -160,7 +160,7 @@ pub fn document<B: KvBackend>(env: &Env<'_, B>, bill_doc: &Value) -> Result<Docu
 
 #[cfg(feature = "component")]
 /// Registers `GET customerBill/{id}/document`.
-pub fn register(r: &mut spin_sdk::http::Router) {
+pub fn register(r: &mut bss_kit::http::Router) {
     use bss_kit::http::{Reply, handler, param};
     use bss_kit::resource::with_env;
     r.get(

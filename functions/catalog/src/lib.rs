@@ -31,11 +31,12 @@ mod api;
 
 use bss_domain::catalog::{self as domain, Kind as DomainKind, Problem};
 use bss_kit::ApiError;
+use bss_kit::http::Router;
 use bss_kit::http::{handler, method_not_allowed, not_found};
 use bss_kit::kv::KvBackend;
 use bss_kit::resource::{self, Env, Hooks, Kind};
 use serde_json::Value;
-use spin_sdk::http::{Request, Response, Router};
+use spin_sdk::http::{Request, Response};
 
 bss_kit::export_http!(route);
 
@@ -47,7 +48,7 @@ fn domain_kind(k: &Kind) -> Result<DomainKind, ApiError> {
 }
 
 fn route(req: Request) -> Response {
-    let mut r = Router::new();
+    let mut r = Router::for_request(&req);
     for k in DomainKind::ALL {
         resource::register(&mut r, kind(k), CatalogHooks { price_change: false });
     }

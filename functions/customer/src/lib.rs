@@ -66,9 +66,10 @@
 mod rules;
 mod views;
 
+use bss_kit::http::Router;
 use bss_kit::http::{handler, method_not_allowed, not_found};
 use bss_kit::resource::{Kind, register};
-use spin_sdk::http::{Request, Response, Router};
+use spin_sdk::http::{Request, Response};
 
 pub use rules::Rules;
 
@@ -106,7 +107,7 @@ pub const PARTY_ROLE: Kind = Kind { collection: "partyRole", type_name: "PartyRo
 pub const ACCOUNT_KINDS: [Kind; 3] = [BILLING_ACCOUNT, PARTY_ACCOUNT, SETTLEMENT_ACCOUNT];
 
 fn route(req: Request) -> Response {
-    let mut r = Router::new();
+    let mut r = Router::for_request(&req);
     r.post(&format!("{PARTY}/individual/:id/erase"), handler(views::erase));
     r.any(&format!("{PARTY}/individual/:id/erase"), method_not_allowed);
     r.get(&format!("{PARTY}/erasureRecord"), handler(views::list_erasures));

@@ -637,7 +637,7 @@ pub fn with_env<T>(
 /// Registers the five TMF routes of `kind` on a spin-sdk router: `POST`/`GET` on the collection
 /// (the create honours `Idempotency-Key`), `GET`/`PATCH`/`DELETE` on an item, 405 for other
 /// methods. Every write publishes its events ([`emit`]).
-pub fn register<H>(router: &mut spin_sdk::http::Router, kind: Kind, hooks: H)
+pub fn register<H>(router: &mut crate::http::Router, kind: Kind, hooks: H)
 where
     H: Hooks<crate::wasi_kv::WasiKv> + Clone + 'static,
 {

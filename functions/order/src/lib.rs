@@ -29,10 +29,11 @@
 use bss_commerce::inventory::{CHARGE, InventoryHooks, PRODUCT, product_charges};
 use bss_commerce::order::{self as orders, CANCEL, ORDER};
 use bss_kit::ApiError;
+use bss_kit::http::Router;
 use bss_kit::http::{Reply, handler, method_not_allowed, not_found, param};
 use bss_kit::resource::{self, Change, created_reply, emit, ok_reply, routes, with_env};
 use serde_json::{Value, json};
-use spin_sdk::http::{Request, Response, Router};
+use spin_sdk::http::{Request, Response};
 
 bss_kit::export_http!(route);
 
@@ -46,7 +47,7 @@ fn emit_all(tenant: &bss_kit::Tenant, changes: &[Change]) {
 }
 
 fn route(req: Request) -> Response {
-    let mut r = Router::new();
+    let mut r = Router::for_request(&req);
     let orders_path = ORDER.path();
     let order_item = ORDER.item_route();
     r.post(

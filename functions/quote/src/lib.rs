@@ -41,12 +41,13 @@ use bss_domain::quote::pricing::PricingRequest;
 use bss_domain::quote::state::{NotAcceptable, QuoteState, check_acceptance};
 use bss_domain::quote::{Party, QuoteDoc, apply_prices, default_valid_until};
 use bss_kit::ApiError;
+use bss_kit::http::Router;
 use bss_kit::http::{Ctx, Reply, handler, method_not_allowed, not_found, param};
 use bss_kit::kv::KvBackend;
 use bss_kit::resource::{self, Change, Env, Hooks, Kind, emit, ok_reply, with_env};
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
-use spin_sdk::http::{Params, Request, Response, Router};
+use spin_sdk::http::{Params, Request, Response};
 
 bss_kit::export_http!(route);
 
@@ -64,7 +65,7 @@ const PRICED_FROM: &[&str] =
     &["quoteItem", "relatedParty", "billingAccount", "currency", "jurisdiction", "quoteDate", "validFor"];
 
 fn route(req: Request) -> Response {
-    let mut r = Router::new();
+    let mut r = Router::for_request(&req);
     resource::register(&mut r, QUOTE, QuoteHooks { accepting: false });
     let accept = format!("{BASE}/quote/:id/accept");
     r.post(&accept, handler(accept_route));

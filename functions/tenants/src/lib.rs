@@ -19,12 +19,13 @@
 //! (400) rather than keep the secret for replays.
 
 use bss_kit::auth::{authenticate_admin, authenticate_tenant};
+use bss_kit::http::Router;
 use bss_kit::http::{Ctx, Reply, handler, method_not_allowed, not_found, param};
 use bss_kit::list::ListQuery;
 use bss_kit::wasi_kv::open_store;
 use bss_kit::{ApiError, idempotency, tenancy};
 use serde_json::json;
-use spin_sdk::http::{Params, Request, Response, Router};
+use spin_sdk::http::{Params, Request, Response};
 
 const TENANTS: &str = "/admin/v1/tenants";
 const TENANT: &str = "/admin/v1/tenants/:id";
@@ -35,7 +36,7 @@ const WHOAMI: &str = "/admin/v1/whoami";
 bss_kit::export_http!(route);
 
 fn route(req: Request) -> Response {
-    let mut router = Router::new();
+    let mut router = Router::for_request(&req);
     router.post(TENANTS, handler(create_tenant));
     router.get(TENANTS, handler(list_tenants));
     router.get(TENANT, handler(get_tenant));

@@ -43,11 +43,12 @@ use bss_domain::rating::NormaliseConfig;
 use bss_domain::usage::mediation::UsageStatus;
 use bss_domain::usage::{parse_csv, parse_json_batch, raw_from_json};
 use bss_kit::ApiError;
+use bss_kit::http::Router;
 use bss_kit::http::{Ctx, Reply, handler, method_not_allowed, not_found, param};
 use bss_kit::kv::KvBackend;
 use bss_kit::resource::{Env, list_reply, with_env};
 use serde_json::{Value, json};
-use spin_sdk::http::{Request, Response, Router};
+use spin_sdk::http::{Request, Response};
 
 use crate::ingest::{BATCH_RECORDS_MAX, Config, Outcome, Pipeline, read_many};
 use crate::model::{BASE, Keys, UsageDoc, render};
@@ -74,7 +75,7 @@ pub fn config(now: chrono::DateTime<chrono::Utc>) -> Config {
 }
 
 fn route(req: Request) -> Response {
-    let mut r = Router::new();
+    let mut r = Router::for_request(&req);
     let item = format!("{BASE}/usage/:id");
     r.post(
         &format!("{BASE}/usage"),

@@ -8,12 +8,13 @@
 //! test harness: the host's error text is what the tests want to see).
 
 use bss_kit::ApiError;
+use bss_kit::http::Router;
 use bss_kit::http::{Ctx, Reply, respond, wildcard};
 use bss_kit::kv::{KvBackend, KvError};
 use bss_kit::wasi_kv::{DEFAULT_STORE, WasiKv};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use spin_sdk::http::{Params, Request, Response, Router};
+use spin_sdk::http::{Params, Request, Response};
 
 bss_kit::export_http!(route);
 
@@ -21,7 +22,7 @@ bss_kit::export_http!(route);
 const CAS_INCR_ATTEMPTS: u32 = 100;
 
 fn route(req: Request) -> Response {
-    let mut r = Router::new();
+    let mut r = Router::for_request(&req);
     r.get("/kvtest/kv/*", keyed(kv_get));
     r.put("/kvtest/kv/*", keyed(kv_put));
     r.delete("/kvtest/kv/*", keyed(kv_delete));

@@ -18,6 +18,7 @@
 
 use bss_kit::auth::{Tenant, authenticate_tenant};
 use bss_kit::events::publish_event;
+use bss_kit::http::Router;
 use bss_kit::http::{Ctx, Reply, handler, method_not_allowed, not_found, param};
 use bss_kit::idempotency::{idempotent, tenant_scope};
 use bss_kit::ids::{new_id, now_rfc3339};
@@ -28,7 +29,7 @@ use bss_kit::wasi_kv::{WasiKv, open_store};
 use bss_kit::{ApiError, Versioned};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use spin_sdk::http::{Params, Request, Response, Router};
+use spin_sdk::http::{Params, Request, Response};
 
 bss_kit::export_http!(route);
 
@@ -40,7 +41,7 @@ const MAX_TEXT: usize = 10_000;
 const MAX_LISTED: usize = 10_000;
 
 fn route(req: Request) -> Response {
-    let mut r = Router::new();
+    let mut r = Router::for_request(&req);
     r.post(BASE, handler(create));
     r.get(BASE, handler(list));
     r.get(ITEM, handler(get));

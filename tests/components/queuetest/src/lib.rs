@@ -14,12 +14,13 @@
 
 use bss_kit::ApiError;
 use bss_kit::events::{PublishFailure, publish};
+use bss_kit::http::Router;
 use bss_kit::http::{Ctx, Reply, handler, method_not_allowed, not_found, wildcard};
 use bss_kit::kv::KvBackend;
 use bss_kit::wasi_kv::open_store;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use spin_sdk::http::{Params, Request, Response, Router};
+use spin_sdk::http::{Params, Request, Response};
 
 #[path = "../../queueconsumer/src/keys.rs"]
 mod keys;
@@ -27,7 +28,7 @@ mod keys;
 bss_kit::export_http!(route);
 
 fn route(req: Request) -> Response {
-    let mut r = Router::new();
+    let mut r = Router::for_request(&req);
     r.post("/queuetest/publish", handler(publish_message));
     r.get("/queuetest/deliveries/*", handler(deliveries));
     r.get("/queuetest/order/*", handler(order));
