@@ -180,7 +180,8 @@ fn metrics_count_requests_on_the_admin_port() {
     assert!(line.ends_with(" 3"), "{line}");
     assert!(m.body.contains("bss_instantiate_duration_seconds"));
     assert!(m.body.contains("bss_queue_pending"));
-    // Each round-trip reads back the value it just wrote: answered by the store's read cache.
+    // Each round-trip reads back the value it just wrote: the first read goes to the store and
+    // caches the key (writes only refresh cached keys), the next two are answered by the cache.
     let hits: u64 = m
         .body
         .lines()
@@ -188,7 +189,7 @@ fn metrics_count_requests_on_the_admin_port() {
         .unwrap_or_else(|| panic!("{}", m.body))
         .parse()
         .unwrap();
-    assert!(hits >= 3, "{hits} cache hits");
+    assert!(hits >= 2, "{hits} cache hits");
     // The request log has one line per request with component, status and latency.
     let log = host.log_text();
     assert!(

@@ -1,14 +1,20 @@
-//! The embedded store's read cache: recently read and written values of one store label, in
-//! memory, so that a read of a hot key (a tariff, a counter, a bill just written) does not go
-//! to SQLite.
+//! The embedded store's read cache: recently read values of one store label, in memory, so
+//! that a read of a hot key (a tariff, a counter, a bill read again) does not go to SQLite.
+//!
+//! Only reads add entries; a write refreshes the entries the cache holds for its keys and adds
+//! none. Most written keys are never read back soon (a rated usage record, its index entry):
+//! caching them on write cost a copy, an allocation and the eviction of something hot (a
+//! sixth of native usage ingestion's time while the cache filled). A key read then written (a
+//! balance, a counter, a document updated) stays cached with its new value.
 //!
 //! It is exact, not eventually consistent, because this process is the only one that can write
 //! the database (it holds it exclusively, see `db.rs`) and every write of the label goes through
 //! a [`SqliteKv`](super::sqlite::SqliteKv) of that database, all of which share the label's one
 //! cache ([`crate::db::SqliteDb::kv_cache`]) and tell it:
 //! - A write first marks the shards of its keys ([`KvCache::begin_write`], before it commits),
-//!   then after its commit stores the committed values and unmarks them ([`CacheWrite::end`]);
-//!   if the write failed, it forgets what those shards held instead. Writes hold the database's
+//!   then after its commit refreshes the cached entries of its keys with the committed values
+//!   and unmarks the shards ([`CacheWrite::end`]); if the write failed, it forgets what those
+//!   shards held instead. Writes hold the database's
 //!   writer lock throughout, so their cache updates happen in commit order.
 //! - A read that missed takes a [`FillTicket`] before it reads SQLite and may store what it read
 //!   only if no write touched the key's shard since (no write was in progress when the ticket
@@ -44,6 +50,19 @@ struct ShardState {
     writing: u32,
     /// Writes ended in this shard, ever: a fill ticket is stale once it moved.
     ended: u64,
+}
+
+/// What a write committed for one key: its value (`None`: deleted) and version. The cache
+/// copies a borrowed value only when it keeps it.
+#[derive(Debug, Clone)]
+pub struct Committed<'v> {
+    pub value: Option<std::borrow::Cow<'v, [u8]>>,
+    pub version: u64,
+}
+
+impl Committed<'_> {
+    /// A deletion.
+    pub const DELETED: Committed<'static> = Committed { value: None, version: 0 };
 }
 
 /// Hits and misses, for `/metrics`.
@@ -127,11 +146,38 @@ impl KvCache {
         }
     }
 
-    fn put(&self, s: &mut ShardState, key: &str, value: Cached) {
-        let cost = ENTRY_OVERHEAD_BYTES + key.len() + value.value.as_ref().map_or(0, Bytes::len);
+    /// What a write of `key` that committed `c` does to the cache: a cached value is replaced
+    /// by the committed one; a cached absence stays one if the key was deleted and is dropped if
+    /// it was created (nothing says it will be read soon); nothing is added.
+    fn refresh(&self, s: &mut ShardState, key: &str, c: Committed<'_>) {
+        let Some(held_value) = s.map.as_ref().and_then(|m| m.peek(key)).map(|c| c.value.is_some()) else { return };
+        match (held_value, c.value) {
+            (false, None) => {
+                if let Some(absent) = s.map.as_mut().and_then(|m| m.peek_mut(key)) {
+                    absent.version = c.version;
+                }
+            }
+            (true, Some(value)) => {
+                let value = match value {
+                    std::borrow::Cow::Borrowed(b) => Bytes::copy_from_slice(b),
+                    std::borrow::Cow::Owned(v) => Bytes::from(v),
+                };
+                self.put(s, key, Cached { value: Some(value), version: c.version });
+            }
+            (true, None) => self.put(s, key, Cached { value: None, version: c.version }),
+            (false, Some(_)) => self.remove(s, key),
+        }
+    }
+
+    fn remove(&self, s: &mut ShardState, key: &str) {
         if let Some(old) = s.map.as_mut().and_then(|m| m.remove(key)) {
             s.bytes -= ENTRY_OVERHEAD_BYTES + key.len() + old.value.as_ref().map_or(0, Bytes::len);
         }
+    }
+
+    fn put(&self, s: &mut ShardState, key: &str, value: Cached) {
+        let cost = ENTRY_OVERHEAD_BYTES + key.len() + value.value.as_ref().map_or(0, Bytes::len);
+        self.remove(s, key);
         if cost > self.shard_bytes_max / 8 {
             return;
         }
@@ -173,9 +219,10 @@ pub struct CacheWrite<'a> {
 }
 
 impl CacheWrite<'_> {
-    /// The write committed: store each key's committed value (`None`: deleted) and unmark.
-    pub fn end<'k>(mut self, committed: impl IntoIterator<Item = (&'k str, Cached)>) {
-        let mut committed: Vec<(usize, &str, Cached)> =
+    /// The write committed: refresh the cached entries of its keys with what it committed (see
+    /// [`KvCache::refresh`]) and unmark.
+    pub fn end<'k, 'v>(mut self, committed: impl IntoIterator<Item = (&'k str, Committed<'v>)>) {
+        let mut committed: Vec<(usize, &str, Committed<'v>)> =
             committed.into_iter().map(|(k, v)| (KvCache::shard_of(k), k, v)).collect();
         // Later values of a key come later in the input; a stable sort keeps that order.
         committed.sort_by_key(|(shard, ..)| *shard);
@@ -183,7 +230,7 @@ impl CacheWrite<'_> {
         for &shard in &self.shards {
             let mut s = self.cache.lock(shard);
             while let Some((_, key, value)) = next.next_if(|(sh, ..)| *sh == shard) {
-                self.cache.put(&mut s, key, value);
+                self.cache.refresh(&mut s, key, value);
             }
             s.writing -= 1;
             s.ended += 1;
@@ -216,6 +263,16 @@ mod tests {
         Cached { value: Some(Bytes::copy_from_slice(s.as_bytes())), version }
     }
 
+    fn com(s: &str, version: u64) -> Committed<'_> {
+        Committed { value: Some(std::borrow::Cow::Borrowed(s.as_bytes())), version }
+    }
+
+    /// Cache `key` as a read would.
+    fn fill(c: &KvCache, key: &str, value: Cached) {
+        let t = c.ticket(key);
+        c.fill(key, t, || value);
+    }
+
     #[test]
     fn a_fill_is_kept_only_if_no_write_touched_the_shard_since_its_ticket() {
         let c = KvCache::new(1 << 20);
@@ -228,7 +285,7 @@ mod tests {
         // A write commits between the reader's ticket and its fill: the reader's value (read
         // before the commit) must not replace the committed one.
         let t = c.ticket("a");
-        c.begin_write(["a"]).end([("a", val("2", 2))]);
+        c.begin_write(["a"]).end([("a", com("2", 2))]);
         c.fill("a", t, || val("1", 1));
         assert_eq!(c.get("a"), Some(val("2", 2)));
 
@@ -236,16 +293,16 @@ mod tests {
         let w = c.begin_write(["b"]);
         let t = c.ticket("b");
         c.fill("b", t, || Cached { value: None, version: 0 });
-        w.end([("b", val("x", 3))]);
-        assert_eq!(c.get("b"), Some(val("x", 3)));
+        w.end([("b", com("x", 3))]);
+        assert_eq!(c.get("b"), None);
         let t2 = c.ticket("b");
         c.fill("b", t, || val("stale", 1));
-        assert_eq!(c.get("b"), Some(val("x", 3)));
+        assert_eq!(c.get("b"), None);
 
         // A ticket taken after the write ended is good.
         c.fill("b", t2, || val("x", 3));
         assert_eq!(c.get("b"), Some(val("x", 3)));
-        assert_eq!((c.stats.hits.load(Ordering::Relaxed), c.stats.misses.load(Ordering::Relaxed)), (5, 1));
+        assert_eq!((c.stats.hits.load(Ordering::Relaxed), c.stats.misses.load(Ordering::Relaxed)), (3, 3));
     }
 
     #[test]
@@ -269,7 +326,7 @@ mod tests {
         let big = "v".repeat(300);
         for i in 0..2000 {
             let key = format!("key{i}");
-            c.begin_write([key.as_str()]).end([(key.as_str(), val(&big, i))]);
+            fill(&c, &key, val(&big, i));
             assert!(c.bytes() <= budget, "{} bytes cached, budget {budget}", c.bytes());
         }
         assert!(c.bytes() > budget / 2, "the cache holds too little: {}", c.bytes());
@@ -277,11 +334,43 @@ mod tests {
         assert!(c.get("key0").is_none(), "the oldest entry is still there");
         // A value over an eighth of a shard's share is not cached.
         let huge = "v".repeat(budget / SHARDS / 8);
-        c.begin_write(["h"]).end([("h", val(&huge, 1))]);
+        fill(&c, "h", val(&huge, 1));
         assert_eq!(c.get("h"), None);
+        // Nor is a write's value that outgrows it.
+        fill(&c, "g", val("small", 1));
+        c.begin_write(["g"]).end([("g", com(&huge, 2))]);
+        assert_eq!(c.get("g"), None);
         // A budget of 0 caches nothing.
         let off = KvCache::new(0);
-        off.begin_write(["a"]).end([("a", val("1", 1))]);
+        fill(&off, "a", val("1", 1));
         assert_eq!(off.get("a"), None);
+    }
+
+    #[test]
+    fn a_write_refreshes_what_the_cache_holds_and_adds_nothing() {
+        let c = KvCache::new(1 << 20);
+        // Not cached: a write (create, update, delete) leaves it so.
+        c.begin_write(["new"]).end([("new", com("1", 1))]);
+        c.begin_write(["new"]).end([("new", Committed::DELETED)]);
+        assert_eq!(c.get("new"), None);
+        assert_eq!(c.bytes(), 0);
+        // A cached value is replaced by the committed one, the later of two in one write.
+        fill(&c, "v", val("1", 1));
+        c.begin_write(["v"]).end([("v", com("2", 2)), ("v", com("3", 3))]);
+        assert_eq!(c.get("v"), Some(val("3", 3)));
+        // ... and by an absence when deleted.
+        c.begin_write(["v"]).end([("v", Committed::DELETED)]);
+        assert_eq!(c.get("v"), Some(Cached { value: None, version: 0 }));
+        // A cached absence stays one when deleted again, and is dropped when the key is created.
+        c.begin_write(["v"]).end([("v", Committed::DELETED)]);
+        assert_eq!(c.get("v"), Some(Cached { value: None, version: 0 }));
+        c.begin_write(["v"]).end([("v", com("4", 4))]);
+        assert_eq!(c.get("v"), None);
+        assert_eq!(c.bytes(), 0);
+        // An owned value is kept without a copy.
+        fill(&c, "o", val("1", 1));
+        c.begin_write(["o"])
+            .end([("o", Committed { value: Some(std::borrow::Cow::Owned(b"5".to_vec())), version: 5 })]);
+        assert_eq!(c.get("o"), Some(val("5", 5)));
     }
 }
