@@ -51,30 +51,42 @@ fn busy(key: &str) -> ApiError {
 /// Takes the lease on `key` for `ttl_ms`, waiting (with backoff) while another holder has it,
 /// at most [`WAIT_MAX_MS`] by `now_ms`; then 503.
 pub fn acquire<B: KvBackend>(kv: &B, key: &str, ttl_ms: u64, now_ms: &dyn Fn() -> u64) -> Result<Lease, ApiError> {
-    let owner = crate::ids::new_id();
     let started = now_ms();
     for attempt in 1..=ATTEMPTS_MAX {
-        let (cas, current) = kv.cas_read(key)?;
-        let now = now_ms();
-        let free = match current.as_deref().map(serde_json::from_slice::<LeaseDoc>) {
-            None => true,
-            Some(Ok(doc)) => doc.expires_at_ms <= now,
-            // Not a lease document: never ours to overwrite.
-            Some(Err(_)) => return Err(ApiError::internal(format!("{key} does not hold a lease"))),
-        };
-        if free {
-            let doc = LeaseDoc { owner: owner.clone(), expires_at_ms: now + ttl_ms };
-            let bytes = serde_json::to_vec(&doc).map_err(|e| ApiError::internal(e.to_string()))?;
-            if kv.cas_write(cas, &bytes)? {
-                return Ok(Lease { key: key.to_string(), owner });
-            }
+        if let Some(lease) = try_acquire(kv, key, ttl_ms, now_ms)? {
+            return Ok(lease);
         }
-        if now.saturating_sub(started) > WAIT_MAX_MS {
+        if now_ms().saturating_sub(started) > WAIT_MAX_MS {
             break;
         }
         kv.backoff(attempt.min(4));
     }
     Err(busy(key))
+}
+
+/// Takes the lease on `key` for `ttl_ms` if nobody holds it (one attempt, no wait): `None` when
+/// another holder has it, or took it between our read and our write.
+pub fn try_acquire<B: KvBackend>(
+    kv: &B,
+    key: &str,
+    ttl_ms: u64,
+    now_ms: &dyn Fn() -> u64,
+) -> Result<Option<Lease>, ApiError> {
+    let (cas, current) = kv.cas_read(key)?;
+    let now = now_ms();
+    let free = match current.as_deref().map(serde_json::from_slice::<LeaseDoc>) {
+        None => true,
+        Some(Ok(doc)) => doc.expires_at_ms <= now,
+        // Not a lease document: never ours to overwrite.
+        Some(Err(_)) => return Err(ApiError::internal(format!("{key} does not hold a lease"))),
+    };
+    if !free {
+        return Ok(None);
+    }
+    let owner = crate::ids::new_id();
+    let doc = LeaseDoc { owner: owner.clone(), expires_at_ms: now + ttl_ms };
+    let bytes = serde_json::to_vec(&doc).map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(kv.cas_write(cas, &bytes)?.then(|| Lease { key: key.to_string(), owner }))
 }
 
 /// Gives the lease back (marks it expired) if it is still ours; a lease taken over after expiry
@@ -136,6 +148,19 @@ mod tests {
         let c = acquire(&kv, "l", 100, &now).unwrap();
         assert!(!release(&kv, b).unwrap(), "an expired holder must not release its successor's lease");
         assert!(release(&kv, c).unwrap());
+    }
+
+    #[test]
+    fn try_acquire_takes_a_free_lease_and_never_waits_for_a_held_one() {
+        let kv = MemKv::new();
+        let now = || 1_000u64;
+        let a = try_acquire(&kv, "l", 60_000, &now).unwrap().expect("free");
+        assert!(try_acquire(&kv, "l", 60_000, &now).unwrap().is_none(), "held");
+        assert!(release(&kv, a).unwrap());
+        let b = try_acquire(&kv, "l", 60_000, &now).unwrap().expect("released");
+        assert!(release(&kv, b).unwrap());
+        kv.set("x", b"not a lease").unwrap();
+        assert_eq!(try_acquire(&kv, "x", 60_000, &now).unwrap_err().status, 500);
     }
 
     #[test]
