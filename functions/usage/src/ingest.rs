@@ -91,6 +91,9 @@ struct Item {
     raw: RawUsage,
 }
 
+/// Records of one shard rated and stored together, under one lease.
+type Group = Vec<(Item, Guide)>;
+
 /// Where a record goes.
 #[derive(Debug, Clone)]
 pub struct Guide {
@@ -375,7 +378,7 @@ impl<'a, B: KvBackend> Pipeline<'a, B> {
         // waits at the back while the batch rates its other shards: concurrent batches all start
         // with the same shards, and waiting in turn for each left a core idle a fifth of the
         // time. The batch waits only when every shard it has left is held.
-        let mut pending: VecDeque<(u32, VecDeque<Vec<(Item, Guide)>>)> =
+        let mut pending: VecDeque<(u32, VecDeque<Group>)> =
             by_shard.into_iter().map(|(shard, group)| (shard, chunks(group, GROUP_RECORDS_MAX).into())).collect();
         let (kv, ttl, now_ms) = (self.env.store.backend(), self.cfg.lease_ttl_ms, || bss_kit::ids::now_ms());
         let mut held_by_others = 0;
