@@ -4,7 +4,7 @@
 //! conflicts, bad and unguidable records; held records corrected and recycled; allowances and
 //! tax on the rated record; prepaid balances under concurrent batches (never overdrawn); online
 //! charging (reserve, commit, release); credit-limit threshold events; rerating corrections;
-//! exactly once across a `kill -9` restart. Run with `cargo test -p bss-host --test e2e_usage`.
+//! a batch going round a shard lease another holder has; exactly once across a `kill -9` restart. Run with `cargo test -p bss-host --test e2e_usage`.
 
 mod support;
 
@@ -197,6 +197,58 @@ fn concurrent_batches_never_overdraw_a_prepaid_balance() {
     // 9 calls fit in 5 € (9 × 0.54 = 4.86); the balance never goes below zero.
     assert_eq!(accepted, 9, "{bal}");
     assert!((left - 0.14).abs() < 1e-9, "{bal}");
+}
+
+/// The shard of an account's lease, with the usage component's default of 4 shards.
+fn shard_of(account: &str) -> u32 {
+    bss_domain::usage::mediation::shard_of(account, 4)
+}
+
+#[test]
+fn a_batch_rates_the_shards_it_can_while_another_holder_has_one() {
+    let (host, _dir) = Host::start(HostOptions::default());
+    let (api, customer) = setup(&host);
+    let tenant = api.get("/admin/v1/whoami").json()["tenantId"].as_str().unwrap().to_string();
+    // Two lines whose accounts are in different shards, `first` in the lower one: a batch that
+    // took its shards in order would wait for `first`'s before it got to `second`'s.
+    let mut lines: Vec<(String, Line)> = Vec::new();
+    let (first, second) = loop {
+        let n = 200 + lines.len();
+        let l = line(&api, &customer, &format!("+33611000{n}"), json!({}));
+        lines.push((format!("0611000{n}"), l));
+        let last = lines.len() - 1;
+        if let Some(lower) = (0..last).find(|&i| shard_of(&lines[i].1.account) < shard_of(&lines[last].1.account)) {
+            break (lower, last);
+        }
+        if let Some(higher) = (0..last).find(|&i| shard_of(&lines[i].1.account) > shard_of(&lines[last].1.account)) {
+            break (last, higher);
+        }
+        assert!(lines.len() < 40, "no two accounts in different shards");
+    };
+    // Another holder (a batch on another host, say) has the lease of `first`'s shard for an hour.
+    let lease = host.url(&format!("/kvtest/kv/t/{tenant}/usageLease/{}", shard_of(&lines[first].1.account)));
+    let hold = |owner: &str, expires_at_ms: i64| {
+        let doc = json!({"owner": owner, "expiresAtMs": expires_at_ms}).to_string();
+        assert_eq!(send("PUT", &lease, &[], Some(doc.as_bytes())).status, 200);
+    };
+    hold("another-batch", chrono::Utc::now().timestamp_millis() + 3_600_000);
+    let batch = json!([
+        call("sh-1", &lines[first].0, "2026-11-03T10:00:00+01:00", 60, "+12125550100"),
+        call("sh-2", &lines[second].0, "2026-11-03T10:00:00+01:00", 60, "+12125550100"),
+    ]);
+    // The batch rates and stores `second`'s record, then waits for the held lease and gives up
+    // (after the lease wait limit, 20 s) with a 503 that asks for a retry.
+    let busy = api.post(&format!("{US}/usageBatch"), &batch);
+    assert_eq!(busy.status, 503, "{}", busy.body);
+    assert_eq!(api.get(&format!("{US}/usage/sh-2")).json()["status"], "rated");
+    assert_eq!(api.get(&format!("{US}/usage/sh-1")).status, 404);
+    // Released, the same batch sent again rates `first`'s record; `second`'s is a duplicate.
+    hold("", 0);
+    let again = api.post(&format!("{US}/usageBatch"), &batch);
+    assert_eq!(again.status, 200, "{}", again.body);
+    let r = again.json();
+    assert_eq!((r["accepted"].as_u64(), r["duplicates"].as_u64()), (Some(1), Some(1)), "{r}");
+    assert_eq!(api.get(&format!("{US}/usage/sh-1")).json()["status"], "rated");
 }
 
 fn decimal(v: &Value) -> f64 {
