@@ -23,6 +23,41 @@ fn routes_to_components_and_answers_404_for_unknown_paths() {
     assert_eq!(get(&host.url("/kvtestx")).status, 404);
 }
 
+/// A component's router (`bss_kit::http::Router`, which keeps only the routes that can match
+/// the request) still answers as spin-sdk's: a static route beside wildcard siblings, a wildcard
+/// taking the rest of the path, a path's `any` route (405) or the catch-all for other methods,
+/// `HEAD` by the `GET` route (spin-sdk's router answered it with the catch-all), and the
+/// component's own 404 for what no route serves.
+#[test]
+fn a_components_router_picks_the_route_the_method_and_the_fallback() {
+    let (host, _dir) = Host::start(HostOptions::default());
+    assert_eq!(send("PUT", &host.url("/kvtest/kv/a/b"), &[], Some(b"v")).status, 200);
+    let keys = get(&host.url("/kvtest/keys"));
+    assert_eq!(keys.status, 200, "{}", keys.body);
+    assert!(keys.body.contains("a/b"), "{}", keys.body);
+    let value = get(&host.url("/kvtest/kv/a/b"));
+    assert_eq!((value.status, value.body.as_str()), (200, "v"));
+    let missing = get(&host.url("/kvtest/kv/a/c"));
+    assert_eq!(missing.status, 404);
+    assert!(missing.body.contains("no key"), "the wildcard route answers, not the fallback: {}", missing.body);
+    // A method no route of the path has: a component's `any` route for the path answers it (405
+    // in the notes component), else its catch-all (`/*`, kvtest's 404) — spin-sdk's order.
+    let patch = send("PATCH", &host.url("/kvtest/kv/a/b"), &[], Some(b"w"));
+    assert_eq!(patch.status, 404);
+    assert!(patch.body.contains("no route for PATCH"), "{}", patch.body);
+    assert_eq!(send("PUT", &host.url("/tmf-api/notes/v4/note/n1"), &[], Some(b"{}")).status, 405);
+    let head = send("HEAD", &host.url("/kvtest/kv/a/b"), &[], None);
+    assert_eq!((head.status, head.body.as_str()), (200, ""), "HEAD is served by the GET route, without the body");
+    assert_eq!(send("HEAD", &host.url("/kvtest/kv/a/c"), &[], None).status, 404);
+    let none = get(&host.url("/kvtest/nothing/here"));
+    assert_eq!(none.status, 404);
+    assert!(
+        none.json()["message"].as_str().unwrap().contains("no route for GET /kvtest/nothing/here"),
+        "{}",
+        none.body
+    );
+}
+
 #[test]
 fn a_body_over_the_limit_is_refused_with_413() {
     let (host, _dir) = Host::start(HostOptions::default().arg("--body-max-bytes").arg("1024"));

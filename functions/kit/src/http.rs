@@ -160,24 +160,29 @@ impl Ctx {
 /// tenth of the guest's time in a key-value round-trip). This one first checks that the
 /// pattern's literal start (up to its last `/` before the first `:param` or `*`) begins the
 /// request path — which every match needs — and drops the others unparsed. Matching, precedence
-/// (exact over `:param` over `*`), `HEAD` served by `GET`, 405 for a path known under other
-/// methods and 404 stay spin-sdk's, among the routes kept: a dropped route could not have matched
-/// under any method.
+/// (exact over `:param` over `*`, a method's routes before `any` routes) and spin-sdk's 405 and
+/// 404 stay spin-sdk's, among the routes kept: a dropped route could not have matched under any
+/// method.
+///
+/// `HEAD` is served by the `GET` routes (with the body left out by the server): spin-sdk's own
+/// fallback from `HEAD` to `GET` comes after its `any` routes, so a component's catch-all (`/*`,
+/// its TMF 404) answered every `HEAD`.
 pub struct Router {
     /// The request path without its leading and trailing `/`, as spin-sdk matches it.
     path: String,
+    /// The request is a `HEAD`: `GET` routes are registered for it.
+    head: bool,
     inner: spin_sdk::http::Router,
 }
 
 impl Router {
     /// A router for `req`.
     pub fn for_request(req: &Request) -> Self {
-        Self::for_path(req.path())
-    }
-
-    /// A router for a request to `path` (tests).
-    pub fn for_path(path: &str) -> Self {
-        Self { path: path.trim_start_matches('/').trim_end_matches('/').to_string(), inner: Default::default() }
+        Self {
+            path: req.path().trim_start_matches('/').trim_end_matches('/').to_string(),
+            head: *req.method() == spin_sdk::http::Method::Head,
+            inner: Default::default(),
+        }
     }
 
     /// Whether `pattern` can match the request path: its literal start must begin the path.
@@ -211,7 +216,7 @@ impl Router {
         }
     }
 
-    /// Registers `handler` for `GET` (and `HEAD`).
+    /// Registers `handler` for `GET` and `HEAD`.
     pub fn get<F, Req, Resp>(&mut self, pattern: &str, handler: F)
     where
         F: Fn(Req, Params) -> Resp + 'static,
@@ -219,7 +224,8 @@ impl Router {
         Req::Error: IntoResponse + 'static,
         Resp: IntoResponse + 'static,
     {
-        self.add(pattern, spin_sdk::http::Method::Get, handler)
+        let method = if self.head { spin_sdk::http::Method::Head } else { spin_sdk::http::Method::Get };
+        self.add(pattern, method, handler)
     }
 
     /// Registers `handler` for `POST`.
