@@ -153,6 +153,22 @@ impl Ctx {
     }
 }
 
+/// [`Router`]'s registration method of each HTTP method that has one of its own.
+macro_rules! method_routes {
+    ($($(#[$doc:meta])* $name:ident => $method:ident,)*) => {$(
+        $(#[$doc])*
+        pub fn $name<F, Req, Resp>(&mut self, pattern: &str, handler: F)
+        where
+            F: Fn(Req, Params) -> Resp + 'static,
+            Req: TryFromRequest + 'static,
+            Req::Error: IntoResponse + 'static,
+            Resp: IntoResponse + 'static,
+        {
+            self.add(pattern, spin_sdk::http::Method::$method, handler)
+        }
+    )*};
+}
+
 /// spin-sdk's router, given only the routes that can match the request it was made for.
 ///
 /// A component instance serves one request, so its router is built for every request: with
@@ -228,48 +244,15 @@ impl Router {
         self.add(pattern, method, handler)
     }
 
-    /// Registers `handler` for `POST`.
-    pub fn post<F, Req, Resp>(&mut self, pattern: &str, handler: F)
-    where
-        F: Fn(Req, Params) -> Resp + 'static,
-        Req: TryFromRequest + 'static,
-        Req::Error: IntoResponse + 'static,
-        Resp: IntoResponse + 'static,
-    {
-        self.add(pattern, spin_sdk::http::Method::Post, handler)
-    }
-
-    /// Registers `handler` for `PUT`.
-    pub fn put<F, Req, Resp>(&mut self, pattern: &str, handler: F)
-    where
-        F: Fn(Req, Params) -> Resp + 'static,
-        Req: TryFromRequest + 'static,
-        Req::Error: IntoResponse + 'static,
-        Resp: IntoResponse + 'static,
-    {
-        self.add(pattern, spin_sdk::http::Method::Put, handler)
-    }
-
-    /// Registers `handler` for `PATCH`.
-    pub fn patch<F, Req, Resp>(&mut self, pattern: &str, handler: F)
-    where
-        F: Fn(Req, Params) -> Resp + 'static,
-        Req: TryFromRequest + 'static,
-        Req::Error: IntoResponse + 'static,
-        Resp: IntoResponse + 'static,
-    {
-        self.add(pattern, spin_sdk::http::Method::Patch, handler)
-    }
-
-    /// Registers `handler` for `DELETE`.
-    pub fn delete<F, Req, Resp>(&mut self, pattern: &str, handler: F)
-    where
-        F: Fn(Req, Params) -> Resp + 'static,
-        Req: TryFromRequest + 'static,
-        Req::Error: IntoResponse + 'static,
-        Resp: IntoResponse + 'static,
-    {
-        self.add(pattern, spin_sdk::http::Method::Delete, handler)
+    method_routes! {
+        /// Registers `handler` for `POST`.
+        post => Post,
+        /// Registers `handler` for `PUT`.
+        put => Put,
+        /// Registers `handler` for `PATCH`.
+        patch => Patch,
+        /// Registers `handler` for `DELETE`.
+        delete => Delete,
     }
 
     /// Answers the request with the best route kept (spin-sdk's rules).
