@@ -376,8 +376,8 @@ impl<'a, B: KvBackend> Pipeline<'a, B> {
         }
         // Each shard's groups in order, one lease each. A shard whose lease another batch holds
         // waits at the back while the batch rates its other shards: concurrent batches all start
-        // with the same shards, and waiting in turn for each left a core idle a fifth of the
-        // time. The batch waits only when every shard it has left is held.
+        // with the same shards, and each waited (polling with backoff) behind the one before it,
+        // shard by shard. The batch waits only when every shard it has left is held.
         let mut pending: VecDeque<(u32, VecDeque<Group>)> =
             by_shard.into_iter().map(|(shard, group)| (shard, chunks(group, GROUP_RECORDS_MAX).into())).collect();
         let (kv, ttl, now_ms) = (self.env.store.backend(), self.cfg.lease_ttl_ms, || bss_kit::ids::now_ms());
