@@ -195,15 +195,10 @@ impl Router {
     /// A router for `req`.
     pub fn for_request(req: &Request) -> Self {
         Self {
-            path: req.path().trim_start_matches('/').trim_end_matches('/').to_string(),
+            path: trimmed(req.path()).to_string(),
             head: *req.method() == spin_sdk::http::Method::Head,
             inner: Default::default(),
         }
-    }
-
-    /// Whether `pattern` can match the request path: its literal start must begin the path.
-    fn may_match(&self, pattern: &str) -> bool {
-        may_match(pattern, &self.path)
     }
 
     /// Registers `handler` for every method.
@@ -214,7 +209,7 @@ impl Router {
         Req::Error: IntoResponse + 'static,
         Resp: IntoResponse + 'static,
     {
-        if self.may_match(pattern) {
+        if may_match(pattern, &self.path) {
             self.inner.any(pattern, handler);
         }
     }
@@ -227,7 +222,7 @@ impl Router {
         Req::Error: IntoResponse + 'static,
         Resp: IntoResponse + 'static,
     {
-        if self.may_match(pattern) {
+        if may_match(pattern, &self.path) {
             self.inner.add(pattern, method, handler);
         }
     }
@@ -257,9 +252,14 @@ impl Router {
 
     /// Answers the request with the best route kept (spin-sdk's rules).
     pub fn handle(&self, req: Request) -> Response {
-        debug_assert_eq!(self.path, req.path().trim_start_matches('/').trim_end_matches('/'), "router of another path");
+        debug_assert_eq!(self.path, trimmed(req.path()), "router of another path");
         self.inner.handle(req)
     }
+}
+
+/// A path or pattern without its leading and trailing `/`, as spin-sdk's matcher reads both.
+fn trimmed(path: &str) -> &str {
+    path.trim_start_matches('/').trim_end_matches('/')
 }
 
 /// Whether a route `pattern` can match `path` (both without their leading and trailing `/` for
@@ -269,7 +269,7 @@ impl Router {
 /// the `/` keeps `a/b/*` matching `a/b` (a wildcard matches nothing, slash included). A pattern
 /// with neither `:` nor `*` must begin the path whole.
 fn may_match(pattern: &str, path: &str) -> bool {
-    let pattern = pattern.trim_start_matches('/').trim_end_matches('/');
+    let pattern = trimmed(pattern);
     let literal = match pattern.find([':', '*']) {
         Some(i) => pattern[..i].rfind('/').map_or("", |slash| &pattern[..slash]),
         None => pattern,
