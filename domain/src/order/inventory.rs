@@ -140,8 +140,14 @@ pub fn charges(product: &Value, account: Account, activated: DateTime<Utc>, roun
 impl Account {
     /// From a billing account's `billCycleDay` and `timeZone` (defaults: 1 and UTC).
     pub fn from_billing_account(doc: &Value) -> Account {
-        let day = doc.get("billCycleDay").and_then(Value::as_u64).unwrap_or(1).clamp(1, 28) as u32;
-        let tz = doc.get("timeZone").and_then(Value::as_str).and_then(|t| t.parse().ok()).unwrap_or(Tz::UTC);
+        Account::from_fields(doc.get("billCycleDay"), doc.get("timeZone"))
+    }
+
+    /// From the two fields alone, as [`Account::from_billing_account`] reads them (for callers
+    /// that pick them out of a document without parsing all of it).
+    pub fn from_fields(bill_cycle_day: Option<&Value>, time_zone: Option<&Value>) -> Account {
+        let day = bill_cycle_day.and_then(Value::as_u64).unwrap_or(1).clamp(1, 28) as u32;
+        let tz = time_zone.and_then(Value::as_str).and_then(|t| t.parse().ok()).unwrap_or(Tz::UTC);
         Account { bill_cycle_day: day, tz }
     }
 }

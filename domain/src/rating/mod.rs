@@ -150,7 +150,8 @@ pub enum Direction {
     Transit,
 }
 
-/// A normalised usage record: what rating takes. Built by [`normalise`].
+/// A normalised usage record: what rating takes. Built by [`normalise`]. Stored with every
+/// rated record, so absent fields are left out rather than written as `null`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct UsageRecord {
@@ -165,22 +166,22 @@ pub struct UsageRecord {
     /// Seconds (voice), bytes (data) or events (SMS).
     pub quantity: u64,
     /// The called number, E.164 (`+4915112345678`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub called_number: Option<String>,
     /// The access point name of a data session.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub apn: Option<String>,
     /// The visited network (MCC-MNC) when roaming.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub visited_network: Option<String>,
     /// The other party is on our own network.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub on_net: bool,
     /// Wholesale direction.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub direction: Option<Direction>,
     /// Wholesale partner carrier.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub carrier: Option<String>,
 }
 
