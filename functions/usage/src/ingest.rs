@@ -79,7 +79,7 @@ pub struct Outcome {
     pub notices: Vec<Notice>,
     /// The stored record of a batch of one (the single-record answer); empty for larger batches,
     /// whose answer is the report (keeping a thousand documents only to drop them cost 2% of
-    /// ingestion).
+    /// ingestion), unless the pipeline is [`Pipeline::keeping_documents`].
     pub docs: BTreeMap<usize, UsageDoc>,
 }
 
@@ -187,7 +187,9 @@ pub struct Pipeline<'a, B> {
     accounts: HashMap<String, Option<Rc<AccountInfo>>>,
     /// Record id → the online-charging reservation its charge settles (released first).
     settles: HashMap<String, String>,
-    /// Whether [`Outcome::docs`] keeps the stored documents (a batch of one).
+    /// Whether [`Outcome::docs`] keeps every stored document ([`Pipeline::keeping_documents`]).
+    keep_all_docs: bool,
+    /// Whether the batch being ingested keeps them (a batch of one, or all kept).
     keep_docs: bool,
 }
 
@@ -205,8 +207,16 @@ impl<'a, B: KvBackend> Pipeline<'a, B> {
             tariffs: HashMap::new(),
             accounts: HashMap::new(),
             settles: HashMap::new(),
+            keep_all_docs: false,
             keep_docs: false,
         }
+    }
+
+    /// A pipeline whose [`Outcome::docs`] holds every stored document of a batch, not only the
+    /// record of a batch of one (for tools that inspect the ratings of what they load).
+    pub fn keeping_documents(mut self) -> Self {
+        self.keep_all_docs = true;
+        self
     }
 
     /// The record `record_id` settles the reservation `reservation_id` (online charging): its
@@ -315,7 +325,7 @@ impl<'a, B: KvBackend> Pipeline<'a, B> {
         }
         let mut out = Outcome::default();
         out.report.received = batch.len();
-        self.keep_docs = batch.len() == 1;
+        self.keep_docs = self.keep_all_docs || batch.len() == 1;
         let mut held: Vec<(usize, UsageDoc)> = Vec::new();
         let mut items = Vec::new();
         let mut first: HashMap<String, (usize, String)> = HashMap::new();
