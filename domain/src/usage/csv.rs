@@ -597,6 +597,11 @@ mod tests {
         assert_eq!(Field::named("MCC MNC").map(Field::name), Some("visitedNetwork"));
         assert_eq!(Field::named("Seizure-Time").map(Field::name), Some("startTime"));
         assert_eq!(Field::named("cellId"), None);
+        // Folded on the stack: separators do not count towards its size, a key too long for it
+        // is no field (as it was when folded into a string), and nothing overflows.
+        assert_eq!(Field::named(&format!("record{}id", "_".repeat(200))).map(Field::name), Some("recordId"));
+        assert_eq!(Field::named(&"x".repeat(NAME_FOLDED_MAX + 1)), None);
+        assert_eq!(Field::named(&format!("{}{}", "recordid", "é".repeat(NAME_FOLDED_MAX))), None);
 
         let text = "CallID,A_Number,Record Type,Seizure Time,TZ,Call Duration,Duration Unit,bnumber,On-Net,VPLMN,Trunk,Direction\n\
             c1,0611111111,MOC,2026-03-09 11:00:00,Europe/Paris,1500,ms,0622222222,yes,262-01,PARTNER1,\n";
