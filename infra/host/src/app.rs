@@ -44,13 +44,21 @@ pub struct HostConfig {
     pub shutdown_grace: Duration,
 }
 
-/// Run the component build commands of the manifest, each distinct command once.
+/// Run the component build commands of the manifest, each distinct command once. A cargo
+/// command's `--target` is added with rustup first when the toolchain lacks it.
 pub fn build_components(manifest: &Manifest) -> anyhow::Result<()> {
     let mut done: Vec<(&str, &Path)> = Vec::new();
+    let mut targets_checked: Vec<(&str, &Path)> = Vec::new();
     for c in manifest.components.values() {
         let Some(b) = &c.build else { continue };
         if done.iter().any(|(cmd, dir)| *cmd == b.command && *dir == b.workdir.as_path()) {
             continue;
+        }
+        if let Some(target) = cargo_target(&b.command)
+            && !targets_checked.contains(&(target, b.workdir.as_path()))
+        {
+            ensure_rust_target(target, &b.workdir)?;
+            targets_checked.push((target, &b.workdir));
         }
         tracing::info!(component = %c.id, "building: {}", b.command);
         let status = std::process::Command::new("sh")
@@ -63,6 +71,44 @@ pub fn build_components(manifest: &Manifest) -> anyhow::Result<()> {
             bail!("the build of component {} failed ({status}): {}", c.id, b.command);
         }
         done.push((&b.command, &b.workdir));
+    }
+    Ok(())
+}
+
+/// The `--target` a cargo build command compiles for (`--target T` or `--target=T`).
+fn cargo_target(command: &str) -> Option<&str> {
+    let mut words = command.split_whitespace();
+    if !words.clone().any(|w| w == "cargo") {
+        return None;
+    }
+    while let Some(w) = words.next() {
+        if w == "--target" {
+            return words.next();
+        }
+        if let Some(t) = w.strip_prefix("--target=") {
+            return Some(t);
+        }
+    }
+    None
+}
+
+/// Adds the Rust target `target` with rustup when the toolchain of `workdir` lacks it. rustup
+/// installs the targets `rust-toolchain.toml` lists only when it installs the toolchain itself,
+/// so on a machine that already had that toolchain every component build failed with "can't find
+/// crate for `core`". Without rustup nothing is done and cargo reports a missing target itself.
+fn ensure_rust_target(target: &str, workdir: &Path) -> anyhow::Result<()> {
+    let rustup = |args: &[&str]| std::process::Command::new("rustup").args(args).current_dir(workdir).output();
+    let installed = match rustup(&["target", "list", "--installed"]) {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).into_owned(),
+        _ => return Ok(()),
+    };
+    if installed.lines().any(|l| l.trim() == target) {
+        return Ok(());
+    }
+    tracing::info!(target, "the toolchain lacks the build's target: rustup target add {target}");
+    let out = rustup(&["target", "add", target]).context("running rustup target add")?;
+    if !out.status.success() {
+        bail!("rustup target add {target} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
     }
     Ok(())
 }
@@ -330,5 +376,21 @@ async fn serve_http(
     tracing::info!("draining connections");
     if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
         tracing::warn!("connections still open after {grace:?}; closing them");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cargo_builds_target_is_read_from_its_command() {
+        let spin = "cargo build --target wasm32-wasip2 --release -p usage";
+        assert_eq!(cargo_target(spin), Some("wasm32-wasip2"));
+        assert_eq!(cargo_target("cargo build --release --target=wasm32-wasip1"), Some("wasm32-wasip1"));
+        assert_eq!(cargo_target("cd fn && cargo build --target wasm32-wasip2"), Some("wasm32-wasip2"));
+        assert_eq!(cargo_target("cargo build --release"), None);
+        assert_eq!(cargo_target("tinygo build --target wasip2 -o app.wasm"), None);
+        assert_eq!(cargo_target("cargo build --target"), None);
     }
 }
