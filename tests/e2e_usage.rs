@@ -4,7 +4,8 @@
 //! conflicts, bad and unguidable records; held records corrected and recycled; allowances and
 //! tax on the rated record; prepaid balances under concurrent batches (never overdrawn); online
 //! charging (reserve, commit, release); credit-limit threshold events; rerating corrections;
-//! a batch going round a shard lease another holder has; exactly once across a `kill -9` restart. Run with `cargo test -p bss-host --test e2e_usage`.
+//! a batch going round a shard lease another holder has; exactly once across a `kill -9`
+//! restart. Run with `cargo test -p bss-host --test e2e_usage`.
 
 mod support;
 

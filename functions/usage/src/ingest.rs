@@ -392,7 +392,7 @@ impl<'a, B: KvBackend> Pipeline<'a, B> {
         }
         // Guide.
         let mut guides = self.guide(&fresh)?;
-        let mut by_shard: BTreeMap<u32, Vec<(Item, Guide)>> = BTreeMap::new();
+        let mut by_shard: BTreeMap<u32, Group> = BTreeMap::new();
         for item in fresh {
             match guides.remove(&item.index) {
                 Some(Ok(g)) => {
@@ -808,12 +808,7 @@ impl<'a, B: KvBackend> Pipeline<'a, B> {
     }
 
     /// Rates a group of records of one shard under its lease and stores them atomically.
-    fn rate_group(
-        &self,
-        group: Vec<(Item, Guide)>,
-        out: &mut Outcome,
-        held: &mut Vec<(usize, UsageDoc)>,
-    ) -> Result<(), ApiError> {
+    fn rate_group(&self, group: Group, out: &mut Outcome, held: &mut Vec<(usize, UsageDoc)>) -> Result<(), ApiError> {
         let k = &self.keys;
         let mut keys: Vec<String> = group.iter().map(|(i, _)| k.usage(&i.id)).collect();
         keys.extend(distinct(group.iter().map(|(_, g)| k.state(&g.bucket_owner, &g.bucket_period))));
