@@ -125,6 +125,50 @@ fn a_trapping_component_answers_500_without_internals() {
     assert_eq!(get(&host.url("/kvtest/roundtrip/x")).status, 200);
 }
 
+/// An instance that answered cleanly takes the next request, up to `--instance-reuse-max`
+/// requests; one that trapped, ran out of time, grew its memory past what the pool resets in
+/// place or returned without setting its response is dropped, and the next request gets a fresh
+/// one. (misbehave's `/misbehave/instance` counts the requests its instance has begun.)
+#[test]
+fn an_instance_is_reused_only_after_a_clean_answer() {
+    let (host, _dir) =
+        Host::start(HostOptions::default().arg("--instance-reuse-max").arg("3").arg("--request-timeout-ms").arg("500"));
+    let seen = || {
+        let a = get(&host.url("/misbehave/instance"));
+        assert_eq!(a.status, 200, "{}", a.body);
+        a.body.trim_start_matches("request ").trim_end_matches(" of this instance").parse::<u32>().unwrap()
+    };
+    assert_eq!([seen(), seen(), seen()], [1, 2, 3]);
+    assert_eq!(seen(), 1, "an instance answers at most --instance-reuse-max requests");
+
+    assert_eq!(get(&host.url("/misbehave/panic")).status, 500);
+    assert_eq!(seen(), 1, "an instance that trapped is not reused");
+
+    assert_eq!(get(&host.url("/misbehave/alloc?mb=32")).status, 200);
+    assert_eq!(seen(), 1, "an instance whose memory grew past 16 MiB is not reused");
+
+    assert_eq!(get(&host.url("/misbehave/spin")).status, 504);
+    assert_eq!(seen(), 1, "an instance stopped at its time limit is not reused");
+
+    // A guest that keeps its response outparam: the host answers 500 at once rather than
+    // waiting for the time limit, and drops the instance.
+    let t = std::time::Instant::now();
+    let a = get(&host.url("/misbehave/forget-response"));
+    assert_eq!((a.status, a.json()["code"].as_str()), (500, Some("INTERNAL")), "{}", a.body);
+    assert!(t.elapsed() < Duration::from_millis(400), "took {:?}", t.elapsed());
+    assert_eq!(seen(), 1, "an instance that left a resource behind is not reused");
+    assert_eq!(seen(), 2);
+}
+
+/// `--instance-reuse-max 1` gives every request a fresh instance, as Spin does.
+#[test]
+fn with_reuse_off_every_request_gets_a_fresh_instance() {
+    let (host, _dir) = Host::start(HostOptions::default().arg("--instance-reuse-max").arg("1"));
+    for _ in 0..3 {
+        assert_eq!(get(&host.url("/misbehave/instance")).body, "request 1 of this instance");
+    }
+}
+
 #[test]
 fn variables_come_from_the_manifest_and_the_environment() {
     let (host, _dir) = Host::start(HostOptions::default().env("BSS_VAR_GREETING", "hi from env"));

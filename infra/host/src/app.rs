@@ -273,7 +273,10 @@ pub async fn start(cfg: HostConfig) -> anyhow::Result<RunningHost> {
                     ),
                 },
             };
-            http_components.insert(c.id.clone(), HttpComponent { engine: engine.clone(), ctx: ctx.clone(), pre: http });
+            http_components.insert(
+                c.id.clone(),
+                HttpComponent { engine: engine.clone(), ctx: ctx.clone(), pre: http, idle: Default::default() },
+            );
         }
         for spec in manifest.consumers.iter().filter(|s| s.component == c.id) {
             let consumer_pre = crate::bindings::PlatformPre::new(pre.clone()).map_err(|e| {
@@ -305,6 +308,8 @@ pub async fn start(cfg: HostConfig) -> anyhow::Result<RunningHost> {
         app: app.clone(),
         components: http_components,
         in_flight: Arc::new(Semaphore::new(cfg.limits.in_flight_max)),
+        idle_count: Default::default(),
+        idle_max: crate::server::idle_instances_max(cfg.engine.instances_max, cfg.limits.in_flight_max),
         limits: cfg.limits.clone(),
     });
     let listener = TcpListener::bind(cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;

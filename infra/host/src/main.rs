@@ -77,6 +77,11 @@ struct UpArgs {
     /// Linear memory one instance may use, in MiB.
     #[arg(long, default_value_t = 128)]
     memory_max_mib: usize,
+    /// Requests one WASIp2 instance answers, one after another, before a fresh one replaces it
+    /// (1: a fresh instance for every request, as Spin does). An instance that failed, left its
+    /// response unset or grew its memory past 16 MiB is never reused.
+    #[arg(long, default_value_t = 1000, env = "BSS_INSTANCE_REUSE")]
+    instance_reuse_max: u32,
     /// Instance slots of the pooling allocator (requests plus deliveries at once).
     #[arg(long, default_value_t = 1000)]
     instances_max: u32,
@@ -130,6 +135,7 @@ async fn up(a: UpArgs) -> anyhow::Result<()> {
             in_flight_max: a.in_flight_max,
             memory_max_bytes,
             response_max_bytes: a.response_max_bytes,
+            instance_reuse_max: a.instance_reuse_max,
         },
         handler_timeout: Duration::from_millis(a.handler_timeout_ms),
         engine: EngineOptions { pooling: !a.no_pooling, instances_max: a.instances_max, memory_max_bytes },

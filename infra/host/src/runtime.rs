@@ -16,7 +16,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// Linear memory per slot reset in place rather than decommitted when an instance is freed.
-const KEEP_RESIDENT_BYTES: usize = 16 << 20;
+pub const KEEP_RESIDENT_BYTES: usize = 16 << 20;
 /// Part of a fiber stack zeroed in place when it is reused.
 const ASYNC_STACK_KEEP_RESIDENT_BYTES: usize = 128 << 10;
 /// Slots whose decommits are flushed together.
@@ -237,16 +237,23 @@ pub fn new_store(
 ) -> Store<HostState> {
     let mut store = Store::new(engine, HostState::new(app.clone(), component.clone(), memory_max_bytes));
     store.limiter(|s| &mut s.limits);
-    let deadline = Instant::now() + timeout;
-    store.set_epoch_deadline(1);
-    store.epoch_deadline_callback(move |_| {
-        if Instant::now() >= deadline {
-            Err(wasmtime::Error::new(DeadlineExceeded(timeout)))
+    store.epoch_deadline_callback(|s| {
+        if Instant::now() >= s.data().deadline {
+            Err(wasmtime::Error::new(DeadlineExceeded(s.data().timeout)))
         } else {
             Ok(UpdateDeadline::Yield(1))
         }
     });
+    arm(&mut store, timeout);
     store
+}
+
+/// Start the time limit of the next call on `store`: it stops `timeout` from now.
+pub fn arm(store: &mut Store<HostState>, timeout: Duration) {
+    let data = store.data_mut();
+    data.timeout = timeout;
+    data.deadline = Instant::now() + timeout;
+    store.set_epoch_deadline(1);
 }
 
 /// Advance the engine's epoch every [`EPOCH_TICK`] on a thread of its own, for as long as the

@@ -5,6 +5,7 @@
 //! `body_max_bytes` → 413; a component running past `request_timeout` → 504; no route → 404;
 //! a component that traps or fails → 500 without internals (the detail goes to the log).
 
+use crate::runtime::KEEP_RESIDENT_BYTES;
 use crate::runtime::{is_deadline, new_store};
 use crate::state::{AppCtx, ComponentCtx, HostState};
 use anyhow::anyhow;
@@ -13,9 +14,10 @@ use http::{HeaderValue, StatusCode};
 use http_body_util::{BodyExt as _, Full, Limited, combinators::UnsyncBoxBody};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
-use wasmtime::Engine;
+use wasmtime::{Engine, Store};
 use wasmtime_wasi_http::WasiHttpView as _;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 
@@ -33,6 +35,28 @@ pub struct HttpComponent {
     pub engine: Engine,
     pub ctx: Arc<ComponentCtx>,
     pub pre: HttpPre,
+    /// Instances that answered their last request cleanly and may take another (see
+    /// [`Limits::instance_reuse_max`]), most recently used last.
+    pub idle: std::sync::Mutex<Vec<IdleP2>>,
+}
+
+/// A WASIp2 instance between two requests, with its store.
+pub struct IdleP2 {
+    store: Store<HostState>,
+    proxy: wasmtime_wasi_http::p2::bindings::Proxy,
+    /// Requests it has answered.
+    served: u32,
+}
+
+/// Idle instances kept per component: enough for the requests of a busy burst, few enough that
+/// their memory stays small.
+const IDLE_PER_COMPONENT_MAX: usize = 64;
+
+/// Idle instances kept by all components together. Each holds a slot of the pooling allocator,
+/// so they may take at most half of the slots that requests in flight leave free: idle instances
+/// never make a request or a queue delivery fail for want of a slot.
+pub fn idle_instances_max(instances_max: u32, in_flight_max: usize) -> usize {
+    (instances_max as usize).saturating_sub(in_flight_max) / 2
 }
 
 /// Request limits.
@@ -44,6 +68,9 @@ pub struct Limits {
     pub memory_max_bytes: usize,
     /// Largest response body a component may produce (500 past it).
     pub response_max_bytes: usize,
+    /// Requests one WASIp2 instance answers one after another before it is dropped; 1 gives
+    /// every request a fresh instance.
+    pub instance_reuse_max: u32,
 }
 
 pub struct HttpServer {
@@ -51,6 +78,10 @@ pub struct HttpServer {
     pub components: std::collections::HashMap<String, HttpComponent>,
     pub limits: Limits,
     pub in_flight: Arc<Semaphore>,
+    /// Idle instances kept now, across components, and the most that may be (see
+    /// [`idle_instances_max`]).
+    pub idle_count: std::sync::atomic::AtomicUsize,
+    pub idle_max: usize,
 }
 
 /// A TMF630 error body.
@@ -208,7 +239,17 @@ impl HttpServer {
     ) -> anyhow::Result<hyper::Response<Body>> {
         let timeout = self.limits.request_timeout;
         let ctx = &component.ctx;
-        let mut store = new_store(&component.engine, &self.app, ctx, self.limits.memory_max_bytes, timeout);
+        let idle = component.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        if idle.is_some() {
+            self.idle_count.fetch_sub(1, Ordering::Relaxed);
+        }
+        let (mut store, warm, served) = match idle {
+            Some(IdleP2 { mut store, proxy, served }) => {
+                crate::runtime::arm(&mut store, timeout);
+                (store, Some(proxy), served)
+            }
+            None => (new_store(&component.engine, &self.app, ctx, self.limits.memory_max_bytes, timeout), None, 0),
+        };
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let req = store.data_mut().http().new_incoming_request(Scheme::Http, req)?;
         let out = store.data_mut().http().new_response_outparam(sender)?;
@@ -217,14 +258,25 @@ impl HttpServer {
         // after the head, so both must make progress together. The body is collected (up to
         // `response_max_bytes`), which saves a task and a cross-thread wake-up per request.
         let app = &self.app;
-        // The store moves into the guest future and is dropped the moment the guest is done, so
-        // a guest that trapped or never answered closes its response channel right away.
+        // The store moves into the guest future. It comes back only when the guest returned
+        // cleanly; otherwise it is dropped the moment the guest is done, so a guest that trapped
+        // closes its response channel right away.
         let guest = async move {
-            let t = Instant::now();
-            let proxy = pre.instantiate_async(&mut store).await?;
-            app.metrics.instantiated(&ctx.id, t.elapsed());
+            let proxy = match warm {
+                Some(proxy) => proxy,
+                None => {
+                    let t = Instant::now();
+                    let proxy = pre.instantiate_async(&mut store).await?;
+                    app.metrics.instantiated(&ctx.id, t.elapsed());
+                    proxy
+                }
+            };
             proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out).await?;
-            anyhow::Ok(())
+            // An instance is kept only if the guest let go of every resource. One that still
+            // holds some (a response outparam it never set, a body it never finished) is dropped
+            // here and now, which closes the response channel instead of leaving it open.
+            let clean = store.data().table.is_empty();
+            anyhow::Ok(clean.then_some((store, proxy)))
         };
         let response = async {
             let Ok(head) = receiver.await else { return Ok(None) };
@@ -236,12 +288,38 @@ impl HttpServer {
         };
         let both = async { tokio::join!(guest, response) };
         match tokio::time::timeout(timeout + Duration::from_secs(1), both).await {
-            Ok((_, Ok(Some(resp)))) => Ok(resp),
+            // A guest that failed after its response was complete still answered: the response
+            // stands, but only a clean instance is kept.
+            Ok((guest, Ok(Some(resp)))) => {
+                if let Ok(Some((store, proxy))) = guest {
+                    self.keep_idle(component, IdleP2 { store, proxy, served: served + 1 });
+                }
+                Ok(resp)
+            }
             Ok((Err(e), _)) => Err(e),
-            Ok((Ok(()), Ok(None))) => Err(anyhow!("the component returned without setting a response")),
-            Ok((Ok(()), Err(e))) => Err(e),
+            Ok((Ok(_), Ok(None))) => Err(anyhow!("the component returned without setting a response")),
+            Ok((Ok(_), Err(e))) => Err(e),
             Err(_) => Err(anyhow::Error::new(crate::runtime::DeadlineExceeded(timeout))),
         }
+    }
+
+    /// Keep an instance that answered cleanly for the next request, unless it has served its
+    /// share, its memory grew past what the pool resets in place, or enough are idle already.
+    fn keep_idle(&self, component: &HttpComponent, idle: IdleP2) {
+        if idle.served >= self.limits.instance_reuse_max
+            || idle.store.data().limits.memory_bytes_max > KEEP_RESIDENT_BYTES
+        {
+            return;
+        }
+        let mut kept = component.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if kept.len() >= IDLE_PER_COMPONENT_MAX {
+            return;
+        }
+        if self.idle_count.fetch_add(1, Ordering::Relaxed) >= self.idle_max {
+            self.idle_count.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
+        kept.push(idle);
     }
 
     async fn call_p3(

@@ -9,9 +9,10 @@ use crate::queue::Queue;
 use crate::variables::Variables;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Instant;
 use tokio::sync::Notify;
-use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
+use wasmtime::{ResourceLimiter, StoreLimits};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
@@ -49,7 +50,12 @@ pub struct HostState {
     pub wasi: WasiCtx,
     pub http: WasiHttpCtx,
     pub hooks: OutboundHooks,
-    pub limits: StoreLimits,
+    pub limits: InstanceLimits,
+    /// When the call in progress must stop (see `runtime::new_store`); set again for every call
+    /// of a reused instance.
+    pub deadline: Instant,
+    /// The time limit `deadline` was set from.
+    pub timeout: std::time::Duration,
     pub app: Arc<AppCtx>,
     pub component: Arc<ComponentCtx>,
 }
@@ -63,10 +69,57 @@ impl HostState {
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
             hooks: OutboundHooks { allowed: component.allowed_hosts.clone(), component: component.id.clone() },
-            limits: wasmtime::StoreLimitsBuilder::new().memory_size(memory_max_bytes).instances(64).build(),
+            limits: InstanceLimits {
+                limits: wasmtime::StoreLimitsBuilder::new().memory_size(memory_max_bytes).instances(64).build(),
+                memory_bytes_max: 0,
+            },
+            deadline: Instant::now(),
+            timeout: std::time::Duration::ZERO,
             app,
             component,
         }
+    }
+}
+
+/// The store's limits, and the largest linear memory its instance has grown to: an instance
+/// whose memory grew past what the pool resets in place is not reused.
+pub struct InstanceLimits {
+    limits: StoreLimits,
+    /// The largest size any memory of the store was allowed to grow to, in bytes.
+    pub memory_bytes_max: usize,
+}
+
+impl ResourceLimiter for InstanceLimits {
+    fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let allowed = self.limits.memory_growing(current, desired, maximum)?;
+        if allowed {
+            self.memory_bytes_max = self.memory_bytes_max.max(desired);
+        }
+        Ok(allowed)
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.limits.memory_grow_failed(error)
+    }
+
+    fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.limits.table_grow_failed(error)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
     }
 }
 

@@ -6,14 +6,47 @@
 use bss_kit::ApiError;
 use bss_kit::http::{Ctx, Reply, respond};
 use serde_json::json;
-use spin_sdk::http::{Params, Request, Response, Router};
+use spin_sdk::http::conversions::TryFromIncomingRequest as _;
+use spin_sdk::http::{IncomingRequest, Method, OutgoingResponse, Params, Request, Response, ResponseOutparam, Router};
+use std::sync::atomic::{AtomicU64, Ordering};
 
-/// The exported handler (the generated export glue is `unsafe`, hence the scoped allow).
+/// The exported handler (the generated export glue is `unsafe`, hence the scoped allow). It takes
+/// the raw request and response outparam, so that `/misbehave/forget-response` can leak the
+/// outparam, which the `#[http_component]` glue for a `Request -> Response` function never does.
 #[allow(unsafe_code)]
 mod component {
     #[spin_sdk::http_component]
-    async fn handle(req: spin_sdk::http::Request) -> spin_sdk::http::Response {
-        super::route(req).await
+    async fn handle(req: spin_sdk::http::IncomingRequest, out: spin_sdk::http::ResponseOutparam) {
+        super::serve(req, out).await
+    }
+}
+
+/// Requests this instance has begun to handle, counting the current one.
+static REQUESTS_SEEN: AtomicU64 = AtomicU64::new(0);
+
+async fn serve(req: IncomingRequest, out: ResponseOutparam) {
+    let seen = REQUESTS_SEEN.fetch_add(1, Ordering::Relaxed) + 1;
+    let path = req.path_with_query().unwrap_or_default();
+    if path == "/misbehave/forget-response" {
+        // Return without setting a response and without dropping the outparam.
+        std::mem::forget(out);
+        return;
+    }
+    let mut response = match Request::try_from_incoming_request(req).await {
+        Ok(req) if path == "/misbehave/instance" && req.method() == &Method::Get => {
+            Response::new(200, format!("request {seen} of this instance"))
+        }
+        Ok(req) => route(req).await,
+        Err(e) => Response::new(400, format!("unreadable request: {e}")),
+    };
+    let body = std::mem::take(response.body_mut());
+    match OutgoingResponse::try_from(response) {
+        Ok(head) => {
+            if let Err(e) = out.set_with_body(head, body).await {
+                eprintln!("could not send the response: {e}");
+            }
+        }
+        Err(e) => eprintln!("could not convert the response: {e}"),
     }
 }
 
