@@ -269,12 +269,14 @@ fn metrics_count_requests_on_the_admin_port() {
         .parse()
         .unwrap();
     assert!(hits >= 2, "{hits} cache hits");
-    // The request log has one line per request with component, status and latency.
-    let log = host.log_text();
-    assert!(
-        log.lines().any(|l| l.contains("component=kvtest") && l.contains("status=200") && l.contains("latency_us=")),
-        "{log}"
-    );
+    // The request log has one line per request with component, status and latency, written out
+    // within the log's flush interval.
+    eventually(Duration::from_secs(2), "the request's log line", || {
+        host.log_text()
+            .lines()
+            .any(|l| l.contains("component=kvtest") && l.contains("status=200") && l.contains("latency_us="))
+            .then_some(())
+    });
 }
 
 #[test]

@@ -9,6 +9,7 @@ pub mod billrun;
 pub mod bindings;
 pub mod db;
 pub mod kv;
+pub mod logging;
 pub mod manifest;
 pub mod metrics;
 pub mod outbound;

@@ -100,13 +100,14 @@ struct UpArgs {
 }
 
 fn main() -> anyhow::Result<()> {
+    let log = bss_host::logging::BufferedStderr::start();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("BSS_LOG").unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
+        .with_writer(log.clone())
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = Cli::parse();
-    match cli.command {
+    let _flush = log.flush_on_drop();
+    match Cli::parse().command {
         Command::BillRun(a) => bss_host::billrun::run(a).map(drop),
         Command::Build { manifest } => bss_host::app::build_components(&bss_host::manifest::Manifest::load(&manifest)?),
         Command::Up(a) => {
