@@ -3,10 +3,9 @@
 # native hyper server (native-kv), on this machine, in one run, with wrk on the same cores.
 # Usage: benches/host-kv.sh [duration_secs=10] [connections=64]
 # Prints requests/s, p50/p99 latency and the server's CPU per request under saturation, and the p50
-# latency of one connection alone, for: native; bss-host as it starts by default (pooling, an
-# instance reused for up to 1,000 requests); bss-host with a fresh instance per request
-# (`--instance-reuse-max 1`, Spin's way), pooled and on demand; and the default without the
-# per-request log line, to show what that line costs.
+# latency of one connection alone, for: native; bss-host as it starts by default (a fresh instance
+# per request, Spin's way) with the pooling allocator and with on-demand allocation; and bss-host
+# reusing an instance for up to 1,000 requests (`--instance-reuse-max 1000`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 duration_secs=${1:-10}
@@ -57,12 +56,11 @@ wait_up http://127.0.0.1:3190/kvtest/roundtrip/warm
 run native http://127.0.0.1:3190/kvtest/roundtrip/bench "$native_pid"
 kill %1; wait %1 2>/dev/null || true
 
-for mode in "pooling, reuse" "pooling, fresh instances" "on-demand, fresh instances" "pooling, reuse, no request log"; do
+for mode in "pooling, fresh instances" "on-demand, fresh instances" "pooling, instance reuse"; do
     extra=()
-    case $mode in *fresh*) extra+=(--instance-reuse-max 1) ;; esac
+    case $mode in *reuse) extra+=(--instance-reuse-max 1000) ;; esac
     case $mode in on-demand*) extra+=(--no-pooling) ;; esac
-    log=info; case $mode in *"no request log") log=warn ;; esac
-    BSS_LOG=$log ./target/release/bss-host up --no-build --no-admin --manifest "$work/spin.toml" \
+    BSS_LOG=info ./target/release/bss-host up --no-build --no-admin --manifest "$work/spin.toml" \
         --data "$work/${mode//[ ,]/-}" --listen 127.0.0.1:3191 "${extra[@]}" >/dev/null 2>&1 &
     host_pid=$!
     wait_up http://127.0.0.1:3191/kvtest/roundtrip/warm

@@ -160,10 +160,10 @@ fn an_instance_is_reused_only_after_a_clean_answer() {
     assert_eq!(seen(), 2);
 }
 
-/// `--instance-reuse-max 1` gives every request a fresh instance, as Spin does.
+/// By default every request gets a fresh instance, as in Spin.
 #[test]
-fn with_reuse_off_every_request_gets_a_fresh_instance() {
-    let (host, _dir) = Host::start(HostOptions::default().arg("--instance-reuse-max").arg("1"));
+fn by_default_every_request_gets_a_fresh_instance() {
+    let (host, _dir) = Host::start(HostOptions::default());
     for _ in 0..3 {
         assert_eq!(get(&host.url("/misbehave/instance")).body, "request 1 of this instance");
     }

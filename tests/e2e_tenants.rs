@@ -58,7 +58,17 @@ fn keys_can_be_issued_and_revoked() {
 
 #[test]
 fn a_tenant_never_sees_another_tenants_data() {
-    let (host, _dir) = Host::start(HostOptions::default());
+    tenants_are_isolated(HostOptions::default());
+}
+
+/// The same with instances reused: one instance answers tenant A's requests and then tenant B's.
+#[test]
+fn a_tenant_never_sees_another_tenants_data_through_a_reused_instance() {
+    tenants_are_isolated(HostOptions::default().arg("--instance-reuse-max").arg("1000"));
+}
+
+fn tenants_are_isolated(opts: HostOptions) {
+    let (host, _dir) = Host::start(opts);
     let (_, a_key) = create_tenant(&host, "A");
     let (_, b_key) = create_tenant(&host, "B");
     let created = post_json(

@@ -77,10 +77,12 @@ struct UpArgs {
     /// Linear memory one instance may use, in MiB.
     #[arg(long, default_value_t = 128)]
     memory_max_mib: usize,
-    /// Requests one WASIp2 instance answers, one after another, before a fresh one replaces it
-    /// (1: a fresh instance for every request, as Spin does). An instance that failed, left its
-    /// response unset or grew its memory past 16 MiB is never reused.
-    #[arg(long, default_value_t = 1000, env = "BSS_INSTANCE_REUSE")]
+    /// Requests one WASIp2 instance may answer, one after another. 1 (the default) gives every
+    /// request a fresh instance, as Spin does; more keeps an instance that answered cleanly for the
+    /// component's next request (much faster for small requests), but then a component must keep
+    /// nothing in globals that one request could leave for another. An instance that failed, left
+    /// a resource behind or grew its memory past 16 MiB is never reused.
+    #[arg(long, default_value_t = 1, env = "BSS_INSTANCE_REUSE")]
     instance_reuse_max: u32,
     /// Instance slots of the pooling allocator (requests plus deliveries at once).
     #[arg(long, default_value_t = 1000)]
