@@ -16,7 +16,7 @@ pub const FLUSH_INTERVAL: Duration = Duration::from_millis(50);
 /// Lines waiting that make the next line write them all.
 pub const BUFFER_FLUSH_BYTES: usize = 64 << 10;
 
-/// Makes the writers of [`tracing_subscriber::fmt`] for buffered standard error. Clones share
+/// Makes the writers of `tracing_subscriber::fmt` for buffered standard error. Clones share
 /// one buffer.
 #[derive(Clone)]
 pub struct BufferedStderr {

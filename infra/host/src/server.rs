@@ -1,4 +1,6 @@
-//! The HTTP trigger: route a request to its component, run a fresh instance of it, answer.
+//! The HTTP trigger: route a request to its component, run an instance of it, answer. The
+//! instance is fresh, or with `--instance-reuse-max` one that answered the component's last
+//! request cleanly ([`IdleP2`]).
 //!
 //! Limits, each answered by the host before or instead of the component, with a TMF error body:
 //! more than `in_flight_max` requests at once → 503 with `Retry-After`; a body over
