@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # KV round-trip load test: bss-host serving the kvtest component against the same logic in a
 # native hyper server (native-kv), on this machine, in one run, with wrk on the same cores.
-# Usage: benches/host-kv.sh [duration_secs=10] [connections=64]
+# Usage: benches/host-kv.sh [duration_secs=10] [connections=64] [only=ROW]
+# (`only`: run the native server and the bss-host rows whose name contains ROW, e.g. `reuse`.)
 # Prints requests/s, p50/p99 latency and the server's CPU per request under saturation, and the p50
 # latency of one connection alone, for: native; bss-host as it starts by default (a fresh instance
 # per request, Spin's way) with the pooling allocator and with on-demand allocation; and bss-host
@@ -10,6 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 duration_secs=${1:-10}
 connections=${2:-64}
+only=${3:-}
 command -v wrk >/dev/null || { echo "needs wrk: apt-get install wrk" >&2; exit 1; }
 
 cargo build --release -q -p bss-host -p bss-bench --bin bss-host --bin native-kv
@@ -57,6 +59,7 @@ run native http://127.0.0.1:3190/kvtest/roundtrip/bench "$native_pid"
 kill %1; wait %1 2>/dev/null || true
 
 for mode in "pooling, fresh instances" "on-demand, fresh instances" "pooling, instance reuse"; do
+    [[ $mode == *"$only"* ]] || continue
     extra=()
     case $mode in *reuse) extra+=(--instance-reuse-max 1000) ;; esac
     case $mode in on-demand*) extra+=(--no-pooling) ;; esac
