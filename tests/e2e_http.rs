@@ -150,12 +150,13 @@ fn an_instance_is_reused_only_after_a_clean_answer() {
     assert_eq!(get(&host.url("/misbehave/spin")).status, 504);
     assert_eq!(seen(), 1, "an instance stopped at its time limit is not reused");
 
-    // A guest that keeps its response outparam: the host answers 500 at once rather than
-    // waiting for the time limit, and drops the instance.
+    // A guest that keeps its response outparam: the host answers 500 at once, and drops the
+    // instance. (Kept alive, the outparam would hold the response open until the host's own
+    // deadline, 1.5 s here, and the answer would be 504.)
     let t = std::time::Instant::now();
     let a = get(&host.url("/misbehave/forget-response"));
     assert_eq!((a.status, a.json()["code"].as_str()), (500, Some("INTERNAL")), "{}", a.body);
-    assert!(t.elapsed() < Duration::from_millis(400), "took {:?}", t.elapsed());
+    assert!(t.elapsed() < Duration::from_millis(1400), "took {:?}", t.elapsed());
     assert_eq!(seen(), 1, "an instance that left a resource behind is not reused");
     assert_eq!(seen(), 2);
 }
