@@ -54,9 +54,9 @@ pub struct IdleP2 {
 /// their memory stays small.
 const IDLE_PER_COMPONENT_MAX: usize = 64;
 
-/// Idle instances kept by all components together. Each holds a slot of the pooling allocator,
-/// so they may take at most half of the slots that requests in flight leave free: idle instances
-/// never make a request or a queue delivery fail for want of a slot.
+/// Idle instances kept by all components together. Each holds a component-instance slot of the
+/// pooling allocator, so together they take at most half of the slots that `in_flight_max`
+/// requests leave free, and the other half stays for queue deliveries.
 pub fn idle_instances_max(instances_max: u32, in_flight_max: usize) -> usize {
     (instances_max as usize).saturating_sub(in_flight_max) / 2
 }
