@@ -161,6 +161,20 @@ fn an_instance_is_reused_only_after_a_clean_answer() {
     assert_eq!(seen(), 2);
 }
 
+/// A reused instance gets the whole time limit again for each request: two 400 ms requests on
+/// one instance under a 700 ms limit both answer, though together they outlast it.
+#[test]
+fn a_reused_instance_gets_a_fresh_time_limit_per_request() {
+    let (host, _dir) = Host::start(
+        HostOptions::default().arg("--instance-reuse-max").arg("10").arg("--request-timeout-ms").arg("700"),
+    );
+    for _ in 0..2 {
+        let a = get(&host.url("/misbehave/sleep?ms=400"));
+        assert_eq!(a.status, 200, "{}", a.body);
+    }
+    assert_eq!(get(&host.url("/misbehave/instance")).body, "request 3 of this instance");
+}
+
 /// By default every request gets a fresh instance, as in Spin.
 #[test]
 fn by_default_every_request_gets_a_fresh_instance() {
