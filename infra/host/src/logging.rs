@@ -63,6 +63,8 @@ fn write_out(pending: &mut Vec<u8>) {
         // Nowhere to report a failure to write standard error.
         let _ = std::io::stderr().lock().write_all(pending);
         pending.clear();
+        // One huge line must not keep its memory for the life of the process.
+        pending.shrink_to(BUFFER_FLUSH_BYTES);
     }
 }
 
