@@ -241,7 +241,9 @@ impl HttpServer {
     ) -> anyhow::Result<hyper::Response<Body>> {
         let timeout = self.limits.request_timeout;
         let ctx = &component.ctx;
-        let idle = component.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        // With reuse off (the default) no instance is ever kept: skip the lock.
+        let reuse = self.limits.instance_reuse_max > 1;
+        let idle = if reuse { component.idle.lock().unwrap_or_else(|p| p.into_inner()).pop() } else { None };
         if idle.is_some() {
             self.idle_count.fetch_sub(1, Ordering::Relaxed);
         }
@@ -293,7 +295,7 @@ impl HttpServer {
             // A guest that failed after its response was complete still answered: the response
             // stands, but only a clean instance is kept.
             Ok((guest, Ok(Some(resp)))) => {
-                if let Ok(Some((store, proxy))) = guest {
+                if let (true, Ok(Some((store, proxy)))) = (reuse, guest) {
                     self.keep_idle(component, IdleP2 { store, proxy, served: served + 1 });
                 }
                 Ok(resp)
