@@ -589,3 +589,55 @@ fn a_rerated_period_is_billed_once_at_the_new_rate_and_an_already_billed_one_by_
     assert_eq!(dec(&corrections[0]["taxExcludedAmount"]["value"]), d("0.05"), "{}", corrections[0]);
     assert_eq!(dec(&corrections[0]["taxIncludedAmount"]["value"]), d("0.06"), "{}", corrections[0]);
 }
+
+/// Totals started with a period's first record are complete, and a bill reads them without
+/// listing the period's index. Totals started when the index already held a record rated before
+/// totals were kept (simulated by deleting them) are not: the bill still counts that record.
+#[test]
+fn usage_rated_before_totals_were_kept_is_billed_with_what_is_rated_after() {
+    let (host, _dir) = Host::start(HostOptions::default());
+    let (api, customer) = setup(&host);
+    let tenant = api.get("/admin/v1/whoami").json()["tenantId"].as_str().unwrap().to_string();
+    let acct = account(&api, &customer, "Old usage");
+    let product = api.create(
+        "/tmf-api/productInventory/v4/product",
+        json!({"name": "Mobile M", "status": "active", "productOffering": {"id": "mobile-m"},
+               "relatedParty": [{"id": customer, "role": "customer", "@referredType": "Customer"}],
+               "billingAccount": {"id": acct}, "startDate": "2026-01-01T00:00:00Z",
+               "productCharacteristic": [{"name": "MSISDN", "value": "+33612099002"}]}),
+    );
+    let (start, _, _) = current_period();
+    let previous = start.checked_sub_months(chrono::Months::new(1)).unwrap();
+    // Two 60 s calls to the US (0.45 net each) in the previous period, one at a time.
+    let call = |id: &str, day: u64| {
+        let at = (previous + chrono::Days::new(day)).and_hms_opt(10, 0, 0).unwrap();
+        let at = at.and_local_timezone(chrono_tz::Europe::Paris).unwrap().to_rfc3339();
+        let r = api.post(
+            &format!("{US}/usageBatch"),
+            json!([{"recordId": id, "subscriber": "+33612099002",
+            "service": "voice", "startTime": at, "duration": 60, "calledNumber": "+12125550100"}]),
+        );
+        assert_eq!(r.json()["accepted"], 1, "{}", r.body);
+    };
+    let totals = host.url(&format!("/kvtest/kv/t/{tenant}/usageProduct/{product}/totals/{previous}"));
+    let stored_totals = || serde_json::from_str::<Value>(&send("GET", &totals, &[], None).body).unwrap();
+    call("ob-1", 3);
+    assert_eq!(stored_totals()["complete"], true, "started with the first record: {}", stored_totals());
+    // As if `ob-1` was rated before totals were kept.
+    assert_eq!(send("DELETE", &totals, &[], None).status, 200);
+    call("ob-2", 4);
+    let t = stored_totals();
+    assert!(t.get("complete").is_none(), "started over a record it does not count: {t}");
+    assert_eq!(t["services"][0]["records"], 1, "{t}");
+    let run = api.created(&format!("{CB}/billRun"), json!({"periodStart": previous, "accounts": [acct]}));
+    assert_eq!(finished(&api, run["id"].as_str().unwrap())["accountsDone"], 1);
+    let lines = api.get(&format!("{CB}/appliedCustomerBillingRate?bill.id=bill:{acct}:{previous}")).json();
+    let usage: Vec<Decimal> = lines
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["type"] == "usage")
+        .map(|l| dec(&l["taxExcludedAmount"]["value"]))
+        .collect();
+    assert_eq!(usage, [Decimal::from_str("0.90").unwrap()], "both calls billed: {lines}");
+}

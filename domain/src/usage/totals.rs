@@ -1,7 +1,8 @@
 //! A product's rated usage of one bill period summed per service as it is rated: what a bill
 //! reads instead of every record. The usage component keeps it in the same atomic write as the
-//! records it sums (and rebuilds it when a period is rerated); billing trusts it only while it
-//! counts as many records as the period's index holds. Tests: `cargo test -p bss-domain totals`.
+//! records it sums (and rebuilds it when a period is rerated). Billing trusts it at once when it
+//! is [`UsageTotals::complete`], and otherwise only while it counts as many records as the
+//! period's index holds. Tests: `cargo test -p bss-domain totals`.
 
 use serde::{Deserialize, Serialize};
 
@@ -14,6 +15,14 @@ use crate::rating::{RatedRecord, Service, Step};
 pub struct UsageTotals {
     /// One entry per service seen, in the order first seen.
     pub services: Vec<ServiceTotal>,
+    /// Whether these sums count every record of the period's index, so that a bill reads them
+    /// without listing the index: set when the totals were started with the period's first
+    /// record, or rebuilt from all its records by a rerate; cleared for good by a record that
+    /// could not be summed ([`UsageTotals::add_or_incomplete`]). False in totals kept before the
+    /// flag existed, and in totals started when the index already held records rated before
+    /// totals were kept: billing then compares the count with the index, as before.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub complete: bool,
 }
 
 /// The sums of one service.
@@ -80,6 +89,15 @@ impl UsageTotals {
         Ok(())
     }
 
+    /// [`UsageTotals::add`], or, when `r` cannot be summed (another currency), these totals
+    /// marked as not counting every record ([`UsageTotals::complete`] false): the record is
+    /// still rated, and a bill then reads the records.
+    pub fn add_or_incomplete(&mut self, r: &RatedRecord) {
+        if self.add(r).is_err() {
+            self.complete = false;
+        }
+    }
+
     /// Records summed, every service.
     pub fn records(&self) -> u64 {
         self.services.iter().map(|s| s.records).sum()
@@ -137,6 +155,28 @@ mod tests {
         let before = t.clone();
         assert!(t.add(&rated(Service::Voice, 1, 0, 5, "USD")).is_err());
         assert_eq!(t, before);
+    }
+
+    #[test]
+    fn a_record_that_cannot_be_summed_makes_complete_totals_incomplete_for_good() {
+        let mut t = UsageTotals { complete: true, ..UsageTotals::default() };
+        t.add_or_incomplete(&rated(Service::Voice, 60, 0, 10, "EUR"));
+        assert!(t.complete);
+        t.add_or_incomplete(&rated(Service::Voice, 60, 0, 10, "USD"));
+        assert!(!t.complete);
+        assert_eq!(t.records(), 1, "the record in another currency is not summed");
+        t.add_or_incomplete(&rated(Service::Voice, 60, 0, 10, "EUR"));
+        assert!(!t.complete);
+    }
+
+    #[test]
+    fn totals_kept_before_the_flag_read_as_incomplete_and_complete_ones_keep_it() {
+        let old: UsageTotals = serde_json::from_str(r#"{"services":[]}"#).unwrap();
+        assert!(!old.complete);
+        assert!(!serde_json::to_string(&old).unwrap().contains("complete"));
+        let t = UsageTotals { complete: true, ..UsageTotals::default() };
+        let back: UsageTotals = serde_json::from_str(&serde_json::to_string(&t).unwrap()).unwrap();
+        assert!(back.complete);
     }
 
     proptest! {

@@ -816,6 +816,18 @@ impl<'a, B: KvBackend> Pipeline<'a, B> {
         keys.extend(distinct(group.iter().map(|(_, g)| k.totals(&g.line.product_id, &g.period))));
         // Buckets and totals written before the product keys moved are read at their old keys.
         let current = bss_commerce::usage_keys::get_many(self.kv(), k, &keys)?;
+        // Totals this group starts count every record of their period (`complete`, so a bill
+        // reads them without listing the index) when the index holds no record yet: one rated
+        // before totals were kept would be missing from them.
+        let mut starts_complete: HashMap<String, bool> = HashMap::new();
+        for (_, g) in &group {
+            let tkey = k.totals(&g.line.product_id, &g.period);
+            if !current.contains_key(&tkey) && !starts_complete.contains_key(&tkey) {
+                let indexed =
+                    bss_commerce::usage_keys::record_ids(self.env.store, k, &g.line.product_id, &g.period, 1)?;
+                starts_complete.insert(tkey, indexed.is_empty());
+            }
+        }
         let mut states: HashMap<String, PeriodState> = HashMap::new();
         let mut accounts: HashMap<String, AccountState> = HashMap::new();
         let mut totals: HashMap<String, UsageTotals> = HashMap::new();
@@ -904,12 +916,15 @@ impl<'a, B: KvBackend> Pipeline<'a, B> {
             }
             state.records += 1;
             let tkey = k.totals(&g.line.product_id, &g.period);
-            let t = totals
-                .entry(tkey.clone())
-                .or_insert_with(|| current.get(&tkey).and_then(|b| kv_json::<UsageTotals>(b)).unwrap_or_default());
+            let t = totals.entry(tkey.clone()).or_insert_with(|| {
+                current.get(&tkey).and_then(|b| kv_json::<UsageTotals>(b)).unwrap_or_else(|| UsageTotals {
+                    complete: starts_complete.get(&tkey).copied().unwrap_or(false),
+                    ..UsageTotals::default()
+                })
+            });
             // A record in another currency than the product's others is rated (it is the truth)
-            // but not summed: the count no longer matches the index, so billing reads the records.
-            let _ = t.add(&rated);
+            // but not summed: the totals stop being complete, so billing reads the records.
+            t.add_or_incomplete(&rated);
             let doc = UsageDoc {
                 id: item.id.clone(),
                 status: UsageStatus::Rated,

@@ -162,7 +162,13 @@ pub fn run<B: KvBackend>(env: &Env<'_, B>, ctx: &Ctx, cfg: Config) -> Result<Rep
         let skey = keys.state(&req.product.id, &req.period);
         if !records.is_empty() {
             writes.push((skey, bytes(&PeriodState { buckets, records: records.len() as u64 })?));
-            let totals = UsageTotals::of(&finals).unwrap_or_default();
+            // Complete when rebuilt from every record the index lists (none left out as unrated,
+            // and the index not cut at the run's limit).
+            let every_record = ids.len() < RUN_RECORDS_MAX && finals.len() == ids.len();
+            let totals = match UsageTotals::of(&finals) {
+                Ok(t) => UsageTotals { complete: every_record, ..t },
+                Err(_) => UsageTotals::default(),
+            };
             writes.push((keys.totals(&req.product.id, &req.period), bytes(&totals)?));
         }
         let mut balance_adjusted = None;

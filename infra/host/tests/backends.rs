@@ -232,6 +232,8 @@ async fn check_kv_list_keys_pages_by_prefix_and_cursor(backend: &Backend) {
     let kv = backend.kv("default").await;
 
     let mut expected: Vec<String> = (0..25).map(|i| format!("p/{i:03}")).collect();
+    // Keys that sort last under the prefix: "~" is the last ASCII character; "é" is past ASCII.
+    expected.extend(keys(&["p/~", "p/é"]));
     for k in &expected {
         kv.set(k, b"x").await.unwrap();
     }
@@ -261,14 +263,21 @@ async fn check_kv_list_keys_pages_by_prefix_and_cursor(backend: &Backend) {
     assert_eq!(seen, expected);
 
     // Exactly a page's worth leaves no cursor behind.
-    let page = kv.list_keys("p/", Some("p/004"), 20).await.unwrap();
-    assert_eq!(page.keys, expected[5..].to_vec());
+    let page = kv.list_keys("p/", Some("p/006"), 20).await.unwrap();
+    assert_eq!(page.keys, expected[7..].to_vec());
     assert_eq!(page.cursor, None);
 
     // A cursor before the prefix starts at the prefix; one past it ends the listing.
     assert_eq!(kv.list_keys("p/", Some("a"), 2).await.unwrap().keys, keys(&["p/000", "p/001"]));
     assert_eq!(kv.list_keys("p/", Some("z"), 5).await.unwrap(), KeyPage { keys: vec![], cursor: None });
     assert_eq!(kv.list_keys("nothing/", None, 5).await.unwrap(), KeyPage { keys: vec![], cursor: None });
+    // Prefixes that end other than with "/": in ASCII, and past it.
+    assert_eq!(
+        kv.list_keys("p/02", None, 10).await.unwrap().keys,
+        keys(&["p/020", "p/021", "p/022", "p/023", "p/024"])
+    );
+    assert_eq!(kv.list_keys("p/~", None, 10).await.unwrap().keys, keys(&["p/~"]));
+    assert_eq!(kv.list_keys("é", None, 10).await.unwrap().keys, keys(&["é/1"]));
 
     // Everything, in byte order.
     let mut all = expected.clone();
@@ -285,6 +294,7 @@ async fn check_kv_list_keys_pages_by_prefix_and_cursor(backend: &Backend) {
     kv.increment("p/101", 1).await.unwrap();
     kv.set_many(&[("p/102".into(), b"x".to_vec())]).await.unwrap();
     expected.extend(keys(&["p/100", "p/101", "p/102"]));
+    expected.sort();
     assert_eq!(kv.list_keys("p/", None, 1000).await.unwrap().keys, expected);
 }
 
