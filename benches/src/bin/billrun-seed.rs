@@ -1324,8 +1324,8 @@ fn breakdown(
                 "catalog snapshot (every catalog collection: list + get_many + parse)",
                 "billing account (get + parse)",
                 "accountProducts + product + charges (get, get_many)",
-                "usage records index: list_keys from the prefix",
-                "usage of the products (usage_of: the index listing again, get_many, the ratings' sums)",
+                "usage records index: list_keys from the prefix (billing lists it only for incomplete totals)",
+                "usage of the products (usage_of: the period's totals; the index and records when incomplete)",
                 "pending corrections (corrections_of: list_keys from the prefix, get_many)",
             ]
             .iter()
