@@ -55,6 +55,17 @@ fn account(api: &Client, customer: &str, name: &str) -> String {
     )
 }
 
+/// A Mobile M line of `acct`, active since 2026-01-01, for MSISDN `msisdn`: its product id.
+fn mobile_m_since_january(api: &Client, customer: &str, acct: &str, msisdn: &str) -> String {
+    api.create(
+        "/tmf-api/productInventory/v4/product",
+        json!({"name": "Mobile M", "status": "active", "productOffering": {"id": "mobile-m"},
+               "relatedParty": [{"id": customer, "role": "customer", "@referredType": "Customer"}],
+               "billingAccount": {"id": acct}, "startDate": "2026-01-01T00:00:00Z",
+               "productCharacteristic": [{"name": "MSISDN", "value": msisdn}]}),
+    )
+}
+
 /// The status of bill run `rid` once it is no longer in progress.
 fn finished(api: &Client, rid: &str) -> Value {
     eventually(WAIT, &format!("bill run {rid} to finish"), || {
@@ -223,13 +234,7 @@ fn a_bill_run_killed_midway_and_rerun_bills_each_account_once_with_gap_free_numb
     for i in 0..ACCOUNTS {
         let acct = account(&api, &customer, &format!("Line {i}"));
         let msisdn = format!("+336120{i:05}");
-        api.create(
-            "/tmf-api/productInventory/v4/product",
-            json!({"name": "Mobile M", "status": "active", "productOffering": {"id": "mobile-m"},
-                   "relatedParty": [{"id": customer, "role": "customer", "@referredType": "Customer"}],
-                   "billingAccount": {"id": acct}, "startDate": "2026-01-01T00:00:00Z",
-                   "productCharacteristic": [{"name": "MSISDN", "value": msisdn}]}),
-        );
+        mobile_m_since_january(&api, &customer, &acct, &msisdn);
         // i + 1 calls of 60 s to the US: 0.45 + 0.09 VAT each.
         let calls: Vec<Value> = (0..=i)
             .map(|n| {
@@ -287,13 +292,7 @@ fn an_enterprise_hierarchy_rolls_up_into_one_consolidated_bill() {
     // One line each; calls to the US: 0.54 € a minute with VAT. HQ 1 min, Sales 2, Ops 3.
     for (i, acct) in [&top, &sales, &ops].into_iter().enumerate() {
         let msisdn = format!("+3361300000{i}");
-        api.create(
-            "/tmf-api/productInventory/v4/product",
-            json!({"name": "Mobile M", "status": "active", "productOffering": {"id": "mobile-m"},
-                   "relatedParty": [{"id": customer, "role": "customer", "@referredType": "Customer"}],
-                   "billingAccount": {"id": acct}, "startDate": "2026-01-01T00:00:00Z",
-                   "productCharacteristic": [{"name": "MSISDN", "value": msisdn}]}),
-        );
+        mobile_m_since_january(&api, &customer, acct, &msisdn);
         let r = api.post(
             &format!("{US}/usage"),
             json!({"recordId": format!("h-{i}"), "subscriber": msisdn, "service": "voice",
@@ -539,13 +538,7 @@ fn a_rerated_period_is_billed_once_at_the_new_rate_and_an_already_billed_one_by_
     let (host, _dir) = Host::start(HostOptions::default());
     let (api, customer) = setup(&host);
     let acct = account(&api, &customer, "Rerated line");
-    let product = api.create(
-        "/tmf-api/productInventory/v4/product",
-        json!({"name": "Mobile M", "status": "active", "productOffering": {"id": "mobile-m"},
-               "relatedParty": [{"id": customer, "role": "customer", "@referredType": "Customer"}],
-               "billingAccount": {"id": acct}, "startDate": "2026-01-01T00:00:00Z",
-               "productCharacteristic": [{"name": "MSISDN", "value": "+33612099001"}]}),
-    );
+    let product = mobile_m_since_january(&api, &customer, &acct, "+33612099001");
     // A call to the US in the previous period (60 s: 0.45 net) and one in this period (90 s:
     // 0.675 → 0.68 net), at 0.45 €/min.
     let (start, _, _) = current_period();
@@ -599,13 +592,7 @@ fn usage_rated_before_totals_were_kept_is_billed_with_what_is_rated_after() {
     let (api, customer) = setup(&host);
     let tenant = api.get("/admin/v1/whoami").json()["tenantId"].as_str().unwrap().to_string();
     let acct = account(&api, &customer, "Old usage");
-    let product = api.create(
-        "/tmf-api/productInventory/v4/product",
-        json!({"name": "Mobile M", "status": "active", "productOffering": {"id": "mobile-m"},
-               "relatedParty": [{"id": customer, "role": "customer", "@referredType": "Customer"}],
-               "billingAccount": {"id": acct}, "startDate": "2026-01-01T00:00:00Z",
-               "productCharacteristic": [{"name": "MSISDN", "value": "+33612099002"}]}),
-    );
+    let product = mobile_m_since_january(&api, &customer, &acct, "+33612099002");
     let (start, _, _) = current_period();
     let previous = start.checked_sub_months(chrono::Months::new(1)).unwrap();
     // Two 60 s calls to the US (0.45 net each) in the previous period, one at a time.
