@@ -323,7 +323,9 @@ mod tests {
             .unwrap();
         }
         const _: () = assert!(500 * 4000 / PAGE_SIZE_BYTES < WAL_AUTOCHECKPOINT_PAGES / 10);
-        let deadline = std::time::Instant::now() + Duration::from_millis(CHECKPOINT_INTERVAL_MS * 10);
+        // Many checkpoint intervals, and never under 10 s: a loaded CI machine may be slow to fsync.
+        let wait = Duration::from_millis(CHECKPOINT_INTERVAL_MS * 10).max(Duration::from_secs(10));
+        let deadline = std::time::Instant::now() + wait;
         while file_bytes() < before + 1_000_000 {
             assert!(std::time::Instant::now() < deadline, "no checkpoint: {} bytes, {before} before", file_bytes());
             std::thread::sleep(Duration::from_millis(50));
