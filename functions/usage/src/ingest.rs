@@ -820,9 +820,13 @@ impl<'a, B: KvBackend> Pipeline<'a, B> {
         // reads them without listing the index) when the index holds no record yet: one rated
         // before totals were kept would be missing from them.
         let mut starts_complete: HashMap<String, bool> = HashMap::new();
+        let mut seen = std::collections::HashSet::new();
         for (_, g) in &group {
+            if !seen.insert((g.line.product_id.as_str(), g.period.as_str())) {
+                continue;
+            }
             let tkey = k.totals(&g.line.product_id, &g.period);
-            if !current.contains_key(&tkey) && !starts_complete.contains_key(&tkey) {
+            if !current.contains_key(&tkey) {
                 let indexed =
                     bss_commerce::usage_keys::record_ids(self.env.store, k, &g.line.product_id, &g.period, 1)?;
                 starts_complete.insert(tkey, indexed.is_empty());

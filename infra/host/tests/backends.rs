@@ -232,8 +232,9 @@ async fn check_kv_list_keys_pages_by_prefix_and_cursor(backend: &Backend) {
     let kv = backend.kv("default").await;
 
     let mut expected: Vec<String> = (0..25).map(|i| format!("p/{i:03}")).collect();
-    // Keys that sort last under the prefix: "~" is the last ASCII character; "é" is past ASCII.
-    expected.extend(keys(&["p/~", "p/é"]));
+    // Keys that sort last under the prefix: "~" is the last printable ASCII character, DEL the
+    // last ASCII one (the bound of a prefix ending in it, 0x80, is not UTF-8); "é" is past ASCII.
+    expected.extend(keys(&["p/~", "p/\u{7f}x", "p/é"]));
     for k in &expected {
         kv.set(k, b"x").await.unwrap();
     }
@@ -263,8 +264,8 @@ async fn check_kv_list_keys_pages_by_prefix_and_cursor(backend: &Backend) {
     assert_eq!(seen, expected);
 
     // Exactly a page's worth leaves no cursor behind.
-    let page = kv.list_keys("p/", Some("p/006"), 20).await.unwrap();
-    assert_eq!(page.keys, expected[7..].to_vec());
+    let page = kv.list_keys("p/", Some("p/007"), 20).await.unwrap();
+    assert_eq!(page.keys, expected[8..].to_vec());
     assert_eq!(page.cursor, None);
 
     // A cursor before the prefix starts at the prefix; one past it ends the listing.
@@ -277,6 +278,7 @@ async fn check_kv_list_keys_pages_by_prefix_and_cursor(backend: &Backend) {
         keys(&["p/020", "p/021", "p/022", "p/023", "p/024"])
     );
     assert_eq!(kv.list_keys("p/~", None, 10).await.unwrap().keys, keys(&["p/~"]));
+    assert_eq!(kv.list_keys("p/\u{7f}", None, 10).await.unwrap().keys, keys(&["p/\u{7f}x"]));
     assert_eq!(kv.list_keys("é", None, 10).await.unwrap().keys, keys(&["é/1"]));
 
     // Everything, in byte order.

@@ -177,9 +177,35 @@ pub(crate) fn parse_counter(value: Option<&[u8]>) -> KvResult<i64> {
     }
 }
 
+/// The smallest byte string greater than every string that starts with `prefix`, if any: the
+/// upper bound of a prefix listing on both backends.
+pub(crate) fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prefix_successor_bounds_the_prefix() {
+        assert_eq!(prefix_successor(b""), None);
+        assert_eq!(prefix_successor(b"ab"), Some(b"ac".to_vec()));
+        assert_eq!(prefix_successor(b"a\xff"), Some(b"b".to_vec()));
+        assert_eq!(prefix_successor(b"\xff\xff"), None);
+        let end = prefix_successor("t/a/".as_bytes()).unwrap();
+        for key in ["t/a/", "t/a/x", "t/a/\u{7f}", "t/a/é", "t/a/\u{10ffff}"] {
+            assert!(key.as_bytes() < end.as_slice(), "{key:?}");
+        }
+        assert!("t/a0".as_bytes() >= end.as_slice());
+    }
 
     #[test]
     fn counters_parse_or_refuse() {

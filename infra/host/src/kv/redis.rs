@@ -218,7 +218,7 @@ impl RedisKv {
             _ => [b"[", prefix.as_bytes()].concat(),
         };
         // Upper bound: below the first string that no longer starts with the prefix.
-        let max: Vec<u8> = match prefix_successor(prefix.as_bytes()) {
+        let max: Vec<u8> = match super::prefix_successor(prefix.as_bytes()) {
             Some(end) => [b"(".as_slice(), &end].concat(),
             None => b"+".to_vec(),
         };
@@ -310,29 +310,9 @@ impl RedisKv {
     }
 }
 
-/// The smallest byte string greater than every string that starts with `prefix`, if any.
-fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return Some(end);
-        }
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn prefix_successor_bounds_the_prefix() {
-        assert_eq!(prefix_successor(b""), None);
-        assert_eq!(prefix_successor(b"ab"), Some(b"ac".to_vec()));
-        assert_eq!(prefix_successor(b"a\xff"), Some(b"b".to_vec()));
-        assert_eq!(prefix_successor(b"\xff\xff"), None);
-    }
 
     #[test]
     fn urls_are_shown_without_passwords() {
