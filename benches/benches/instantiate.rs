@@ -1,6 +1,9 @@
 //! Per-request instantiation time of a real component (`tc_kvtest.wasm`, spin-sdk 5.2), with the
 //! pooling allocator and with on-demand allocation: a fresh `Store` plus `instantiate_async`,
-//! exactly what bss-host does for every request. Run with
+//! exactly what bss-host does for every request; and a whole KV round-trip request without the
+//! network (`request/fresh`: store, instance, `handle`, drop, as bss-host does by default;
+//! `request/reused`: one instance answering every request), so their difference is what a fresh
+//! instance costs a request. Run with
 //! `cargo build --target wasm32-wasip2 --release -p tc-kvtest && cargo bench -p bss-bench --bench instantiate`.
 
 use bss_host::db::{SqliteDb, SyncMode};
@@ -9,13 +12,17 @@ use bss_host::manifest::Manifest;
 use bss_host::metrics::Metrics;
 use bss_host::queue::{Queue, sqlite::SqliteQueue};
 use bss_host::runtime::{EngineOptions, engine, linker, load_component, new_store};
-use bss_host::state::{AppCtx, ComponentCtx};
+use bss_host::state::{AppCtx, ComponentCtx, HostState};
 use bss_host::variables::Variables;
 use criterion::{Criterion, criterion_group, criterion_main};
+use http_body_util::BodyExt as _;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
+use wasmtime_wasi_http::WasiHttpView as _;
+use wasmtime_wasi_http::p2::bindings::Proxy;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 
 fn bench(c: &mut Criterion) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -64,6 +71,54 @@ fn bench(c: &mut Criterion) {
         });
     }
     group.finish();
+
+    let mut group = c.benchmark_group("request");
+    let opts = EngineOptions::default();
+    let engine = engine(&opts, false).unwrap();
+    bss_host::runtime::start_epoch_ticker(&engine);
+    let (component, _) = load_component(&engine, &wasm, &dir.path().join("cache")).unwrap();
+    let pre = linker(&engine, false).unwrap().instantiate_pre(&component).unwrap();
+    let proxy = wasmtime_wasi_http::p2::bindings::ProxyPre::new(pre).unwrap();
+    let timeout = Duration::from_secs(10);
+    let new_store = || new_store(&engine, &app, &ctx, opts.memory_max_bytes, timeout);
+    group.bench_function("fresh", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let mut store = new_store();
+                let instance = proxy.instantiate_async(&mut store).await.unwrap();
+                roundtrip(&mut store, &instance).await;
+            })
+        })
+    });
+    let mut store = new_store();
+    let instance = rt.block_on(proxy.instantiate_async(&mut store)).unwrap();
+    group.bench_function("reused", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                bss_host::runtime::arm(&mut store, timeout);
+                roundtrip(&mut store, &instance).await;
+            })
+        })
+    });
+    group.finish();
+}
+
+/// One `GET /kvtest/roundtrip/bench` through `instance`, checked for its answer.
+async fn roundtrip(store: &mut wasmtime::Store<HostState>, instance: &Proxy) {
+    let req = hyper::Request::get("http://localhost/kvtest/roundtrip/bench")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let (sender, receiver) = tokio::sync::oneshot::channel();
+    let req = store.data_mut().http().new_incoming_request(Scheme::Http, req).unwrap();
+    let out = store.data_mut().http().new_response_outparam(sender).unwrap();
+    let guest = instance.wasi_http_incoming_handler().call_handle(&mut *store, req, out);
+    let response = async {
+        let resp = receiver.await.unwrap().unwrap();
+        resp.into_body().collect().await.unwrap().to_bytes()
+    };
+    let (called, body) = tokio::join!(guest, response);
+    called.unwrap();
+    assert_eq!(&body[..], b"roundtrip:bench");
 }
 
 criterion_group!(benches, bench);
