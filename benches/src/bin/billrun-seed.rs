@@ -68,7 +68,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use billing::{bills, run};
-use bss_bench::{Args, Measured, Rng, mix, thousands, usage_mix};
+use bss_bench::{Args, Measured, Rng, mix, ready, thousands, usage_mix};
 use usage::{ingest, model};
 
 const SAMPLE_CATALOG: &str = include_str!("../../../infra/samples/catalog.json");
@@ -313,15 +313,6 @@ fn account_body(customer: &str, i: usize) -> Value {
 
 // ---------------------------------------------------------------------------------------------
 // bss-host's KV store as the kit's backend (what the host does for a guest's calls)
-
-/// The value of a future that never waits (bss-host's SQLite KV calls are synchronous).
-fn ready<F: std::future::Future>(f: F) -> F::Output {
-    let mut f = std::pin::pin!(f);
-    match f.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())) {
-        std::task::Poll::Ready(v) => v,
-        std::task::Poll::Pending => panic!("a KV call of bss-host waited"),
-    }
-}
 
 fn host_err(e: bss_host::kv::KvError) -> KvError {
     KvError(e.to_string())

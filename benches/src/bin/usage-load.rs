@@ -786,23 +786,13 @@ fn load(state: &State, opts: &LoadOptions) -> anyhow::Result<Summary> {
 mod native {
     use super::*;
     use crate::ingest::{BATCH_RECORDS_MAX, Config, Pipeline};
+    use bss_bench::ready;
     use bss_commerce::inventory::{BILLING_ACCOUNT, CUSTOMER, InventoryHooks, PRODUCT};
     use bss_domain::rating::NormaliseConfig;
     use bss_kit::Store;
     use bss_kit::auth::Tenant;
     use bss_kit::kv::{KeyPage, KeyValues, KvBackend, KvError, MemKv};
     use bss_kit::resource::{Env, NoHooks};
-    use std::future::Future;
-    use std::task::{Context as TaskContext, Poll, Waker};
-
-    /// The value of a future that never waits (bss-host's SQLite KV calls are synchronous).
-    fn ready<F: Future>(f: F) -> F::Output {
-        let mut f = std::pin::pin!(f);
-        match f.as_mut().poll(&mut TaskContext::from_waker(Waker::noop())) {
-            Poll::Ready(v) => v,
-            Poll::Pending => panic!("a KV call of bss-host waited"),
-        }
-    }
 
     /// bss-host's KV store (the one its wasi:keyvalue serves), as the kit's backend: the calls
     /// the host makes for a guest's `get`, `get-many`, `set-many`, CAS `current`/`swap`.
