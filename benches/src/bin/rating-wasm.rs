@@ -7,13 +7,16 @@
 //! compilation and instantiation are not counted. Rounds alternate native and wasm so that load
 //! from other processes hits both alike. Prints records/s (one thread, so per core) and the
 //! native/wasm ratio of the medians and of the fastest passes (the latter moves less when other
-//! processes share the cores).
+//! processes share the cores). A third engine, `wasm, no epoch checks`, is the same but with
+//! epoch interruption off: not a setting bss-host can run with (the checks are what stops a
+//! runaway guest), but the measure of what those checks cost.
 //!
 //! Usage: `rating-wasm [--wasm PATH] [records=10000] [passes=15] [rounds=2]`, where PATH
 //! defaults to `target/wasm32-wasip2/release/rating-loop.wasm`; `benches/rating.sh` builds
 //! both and runs it.
 
 use anyhow::{Context, anyhow, bail};
+use bss_bench::thousands;
 use bss_host::runtime::{EngineOptions, engine, start_epoch_ticker};
 use bss_rating_loop::Summary;
 use std::collections::BTreeMap;
@@ -65,18 +68,6 @@ fn run_wasm(
     out.lines().map(|l| Summary::from_json_line(l).map_err(|e| anyhow!(e))).collect()
 }
 
-fn fmt_rate(r: f64) -> String {
-    let s = format!("{:.0}", r);
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
 fn main() -> anyhow::Result<()> {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let mut wasm = PathBuf::from("target/wasm32-wasip2/release/rating-loop.wasm");
@@ -94,13 +85,21 @@ fn main() -> anyhow::Result<()> {
     .map_err(|e| anyhow!("{e}\nusage: rating-wasm [--wasm PATH] [records=10000] [passes=15] [rounds=2]"))?;
     let rounds: usize = args.get(2).map_or(Ok(2), |a| a.parse()).context("rounds")?;
 
-    let engine = engine(&EngineOptions::default(), false)?;
-    start_epoch_ticker(&engine);
-    let compiling = Instant::now();
-    let component = Component::from_file(&engine, &wasm).map_err(|e| anyhow!("loading {}: {e:?}", wasm.display()))?;
-    eprintln!("compiled {} in {:.1} s", wasm.display(), compiling.elapsed().as_secs_f64());
-    let mut linker = Linker::new(&engine);
-    wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| anyhow!("linking WASI: {e:?}"))?;
+    // bss-host's settings, then the same without epoch checks (what those checks cost).
+    let mut engines = Vec::new();
+    for (name, interruptible) in [(WASM, true), (WASM_NO_EPOCH, false)] {
+        let engine = engine(&EngineOptions { interruptible, ..EngineOptions::default() }, false)?;
+        if interruptible {
+            start_epoch_ticker(&engine);
+        }
+        let compiling = Instant::now();
+        let component =
+            Component::from_file(&engine, &wasm).map_err(|e| anyhow!("loading {}: {e:?}", wasm.display()))?;
+        eprintln!("{name}: compiled {} in {:.1} s", wasm.display(), compiling.elapsed().as_secs_f64());
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| anyhow!("linking WASI: {e:?}"))?;
+        engines.push((name, engine, component, linker));
+    }
 
     // (workload, engine) -> every pass of every round.
     let mut all: BTreeMap<(String, &str), Summary> = BTreeMap::new();
@@ -115,36 +114,44 @@ fn main() -> anyhow::Result<()> {
         }
     };
     for round in 0..rounds {
-        eprintln!("round {}/{rounds}: native, then wasm", round + 1);
-        add("native", bss_rating_loop::run(records, passes));
-        add("wasm", run_wasm(&engine, &component, &linker, records, passes)?);
+        eprintln!("round {}/{rounds}: native, {WASM}, {WASM_NO_EPOCH}", round + 1);
+        add(NATIVE, bss_rating_loop::run(records, passes));
+        for (name, engine, component, linker) in &engines {
+            add(name, run_wasm(engine, component, linker, records, passes)?);
+        }
     }
 
     println!(
         "rating kernel, records/s on one core: {records} records per pass, {rounds} round(s) x {passes} passes per engine"
     );
     println!(
-        "| workload  | native median | native min-max          | wasm median | wasm min-max            | native/wasm median | native/wasm best |"
+        "| workload  | engine                 |    median | min-max                 | native/this median | native/this best |"
     );
     println!(
-        "|-----------|--------------:|-------------------------|------------:|-------------------------|-------------------:|-----------------:|"
+        "|-----------|------------------------|----------:|-------------------------|-------------------:|-----------------:|"
     );
     let workloads: Vec<String> =
         all.keys().map(|(w, _)| w.clone()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
     for w in workloads {
-        let (Some(n), Some(m)) = (all.get(&(w.clone(), "native")), all.get(&(w.clone(), "wasm"))) else {
-            bail!("missing results for {w}");
-        };
-        println!(
-            "| {:<9} | {:>13} | {:>23} | {:>11} | {:>23} | {:>17.2}x | {:>15.2}x |",
-            w,
-            fmt_rate(n.median()),
-            format!("{}-{}", fmt_rate(n.min()), fmt_rate(n.max())),
-            fmt_rate(m.median()),
-            format!("{}-{}", fmt_rate(m.min()), fmt_rate(m.max())),
-            n.median() / m.median(),
-            n.max() / m.max()
-        );
+        let Some(n) = all.get(&(w.clone(), NATIVE)) else { bail!("missing native results for {w}") };
+        for kind in [NATIVE, WASM, WASM_NO_EPOCH] {
+            let Some(m) = all.get(&(w.clone(), kind)) else { bail!("missing {kind} results for {w}") };
+            println!(
+                "| {:<9} | {:<22} | {:>9} | {:>23} | {:>17.2}x | {:>15.2}x |",
+                w,
+                kind,
+                thousands(m.median()),
+                format!("{}-{}", thousands(m.min()), thousands(m.max())),
+                n.median() / m.median(),
+                n.max() / m.max()
+            );
+        }
     }
     Ok(())
 }
+
+const NATIVE: &str = "native";
+/// The guest on bss-host's engine settings.
+const WASM: &str = "wasm";
+/// The same without epoch interruption: the checks' cost, not a setting bss-host runs with.
+const WASM_NO_EPOCH: &str = "wasm, no epoch checks";

@@ -141,7 +141,12 @@ async fn up(a: UpArgs) -> anyhow::Result<()> {
             instance_reuse_max: a.instance_reuse_max,
         },
         handler_timeout: Duration::from_millis(a.handler_timeout_ms),
-        engine: EngineOptions { pooling: !a.no_pooling, instances_max: a.instances_max, memory_max_bytes },
+        engine: EngineOptions {
+            pooling: !a.no_pooling,
+            instances_max: a.instances_max,
+            memory_max_bytes,
+            ..EngineOptions::default()
+        },
         sqlite_sync: a.sqlite_sync,
         kv_cache_bytes: a.kv_cache_mib << 20,
         shutdown_grace: Duration::from_millis(a.shutdown_grace_ms),

@@ -31,11 +31,15 @@ pub struct EngineOptions {
     pub instances_max: u32,
     /// Linear memory one instance may grow to.
     pub memory_max_bytes: usize,
+    /// Epoch interruption: compiled code checks the store's deadline at every function entry
+    /// and loop back-edge, which is how a runaway guest is stopped (504). Always on in bss-host;
+    /// only a benchmark turns it off, to measure what the checks cost (`rating-wasm`).
+    pub interruptible: bool,
 }
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        EngineOptions { pooling: true, instances_max: 1000, memory_max_bytes: 128 << 20 }
+        EngineOptions { pooling: true, instances_max: 1000, memory_max_bytes: 128 << 20, interruptible: true }
     }
 }
 
@@ -63,7 +67,7 @@ pub fn engine(opts: &EngineOptions, concurrent: bool) -> anyhow::Result<Engine> 
     config.wasm_component_model(true);
     config.wasm_component_model_async(concurrent);
     config.concurrency_support(concurrent);
-    config.epoch_interruption(true);
+    config.epoch_interruption(opts.interruptible);
     config.memory_init_cow(true);
     // `perf record` can name guest functions (writes /tmp/perf-<pid>.map).
     if std::env::var("BSS_PROFILE").is_ok_and(|v| v == "perfmap") {
