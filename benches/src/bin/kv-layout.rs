@@ -52,11 +52,14 @@ struct Run {
     doc_bytes: usize,
 }
 
-/// What one layout did: records/s over the run and per 1-s window, and bytes on disk a record.
+/// What one layout did: records/s over the run and per 1-s window, bytes written a record (WAL
+/// frames and checkpoints: whole pages, so this is the write amplification) and bytes on disk a
+/// record at the end.
 struct Outcome {
     records: usize,
     overall_per_sec: f64,
     windows: Vec<f64>,
+    written_bytes_per_record: f64,
     disk_bytes_per_record: f64,
 }
 
@@ -89,8 +92,10 @@ fn main() -> anyhow::Result<()> {
         "bss-host's SQLite store, one thread, {seconds} s a layout, batches of {BATCH_RECORDS} records over {products} \
          products, one set_many per {GROUP_RECORDS} records"
     );
-    println!("| layout | records/s, overall | median of 1-s windows (min–max) | disk bytes a record |");
-    println!("|---|---:|---:|---:|");
+    println!(
+        "| layout | records/s, overall | median of 1-s windows (min–max) | bytes written a record | disk bytes a record |"
+    );
+    println!("|---|---:|---:|---:|---:|");
     for run in &runs {
         let dir = tempfile_dir(&run.name)?;
         let o = measure(&dir, run, products, Duration::from_secs(seconds))?;
@@ -99,13 +104,14 @@ fn main() -> anyhow::Result<()> {
         w.sort_by(f64::total_cmp);
         let (median, min, max) = if w.is_empty() { (0.0, 0.0, 0.0) } else { (w[w.len() / 2], w[0], w[w.len() - 1]) };
         println!(
-            "| {} | {} ({} records) | {} ({}–{}) | {:.0} |",
+            "| {} | {} ({} records) | {} ({}–{}) | {} | {:.0} |",
             run.name,
             thousands(o.overall_per_sec),
             o.records,
             thousands(median),
             thousands(min),
             thousands(max),
+            thousands(o.written_bytes_per_record),
             o.disk_bytes_per_record
         );
     }
@@ -133,6 +139,7 @@ fn measure(dir: &Path, run: &Run, products: u64, duration: Duration) -> anyhow::
     };
     let (mut records, mut seq) = (0usize, 0u64);
     let mut windows = Vec::new();
+    let written_before = written_bytes()?;
     let start = Instant::now();
     let (mut window_start, mut window_records) = (start, 0usize);
     while start.elapsed() < duration {
@@ -154,9 +161,27 @@ fn measure(dir: &Path, run: &Run, products: u64, duration: Duration) -> anyhow::
     // The journal's last checkpoint counts in its time.
     w.checkpoint(&kv)?;
     let overall_per_sec = records as f64 / start.elapsed().as_secs_f64();
+    let written = written_bytes()? - written_before;
     drop(kv);
     let disk_bytes: u64 = std::fs::read_dir(dir)?.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum();
-    Ok(Outcome { records, overall_per_sec, windows, disk_bytes_per_record: disk_bytes as f64 / records.max(1) as f64 })
+    let per_record = |bytes: u64| bytes as f64 / records.max(1) as f64;
+    Ok(Outcome {
+        records,
+        overall_per_sec,
+        windows,
+        written_bytes_per_record: per_record(written),
+        disk_bytes_per_record: per_record(disk_bytes),
+    })
+}
+
+/// Bytes this process has passed to `write`-like system calls so far (`wchar` of
+/// `/proc/self/io`): what SQLite wrote to its WAL and, checkpointing, to the database file.
+fn written_bytes() -> anyhow::Result<u64> {
+    let io = std::fs::read_to_string("/proc/self/io")?;
+    io.lines()
+        .find_map(|l| l.strip_prefix("wchar:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no wchar in /proc/self/io"))
 }
 
 /// Makes the writes of one layout.
