@@ -147,6 +147,15 @@ pub fn thousands(r: f64) -> String {
     out
 }
 
+/// Bytes a process has read and written through system calls (`rchar` and `wchar` of
+/// `/proc/<pid>/io`; `pid` may be `self`): for bss-host, SQLite's reads and writes of its WAL and
+/// database file, checkpoints included, plus its sockets. `None` where the file cannot be read.
+pub fn io_bytes(pid: &str) -> Option<(u64, u64)> {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    let field = |name: &str| io.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse().ok());
+    Some((field("rchar:")?, field("wchar:")?))
+}
+
 /// The value of a future that never waits: bss-host's SQLite KV calls are synchronous, so the
 /// benchmark tools call them without an executor.
 pub fn ready<F: std::future::Future>(f: F) -> F::Output {

@@ -68,7 +68,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use billing::{bills, run};
-use bss_bench::{Args, Measured, Rng, mix, ready, thousands, usage_mix};
+use bss_bench::{Args, Measured, Rng, io_bytes, mix, ready, thousands, usage_mix};
 use usage::{ingest, model};
 
 const SAMPLE_CATALOG: &str = include_str!("../../../infra/samples/catalog.json");
@@ -988,6 +988,11 @@ struct RunSummary {
     server_elapsed_ms: u64,
     host_cpu_seconds: f64,
     per_host_cpu_second: f64,
+    /// What the host read and wrote through system calls during the run, per account billed
+    /// (`/proc/<pid>/io` `rchar` and `wchar`: SQLite's WAL and database pages, checkpoints
+    /// included, and its sockets).
+    host_read_bytes_per_account: f64,
+    host_written_bytes_per_account: f64,
     load_before: String,
     load_after: String,
 }
@@ -1007,6 +1012,7 @@ fn run_bills(args: &Args) -> anyhow::Result<()> {
     metrics("metrics-before.txt")?;
     let host_pid = args.str("host-pid");
     let cpu0 = host_pid.and_then(cpu_seconds);
+    let io0 = host_pid.and_then(io_bytes);
     let load0 = load_average();
     let t0 = Instant::now();
     let run =
@@ -1047,6 +1053,10 @@ fn run_bills(args: &Args) -> anyhow::Result<()> {
         (Some(a), Some(b)) => b - a,
         _ => 0.0,
     };
+    let (host_read, host_written) = match (io0, host_pid.and_then(io_bytes)) {
+        (Some((r0, w0)), Some((r1, w1))) => ((r1 - r0) as f64, (w1 - w0) as f64),
+        _ => (0.0, 0.0),
+    };
     let seconds = samples.last().map(|s| s.0).unwrap_or(0.0);
     // Per-interval rates; the last interval is partial (the run ended inside it).
     let mut intervals: Vec<f64> = samples.windows(2).map(|w| (w[1].1 - w[0].1) as f64 / (w[1].0 - w[0].0)).collect();
@@ -1065,6 +1075,8 @@ fn run_bills(args: &Args) -> anyhow::Result<()> {
         server_elapsed_ms: status["elapsedMs"].as_u64().unwrap_or(0),
         host_cpu_seconds: host_cpu,
         per_host_cpu_second: if host_cpu > 0.0 { total as f64 / host_cpu } else { 0.0 },
+        host_read_bytes_per_account: host_read / total.max(1) as f64,
+        host_written_bytes_per_account: host_written / total.max(1) as f64,
         load_before: load0,
         load_after: load_average(),
     };
@@ -1094,6 +1106,13 @@ fn run_bills(args: &Args) -> anyhow::Result<()> {
         summary.load_before,
         summary.load_after
     );
+    if host_pid.is_some() {
+        println!(
+            "bss-host bill run: host read {} and wrote {} bytes an account (rchar/wchar: SQLite's WAL and database pages, checkpoints included)",
+            thousands(summary.host_read_bytes_per_account),
+            thousands(summary.host_written_bytes_per_account)
+        );
+    }
     if let Some(path) = args.str("summary") {
         std::fs::write(path, serde_json::to_vec_pretty(&summary)?)?;
     }

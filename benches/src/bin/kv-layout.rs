@@ -26,7 +26,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bss_bench::{Args, Rng, ready, thousands};
+use bss_bench::{Args, Rng, io_bytes, ready, thousands};
 use bss_host::db::{SqliteDb, SyncMode};
 use bss_host::kv::KvStore;
 use bss_host::kv::sqlite::SqliteKv;
@@ -174,16 +174,6 @@ fn measure(dir: &Path, run: &Run, products: u64, duration: Duration) -> anyhow::
     })
 }
 
-/// Bytes this process has passed to `write`-like system calls so far (`wchar` of
-/// `/proc/self/io`): what SQLite wrote to its WAL and, checkpointing, to the database file.
-fn written_bytes() -> anyhow::Result<u64> {
-    let io = std::fs::read_to_string("/proc/self/io")?;
-    io.lines()
-        .find_map(|l| l.strip_prefix("wchar:"))
-        .and_then(|v| v.trim().parse().ok())
-        .ok_or_else(|| anyhow::anyhow!("no wchar in /proc/self/io"))
-}
-
 /// Makes the writes of one layout.
 struct Writer {
     layout: Layout,
@@ -266,4 +256,10 @@ fn uuid_like(r: &mut Rng) -> String {
         b >> 48,
         b & 0xffff_ffff_ffff
     )
+}
+
+/// Bytes this process has written through system calls so far: what SQLite wrote to its WAL
+/// and, checkpointing, to the database file.
+fn written_bytes() -> anyhow::Result<u64> {
+    io_bytes("self").map(|(_, written)| written).ok_or_else(|| anyhow::anyhow!("cannot read /proc/self/io"))
 }
