@@ -1,14 +1,16 @@
 //! bss-bench: benchmarks of bss-host. `benches/host-kv.sh` runs the KV round-trip load test
 //! (bss-host against the native baseline `native-kv`, same machine, same run);
 //! `cargo bench -p bss-bench --bench instantiate` measures per-request instantiation time with
-//! and without the pooling allocator, and a whole request on a fresh and on a reused instance; `benches/rating.sh` runs the rating kernel natively and in
-//! wasm in one run (`rating-wasm` with the `bss-rating-loop` WASI command, benches/rating-loop);
-//! `benches/usage-e2e.sh` runs usage ingestion end to end through bss-host (`usage-load`: HTTP
-//! batches of 1,000 records, unique and with 1% duplicates) and the usage component's pipeline
-//! natively on the same records, over the in-memory store and over bss-host's SQLite store.
-//! `benches/billrun.sh` seeds and bills N accounts (`billrun-seed`). `kv-layout` measures what
-//! the SQLite store takes of usage records per key layout. The helpers below are the
-//! benchmark tools' shared parts: flags, a seeded random stream, number formatting.
+//! and without the pooling allocator, and a whole request on a fresh and on a reused instance;
+//! `benches/rating.sh` runs the rating kernel natively and in wasm in one run (`rating-wasm` with
+//! the `bss-rating-loop` WASI command, benches/rating-loop); `benches/usage-e2e.sh` runs usage
+//! ingestion end to end through bss-host (`usage-load`: HTTP batches of 1,000 records, unique and
+//! with 1% duplicates) and the usage component's pipeline natively on the same records, over the
+//! in-memory store and over bss-host's SQLite store. `benches/billrun.sh` seeds and bills N
+//! accounts (`billrun-seed`). `kv-layout` measures what the SQLite store takes of usage records
+//! per key layout. The helpers below are the benchmark tools' shared parts: flags, a seeded
+//! random stream, number formatting, a process's I/O counters, and calling the host's KV store
+//! without an executor.
 
 use std::collections::HashMap;
 
@@ -169,6 +171,17 @@ pub fn ready<F: std::future::Future>(f: F) -> F::Output {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn io_bytes_counts_what_this_process_writes() {
+        let (_, before) = io_bytes("self").expect("/proc/self/io is readable");
+        let path = std::env::temp_dir().join(format!("bss-bench-io-{}", std::process::id()));
+        std::fs::write(&path, vec![0u8; 64 << 10]).unwrap();
+        let (_, after) = io_bytes("self").unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert!(after >= before + (64 << 10), "wchar {before} -> {after} after writing 64 KiB");
+        assert_eq!(io_bytes("no-such-process"), None);
+    }
 
     #[test]
     fn flags_numbers_and_separators() {

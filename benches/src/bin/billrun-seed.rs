@@ -1054,7 +1054,7 @@ fn run_bills(args: &Args) -> anyhow::Result<()> {
         _ => 0.0,
     };
     let (host_read, host_written) = match (io0, host_pid.and_then(io_bytes)) {
-        (Some((r0, w0)), Some((r1, w1))) => ((r1 - r0) as f64, (w1 - w0) as f64),
+        (Some((r0, w0)), Some((r1, w1))) => (r1.saturating_sub(r0) as f64, w1.saturating_sub(w0) as f64),
         _ => (0.0, 0.0),
     };
     let seconds = samples.last().map(|s| s.0).unwrap_or(0.0);
