@@ -20,9 +20,10 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
+use wasmtime::Engine;
 use wasmtime_wasi_http::WasiHttpView as _;
-use wasmtime_wasi_http::p2::bindings::Proxy;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
 
 fn bench(c: &mut Criterion) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -55,11 +56,7 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("instantiate");
     for pooling in [true, false] {
         let opts = EngineOptions { pooling, ..EngineOptions::default() };
-        let engine = engine(&opts, false).unwrap();
-        bss_host::runtime::start_epoch_ticker(&engine);
-        let (component, _) = load_component(&engine, &wasm, &dir.path().join("cache")).unwrap();
-        let pre = linker(&engine, false).unwrap().instantiate_pre(&component).unwrap();
-        let proxy = wasmtime_wasi_http::p2::bindings::ProxyPre::new(pre).unwrap();
+        let (engine, proxy) = prepare(&opts, &wasm, &dir.path().join("cache"));
         let name = if pooling { "pooling" } else { "on-demand" };
         group.bench_function(name, |b| {
             b.iter(|| {
@@ -74,11 +71,7 @@ fn bench(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("request");
     let opts = EngineOptions::default();
-    let engine = engine(&opts, false).unwrap();
-    bss_host::runtime::start_epoch_ticker(&engine);
-    let (component, _) = load_component(&engine, &wasm, &dir.path().join("cache")).unwrap();
-    let pre = linker(&engine, false).unwrap().instantiate_pre(&component).unwrap();
-    let proxy = wasmtime_wasi_http::p2::bindings::ProxyPre::new(pre).unwrap();
+    let (engine, proxy) = prepare(&opts, &wasm, &dir.path().join("cache"));
     let timeout = Duration::from_secs(10);
     let new_store = || new_store(&engine, &app, &ctx, opts.memory_max_bytes, timeout);
     group.bench_function("fresh", |b| {
@@ -101,6 +94,16 @@ fn bench(c: &mut Criterion) {
         })
     });
     group.finish();
+}
+
+/// An engine with `opts` (its epoch ticking, as in bss-host) and `wasm` compiled and linked for
+/// it, ready to instantiate.
+fn prepare(opts: &EngineOptions, wasm: &Path, cache: &Path) -> (Engine, ProxyPre<HostState>) {
+    let engine = engine(opts, false).unwrap();
+    bss_host::runtime::start_epoch_ticker(&engine);
+    let (component, _) = load_component(&engine, wasm, cache).unwrap();
+    let pre = linker(&engine, false).unwrap().instantiate_pre(&component).unwrap();
+    (engine, ProxyPre::new(pre).unwrap())
 }
 
 /// One `GET /kvtest/roundtrip/bench` through `instance`, checked for its answer.

@@ -820,7 +820,7 @@ impl<'a, B: KvBackend> Pipeline<'a, B> {
         // reads them without listing the index) when the index holds no record yet: one rated
         // before totals were kept would be missing from them.
         let mut starts_complete: HashMap<String, bool> = HashMap::new();
-        let mut seen = std::collections::HashSet::new();
+        let mut seen = HashSet::new();
         for (_, g) in &group {
             if !seen.insert((g.line.product_id.as_str(), g.period.as_str())) {
                 continue;
