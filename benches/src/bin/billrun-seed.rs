@@ -461,9 +461,7 @@ fn host_kv(db: Arc<bss_host::db::SqliteDb>, page: Option<usize>) -> HostKv {
 // ---------------------------------------------------------------------------------------------
 // Seeding
 
-/// The same SQL as bss-host's `SqliteKv` writes.
-const UPSERT: &str = "INSERT INTO kv (store, key, value, version) VALUES (?1, ?2, ?3, ?4)
-     ON CONFLICT (store, key) DO UPDATE SET value = excluded.value, version = excluded.version";
+use bss_host::db::KV_UPSERT as UPSERT;
 
 /// The seeder's backend: reads see buffered writes first, then the database; writes are kept
 /// until [`SeedKv::flush`] commits them in one transaction, each with a fresh version from the
@@ -499,6 +497,9 @@ impl SeedKv {
         .map_err(|e| KvError(e.to_string()))?;
         if !deletes.is_empty() {
             self.read.delete_many(&deletes)?;
+            // Into SQLite now: a later upsert of this SQL must not be undone by a flush of the
+            // deletion.
+            self.db.flush_kv().map_err(|e| KvError(e.to_string()))?;
         }
         *self.rows.borrow_mut() += pending.len() as u64;
         Ok(())

@@ -15,13 +15,20 @@
 //! them inside the commit that crosses the threshold, holding the write lock meanwhile, so every
 //! writer waited for the disk.
 //!
-//! Durability: WAL with `synchronous = NORMAL`: a committed write survives the process dying at
-//! any point (kill -9); on power loss the last few commits may roll back, never half-apply. Run
-//! with `--sqlite-sync full` for fsync on every commit.
+//! Key-value writes do not commit one by one: they go to a write-back buffer with a redo log
+//! (`kv/writeback.rs`), which a thread of its own moves into SQLite in one transaction every
+//! [`FLUSH_INTERVAL_MS`](crate::kv::writeback::FLUSH_INTERVAL_MS); opening the database first
+//! replays what the log holds. The queue's tables are written directly.
+//!
+//! Durability: WAL with `synchronous = NORMAL`: a committed write (and a key-value write once
+//! logged) survives the process dying at any point (kill -9); on power loss the last few commits
+//! may roll back, never half-apply. Run with `--sqlite-sync full` for fsync on every commit and
+//! every key-value write.
 
 use crate::kv::cache::KvCache;
+use crate::kv::writeback::{self, WriteBack};
 use anyhow::Context as _;
-use rusqlite::Connection;
+use rusqlite::{Connection, params};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -114,8 +121,33 @@ CREATE TABLE IF NOT EXISTS q_seen (
 CREATE INDEX IF NOT EXISTS q_seen_at ON q_seen (published_at_ms);
 ";
 
-/// The open database.
+/// Writes a key-value row (the key's value and version, created or replaced).
+pub const KV_UPSERT: &str = "INSERT INTO kv (store, key, value, version) VALUES (?1, ?2, ?3, ?4)
+     ON CONFLICT (store, key) DO UPDATE SET value = excluded.value, version = excluded.version";
+const KV_DELETE: &str = "DELETE FROM kv WHERE store = ?1 AND key = ?2";
+/// Raises the version floor (see the schema) to `?1`.
+const KV_RAISE_FLOOR: &str = "INSERT INTO kv_meta (name, value) VALUES ('version_floor', ?1)
+     ON CONFLICT (name) DO UPDATE SET value = MAX(value, excluded.value)";
+
+/// The open database: the connections and the key-value write-back buffer, with the threads that
+/// flush that buffer and checkpoint the WAL (stopped, after a last flush and checkpoint, when
+/// it is dropped).
 pub struct SqliteDb {
+    shared: Arc<Shared>,
+    // Dropped in this order: the last flush before the last checkpoint.
+    _flusher: Periodic,
+    _checkpointer: Periodic,
+}
+
+impl std::ops::Deref for SqliteDb {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.shared
+    }
+}
+
+/// What the database's users and its threads share.
+pub struct Shared {
     writer: Mutex<Connection>,
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
@@ -126,52 +158,56 @@ pub struct SqliteDb {
     /// database, however many store values are opened on it, so that every write of the label
     /// reaches the cache its reads use.
     kv_caches: Mutex<HashMap<String, Arc<KvCache>>>,
-    /// Held for its `Drop`, which stops the thread.
-    _checkpointer: Checkpointer,
+    /// Key-value writes not yet in SQLite.
+    write_back: WriteBack,
 }
 
-/// The thread that checkpoints the WAL; stopped (after one last checkpoint) when dropped.
-struct Checkpointer {
+/// A thread that runs a task every interval, and once more when it is stopped (dropped).
+struct Periodic {
     stop: Arc<(Mutex<bool>, Condvar)>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-impl Checkpointer {
-    fn start(conn: Connection) -> anyhow::Result<Checkpointer> {
+impl Periodic {
+    fn start(name: &str, interval: Duration, mut task: impl FnMut() + Send + 'static) -> anyhow::Result<Periodic> {
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
         let stop2 = stop.clone();
-        let failed = AtomicBool::new(false);
-        let thread = std::thread::Builder::new().name("sqlite-checkpoint".into()).spawn(move || {
-            let checkpoint = || {
-                // PASSIVE: copies what no reader still needs, waits for nobody. Errors are
-                // reported once; the writer's own checkpoint is the backstop.
-                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-                    && !failed.swap(true, Ordering::Relaxed)
-                {
-                    tracing::warn!("SQLite checkpoint failed (the writer will checkpoint instead): {e}");
-                }
-            };
+        let thread = std::thread::Builder::new().name(name.into()).spawn(move || {
             let (lock, wake) = &*stop2;
             let mut stopped = lock.lock().unwrap_or_else(|p| p.into_inner());
             while !*stopped {
-                let (guard, _) = wake
-                    .wait_timeout(stopped, Duration::from_millis(CHECKPOINT_INTERVAL_MS))
-                    .unwrap_or_else(|p| p.into_inner());
+                let (guard, _) = wake.wait_timeout(stopped, interval).unwrap_or_else(|p| p.into_inner());
                 stopped = guard;
                 if !*stopped {
                     drop(stopped);
-                    checkpoint();
+                    task();
                     stopped = lock.lock().unwrap_or_else(|p| p.into_inner());
                 }
             }
             drop(stopped);
-            checkpoint();
+            task();
         })?;
-        Ok(Checkpointer { stop, thread: Some(thread) })
+        Ok(Periodic { stop, thread: Some(thread) })
     }
 }
 
-impl Drop for Checkpointer {
+/// Report a background task's failure once, until it succeeds again.
+fn report_once(failed: &AtomicBool, what: &str, result: anyhow::Result<()>) {
+    match result {
+        Ok(()) => {
+            if failed.swap(false, Ordering::Relaxed) {
+                tracing::info!("{what} works again");
+            }
+        }
+        Err(e) => {
+            if !failed.swap(true, Ordering::Relaxed) {
+                tracing::warn!("{what} failed: {e:#}");
+            }
+        }
+    }
+}
+
+impl Drop for Periodic {
     fn drop(&mut self) {
         let (lock, wake) = &*self.stop;
         *lock.lock().unwrap_or_else(|p| p.into_inner()) = true;
@@ -188,6 +224,31 @@ impl std::fmt::Debug for SqliteDb {
     }
 }
 
+/// Write key-value rows in `tx`: each `(label, key, value or None to delete, version)`. A
+/// deletion's version raises the version floor, so that no later version repeats one of a
+/// deleted key.
+fn apply_kv<'a>(
+    tx: &rusqlite::Transaction<'_>,
+    rows: impl IntoIterator<Item = (&'a str, &'a str, Option<&'a [u8]>, u64)>,
+) -> rusqlite::Result<()> {
+    let mut upsert = tx.prepare_cached(KV_UPSERT)?;
+    let mut delete = tx.prepare_cached(KV_DELETE)?;
+    let mut floor = 0;
+    for (label, key, value, version) in rows {
+        match value {
+            Some(v) => upsert.execute(params![label, key, v, version as i64])?,
+            None => {
+                floor = floor.max(version);
+                delete.execute(params![label, key])?
+            }
+        };
+    }
+    if floor > 0 {
+        tx.execute(KV_RAISE_FLOOR, [floor as i64])?;
+    }
+    Ok(())
+}
+
 fn configure(conn: &Connection, sync: SyncMode) -> rusqlite::Result<()> {
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.pragma_update(None, "page_size", PAGE_SIZE_BYTES)?;
@@ -199,15 +260,24 @@ fn configure(conn: &Connection, sync: SyncMode) -> rusqlite::Result<()> {
 }
 
 impl SqliteDb {
-    /// Open (creating if needed) the database file at `path`.
+    /// Open (creating if needed) the database file at `path`, flushing key-value writes every
+    /// [`FLUSH_INTERVAL_MS`](writeback::FLUSH_INTERVAL_MS).
     pub fn open(path: &Path, sync: SyncMode) -> anyhow::Result<SqliteDb> {
+        SqliteDb::open_with(path, sync, Some(Duration::from_millis(writeback::FLUSH_INTERVAL_MS)))
+    }
+
+    /// [`SqliteDb::open`] with key-value writes flushed every `flush_every`, or only by
+    /// [`Shared::flush_kv`] (and when the database is dropped) if `None`.
+    pub fn open_with(path: &Path, sync: SyncMode, flush_every: Option<Duration>) -> anyhow::Result<SqliteDb> {
+        // First: nothing of this database may be touched while another open of it runs.
+        let logs_lock = writeback::lock_logs(path)?;
         let open = || -> anyhow::Result<Connection> {
             let conn = Connection::open_with_flags_and_vfs(path, rusqlite::OpenFlags::default(), VFS)
                 .with_context(|| format!("opening SQLite database {}", path.display()))?;
             configure(&conn, sync).with_context(|| format!("configuring SQLite database {}", path.display()))?;
             Ok(conn)
         };
-        let writer = open()?;
+        let mut writer = open()?;
         // Most reads run on the writer (see `read`): a cache that holds a working set, and the
         // file memory-mapped so pages outside it are not copied in by a read() each. Only the
         // writer: a reader drops its cache and its mapping whenever another connection committed.
@@ -215,6 +285,22 @@ impl SqliteDb {
         writer.pragma_update(None, "mmap_size", WRITER_MMAP_BYTES)?;
         writer.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)?;
         writer.execute_batch(SCHEMA).context("creating the schema")?;
+        // What the key-value log holds and SQLite may not: before anything reads.
+        let (frames, generation) = writeback::read_logs(path)?;
+        if !frames.is_empty() {
+            in_transaction(&mut writer, |tx| {
+                apply_kv(
+                    tx,
+                    frames.iter().flat_map(|(label, entries)| {
+                        entries.iter().map(move |(k, v, version)| (label.as_str(), k.as_str(), v.as_deref(), *version))
+                    }),
+                )
+            })
+            .context("replaying the key-value log")?;
+            tracing::info!(frames = frames.len(), "replayed the key-value log");
+            writeback::sync_wal(path)?;
+        }
+        writeback::remove_logs(path)?;
         let kv_version: i64 = writer.query_row(
             "SELECT MAX(COALESCE((SELECT MAX(version) FROM kv), 0),
                         COALESCE((SELECT value FROM kv_meta WHERE name = 'version_floor'), 0))",
@@ -222,15 +308,61 @@ impl SqliteDb {
             |r| r.get(0),
         )?;
         let readers = (0..READERS).map(|_| open().map(Mutex::new)).collect::<anyhow::Result<Vec<_>>>()?;
-        let checkpointer = Checkpointer::start(open()?)?;
-        Ok(SqliteDb {
+        let shared = Arc::new(Shared {
             writer: Mutex::new(writer),
             readers,
             next_reader: AtomicUsize::new(0),
             kv_version: AtomicU64::new(kv_version as u64),
             kv_caches: Mutex::new(HashMap::new()),
-            _checkpointer: checkpointer,
+            write_back: WriteBack::open(path, sync, generation, logs_lock)?,
+        });
+        let checkpointer = {
+            let conn = open()?;
+            let failed = AtomicBool::new(false);
+            Periodic::start("sqlite-checkpoint", Duration::from_millis(CHECKPOINT_INTERVAL_MS), move || {
+                // PASSIVE: copies what no reader still needs, waits for nobody. The writer's own
+                // checkpoint is the backstop.
+                let r = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+                report_once(&failed, "SQLite checkpoint (the writer will checkpoint instead)", r.map_err(Into::into));
+            })?
+        };
+        let flusher = {
+            let shared = shared.clone();
+            let failed = AtomicBool::new(false);
+            // Without an interval the thread still makes the last flush.
+            let every = flush_every.unwrap_or(Duration::MAX);
+            Periodic::start("sqlite-kv-flush", every, move || {
+                let r = shared.flush_kv().map(|_| ());
+                report_once(&failed, "Flushing key-value writes into SQLite (they stay logged)", r);
+            })?
+        };
+        Ok(SqliteDb { shared, _flusher: flusher, _checkpointer: checkpointer })
+    }
+}
+
+impl Shared {
+    /// Move the key-value writes buffered so far into SQLite, in one transaction; returns how
+    /// many rows it wrote. The flusher thread calls it every interval; a program that reads the
+    /// `kv` table with SQL of its own calls it first.
+    pub fn flush_kv(&self) -> anyhow::Result<usize> {
+        self.flush_kv_after(|| {})
+    }
+
+    /// [`Shared::flush_kv`], running `during` after the buffer's entries were set aside for the
+    /// flush and before they are written (tests read and write in that window).
+    pub(crate) fn flush_kv_after(&self, during: impl FnOnce()) -> anyhow::Result<usize> {
+        self.write_back.flush(|entries| {
+            during();
+            let rows = entries.iter().flat_map(|(label, keys)| {
+                keys.iter().map(move |(k, p)| (&**label, &**k, p.value.as_deref(), p.version))
+            });
+            self.write(|tx| apply_kv(tx, rows)).context("writing buffered key-value writes")
         })
+    }
+
+    /// The key-value write-back buffer (see `kv/writeback.rs`).
+    pub fn write_back(&self) -> &WriteBack {
+        &self.write_back
     }
 
     /// Run `f` on the writer connection, inside one transaction that commits when `f` succeeds.
@@ -332,5 +464,16 @@ mod tests {
         }
         // Dropping the database stops the thread (the test would hang otherwise).
         drop(db);
+    }
+
+    #[test]
+    fn a_database_open_here_cannot_be_opened_again_until_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bss.sqlite");
+        let db = SqliteDb::open(&path, SyncMode::Normal).unwrap();
+        let again = SqliteDb::open(&path, SyncMode::Normal).unwrap_err();
+        assert!(format!("{again:#}").contains("is open elsewhere"), "{again:#}");
+        drop(db);
+        SqliteDb::open(&path, SyncMode::Normal).unwrap();
     }
 }

@@ -9,6 +9,7 @@
 pub mod cache;
 pub mod redis;
 pub mod sqlite;
+pub mod writeback;
 
 use std::sync::Arc;
 

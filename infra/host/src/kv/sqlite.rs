@@ -1,11 +1,13 @@
 //! Key-value store on the embedded SQLite database (table `kv`, one row per store label and key).
-//! Compare-and-swap is a conditional `INSERT … ON CONFLICT DO NOTHING` (expecting absent) or
-//! `UPDATE … WHERE version = ?` (expecting a version), whose changed-row count says who won.
-//! Reads are served from a read cache when they can (`cache.rs`).
+//! Writes go through the database's write-back buffer (`writeback.rs`: logged, then copied into
+//! SQLite by the flusher), under its lock; a compare-and-swap reads the key's current version
+//! under the same lock, so exactly one of two racing swaps of one version wins. Reads look in
+//! the read cache (`cache.rs`), then the buffer, then SQLite.
 
 use super::cache::{Cached, Committed, KvCache};
+use super::writeback::{Op, Pending, WriteGuard};
 use super::{KeyPage, KvError, KvResult, Versioned, parse_counter};
-use crate::db::{SqliteDb, in_transaction};
+use crate::db::SqliteDb;
 use bytes::Bytes;
 use rusqlite::{Connection, OptionalExtension as _, params};
 use std::borrow::Cow;
@@ -27,19 +29,28 @@ fn backend(e: rusqlite::Error) -> KvError {
 /// Default budget of a store's read cache (see `cache.rs`).
 pub const CACHE_BYTES_DEFAULT: usize = 256 << 20;
 
-const UPSERT: &str = "INSERT INTO kv (store, key, value, version) VALUES (?1, ?2, ?3, ?4)
-     ON CONFLICT (store, key) DO UPDATE SET value = excluded.value, version = excluded.version";
 const SELECT: &str = "SELECT value, version FROM kv WHERE store = ?1 AND key = ?2";
 
-/// What a write stored under a key.
-fn stored(value: &[u8], version: u64) -> Committed<'_> {
-    Committed { value: Some(Cow::Borrowed(value)), version }
+/// What a write stored under a key (`None`: deleted).
+fn stored(value: Option<&[u8]>, version: u64) -> Committed<'_> {
+    match value {
+        Some(v) => Committed { value: Some(std::borrow::Cow::Borrowed(v)), version },
+        None => Committed::DELETED,
+    }
 }
 
 /// What a database read found, as the cache keeps it.
 fn read(row: &Option<(Vec<u8>, u64)>) -> Cached {
     match row {
         Some((value, version)) => Cached { value: Some(Bytes::copy_from_slice(value)), version: *version },
+        None => Cached { value: None, version: 0 },
+    }
+}
+
+/// A buffered write as a read sees it (a deleted key is absent, version 0).
+fn buffered(p: Pending) -> Cached {
+    match p.value {
+        Some(value) => Cached { value: Some(value), version: p.version },
         None => Cached { value: None, version: 0 },
     }
 }
@@ -91,42 +102,49 @@ impl SqliteKv {
             return Ok(hit.into());
         }
         let ticket = self.cache.ticket(key);
-        let row = self.db.read(|c| select(c, &self.label, key)).map_err(backend)?;
+        let found = match self.db.write_back().get(&self.label, key) {
+            Some(p) => buffered(p),
+            None => read(&self.db.read(|c| select(c, &self.label, key)).map_err(backend)?),
+        };
         self.before_fill();
-        self.cache.fill(key, ticket, || read(&row));
-        Ok(match row {
-            Some((value, version)) => Versioned { value: Some(value), version },
-            None => Versioned { value: None, version: 0 },
-        })
+        self.cache.fill(key, ticket, || found.clone());
+        Ok(found.into())
     }
 
-    /// Run the write `f` of `keys` on the writer connection (in a transaction if `transaction`)
-    /// and record in the cache what it committed: `f` answers its result and the committed value
-    /// of each key it changed, in order. If it fails, its outcome is unknown to the cache, which
-    /// then forgets everything it held in the shards of `keys`.
-    fn write<'k, 'v, R>(
+    /// The current value and version of `key` for a write deciding under `guard`: buffered,
+    /// cached (the cache is exact: writes refresh it under the same lock), or in SQLite.
+    fn current(&self, guard: &WriteGuard<'_>, key: &str) -> KvResult<Cached> {
+        if let Some(p) = guard.get(&self.label, key) {
+            return Ok(buffered(p));
+        }
+        if let Some(hit) = self.cache.get(key) {
+            return Ok(hit);
+        }
+        Ok(read(&self.db.read(|c| select(c, &self.label, key)).map_err(backend)?))
+    }
+
+    /// Run the write of `keys` that `decide` makes, under the write-back lock: `decide` sees the
+    /// store as it is (see [`SqliteKv::current`]) and answers its result and what to write, each
+    /// key with its value or `None` to delete it (in order; a key may come twice, the last one
+    /// wins). The writes are logged and buffered as one (all or none), given fresh versions in
+    /// order, and the read cache refreshed with them.
+    fn write<'k, R>(
         &self,
         keys: &[&'k str],
-        transaction: bool,
-        f: impl FnOnce(&Connection) -> rusqlite::Result<(R, Vec<(&'k str, Committed<'v>)>)>,
+        decide: impl FnOnce(&WriteGuard<'_>) -> KvResult<(R, Vec<(&'k str, Option<Cow<'k, [u8]>>)>)>,
     ) -> KvResult<R> {
-        self.db
-            .with_writer(|conn| {
-                let write = self.cache.begin_write(keys.iter().copied());
-                let (r, committed) = if transaction { in_transaction(conn, |tx| f(tx))? } else { f(conn)? };
-                write.end(committed);
-                Ok(r)
-            })
-            .map_err(backend)
+        let mut guard = self.db.write_back().lock();
+        // Marked before deciding: a read that misses meanwhile must not cache what it reads.
+        let cache_write = self.cache.begin_write(keys.iter().copied());
+        let (r, writes) = decide(&guard)?;
+        let ops: Vec<Op<'_>> = writes.iter().map(|(k, v)| (*k, v.as_deref(), self.db.next_kv_version())).collect();
+        guard.apply(&self.label, &ops).map_err(|e| KvError::Backend(format!("key-value log: {e}")))?;
+        cache_write.end(ops.iter().map(|&(k, v, version)| (k, stored(v, version))));
+        Ok(r)
     }
 
     pub async fn set(&self, key: &str, value: &[u8]) -> KvResult<()> {
-        // Autocommit: a single statement is atomic on its own.
-        self.write(&[key], false, |c| {
-            let version = self.db.next_kv_version();
-            c.prepare_cached(UPSERT)?.execute(params![self.label, key, value, version as i64])?;
-            Ok(((), vec![(key, stored(value, version))]))
-        })
+        self.write(&[key], |_| Ok(((), vec![(key, Some(Cow::Borrowed(value)))])))
     }
 
     pub async fn delete(&self, key: &str) -> KvResult<()> {
@@ -154,11 +172,15 @@ impl SqliteKv {
             (true, false) => "SELECT key FROM kv WHERE store = ?1 AND key >= ?2 ORDER BY key LIMIT ?3",
             (false, false) => "SELECT key FROM kv WHERE store = ?1 AND key > ?2 ORDER BY key LIMIT ?3",
         };
-        let mut keys: Vec<String> = self
+        // The buffer first (see `writeback.rs`): its first `limit + 1` present keys, and the
+        // deletions among them, which may hide as many of SQLite's keys.
+        let buffered = self.db.write_back().range(&self.label, from, inclusive, end.as_deref(), limit + 1);
+        let deleted = buffered.iter().filter(|(_, present)| !present).count();
+        let stored: Vec<String> = self
             .db
             .read(|c| {
                 let mut stmt = c.prepare_cached(sql)?;
-                let limit = (limit + 1) as i64;
+                let limit = (limit + 1 + deleted) as i64;
                 match &end {
                     // Bound as text (it may not be UTF-8: SQLite compares text byte by byte).
                     Some(end) => {
@@ -169,6 +191,8 @@ impl SqliteKv {
                 }
             })
             .map_err(backend)?;
+        let mut keys = merge_listing(stored, buffered);
+        keys.truncate(limit + 1);
         let in_prefix = keys.iter().take_while(|k| k.starts_with(prefix)).count();
         let more = in_prefix > limit;
         keys.truncate(in_prefix.min(limit));
@@ -177,42 +201,20 @@ impl SqliteKv {
     }
 
     pub async fn swap(&self, key: &str, expected_version: u64, value: &[u8]) -> KvResult<bool> {
-        self.write(&[key], false, |c| {
-            let version = self.db.next_kv_version();
-            let changed = if expected_version == 0 {
-                c.prepare_cached(
-                    "INSERT INTO kv (store, key, value, version) VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT (store, key) DO NOTHING",
-                )?
-                .execute(params![self.label, key, value, version as i64])?
-            } else {
-                c.prepare_cached(
-                    "UPDATE kv SET value = ?3, version = ?4 WHERE store = ?1 AND key = ?2 AND version = ?5",
-                )?
-                .execute(params![self.label, key, value, version as i64, expected_version as i64])?
-            };
-            let won = changed == 1;
-            Ok((won, if won { vec![(key, stored(value, version))] } else { Vec::new() }))
+        self.write(&[key], |guard| {
+            let won = self.current(guard, key)?.version == expected_version;
+            Ok((won, if won { vec![(key, Some(Cow::Borrowed(value)))] } else { Vec::new() }))
         })
     }
 
     pub async fn increment(&self, key: &str, delta: i64) -> KvResult<i64> {
-        self.write(&[key], true, |tx| {
-            let current = select(tx, &self.label, key)?;
-            let next = match parse_counter(current.as_ref().map(|(v, _)| v.as_slice())) {
-                Ok(n) => match n.checked_add(delta) {
-                    Some(next) => next,
-                    None => {
-                        return Ok((Err(KvError::Invalid("increment overflows a 64-bit integer".into())), Vec::new()));
-                    }
-                },
-                Err(e) => return Ok((Err(e), Vec::new())),
-            };
-            let version = self.db.next_kv_version();
-            let value = next.to_string().into_bytes();
-            tx.prepare_cached(UPSERT)?.execute(params![self.label, key, value, version as i64])?;
-            Ok((Ok(next), vec![(key, Committed { value: Some(Cow::Owned(value)), version })]))
-        })?
+        self.write(&[key], |guard| {
+            let current = self.current(guard, key)?;
+            let next = parse_counter(current.value.as_deref())?
+                .checked_add(delta)
+                .ok_or_else(|| KvError::Invalid("increment overflows a 64-bit integer".into()))?;
+            Ok((next, vec![(key, Some(Cow::Owned(next.to_string().into_bytes())))]))
+        })
     }
 
     pub async fn get_many(&self, keys: &[String]) -> KvResult<Vec<(String, Option<Vec<u8>>)>> {
@@ -230,60 +232,63 @@ impl SqliteKv {
         if missed.is_empty() {
             return Ok(out);
         }
-        let rows = self
-            .db
-            .read(|c| {
-                // One read transaction for the batch, not one per key: every transaction start
-                // takes and drops the WAL's shared lock with fcntl calls, which cost more than
-                // the lookups themselves. The keys are also read from one snapshot.
-                let tx = c.unchecked_transaction()?;
-                let rows = missed
-                    .iter()
-                    .map(|(i, _)| select(&tx, &self.label, &keys[*i]))
-                    .collect::<rusqlite::Result<Vec<_>>>()?;
-                tx.commit()?;
-                Ok(rows)
-            })
-            .map_err(backend)?;
+        // The buffer first, then SQLite for what it does not hold (see `writeback.rs`).
+        let buffered_rows = self.db.write_back().get_many(&self.label, missed.iter().map(|(i, _)| keys[*i].as_str()));
+        let mut found: Vec<Option<Cached>> = buffered_rows.into_iter().map(|p| p.map(buffered)).collect();
+        let unbuffered: Vec<usize> = (0..missed.len()).filter(|&m| found[m].is_none()).collect();
+        if !unbuffered.is_empty() {
+            let rows = self
+                .db
+                .read(|c| {
+                    // One read transaction for the batch, not one per key: every transaction
+                    // start takes and drops the WAL's shared lock with fcntl calls, which cost
+                    // more than the lookups themselves. The keys are also read from one snapshot.
+                    let tx = c.unchecked_transaction()?;
+                    let rows = unbuffered
+                        .iter()
+                        .map(|&m| select(&tx, &self.label, &keys[missed[m].0]))
+                        .collect::<rusqlite::Result<Vec<_>>>()?;
+                    tx.commit()?;
+                    Ok(rows)
+                })
+                .map_err(backend)?;
+            for (m, row) in unbuffered.into_iter().zip(rows) {
+                found[m] = Some(read(&row));
+            }
+        }
         self.before_fill();
-        for ((i, ticket), row) in missed.into_iter().zip(rows) {
-            self.cache.fill(&keys[i], ticket, || read(&row));
-            out[i].1 = row.map(|(value, _)| value);
+        for ((i, ticket), found) in missed.into_iter().zip(found) {
+            let found = found.expect("buffered or read");
+            out[i].1 = found.value.as_ref().map(|b| b.to_vec());
+            self.cache.fill(&keys[i], ticket, || found);
         }
         Ok(out)
     }
 
     pub async fn set_many(&self, entries: &[(String, Vec<u8>)]) -> KvResult<()> {
         let keys: Vec<&str> = entries.iter().map(|(k, _)| k.as_str()).collect();
-        self.write(&keys, true, |tx| {
-            let mut stmt = tx.prepare_cached(UPSERT)?;
-            let mut committed = Vec::with_capacity(entries.len());
-            for (k, v) in entries {
-                let version = self.db.next_kv_version();
-                stmt.execute(params![self.label, k, v, version as i64])?;
-                committed.push((k.as_str(), stored(v, version)));
-            }
-            Ok(((), committed))
+        self.write(&keys, |_| {
+            Ok(((), entries.iter().map(|(k, v)| (k.as_str(), Some(Cow::Borrowed(&v[..])))).collect()))
         })
     }
 
     pub async fn delete_many(&self, keys: &[String]) -> KvResult<()> {
         let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-        self.write(&keys, true, |tx| {
-            // Remember the highest version that leaves the table, so that a restart never
-            // hands out a version a deleted key once had (see `SqliteDb::open`).
-            let mut floor = tx.prepare_cached(
-                "INSERT INTO kv_meta (name, value) SELECT 'version_floor', version FROM kv WHERE store = ?1 AND key = ?2
-                 ON CONFLICT (name) DO UPDATE SET value = MAX(value, excluded.value)",
-            )?;
-            let mut stmt = tx.prepare_cached("DELETE FROM kv WHERE store = ?1 AND key = ?2")?;
-            for k in &keys {
-                floor.execute(params![self.label, k])?;
-                stmt.execute(params![self.label, k])?;
-            }
-            Ok(((), keys.iter().map(|k| (*k, Committed::DELETED)).collect()))
-        })
+        // Each deletion gets a version of its own, which raises the version floor when it
+        // reaches SQLite: a restart never hands out a version a deleted key once had.
+        self.write(&keys, |_| Ok(((), keys.iter().map(|k| (*k, None)).collect())))
     }
+}
+
+/// The keys of a listing: SQLite's `stored` and the buffer's `(key, present)` (both ascending),
+/// the buffer's word winning.
+fn merge_listing(stored: Vec<String>, buffered: Vec<(String, bool)>) -> Vec<String> {
+    if buffered.is_empty() {
+        return stored;
+    }
+    let mut merged: std::collections::BTreeMap<String, bool> = stored.into_iter().map(|k| (k, true)).collect();
+    merged.extend(buffered);
+    merged.into_iter().filter_map(|(k, present)| present.then_some(k)).collect()
 }
 
 /// The value and version of `key` in store `label`, if present.
@@ -419,6 +424,7 @@ mod tests {
         }
         let stats = &kv.cache().stats;
         assert!(stats.hits.load(Ordering::Relaxed) > 0, "the cache never answered");
+        db.flush_kv().unwrap();
         for w in 0..WRITERS {
             for k in 0..KEYS_PER_WRITER {
                 let k = key(w, k);
@@ -439,11 +445,13 @@ mod tests {
         let kv = SqliteKv::new(Arc::new(SqliteDb::open(&fresh, SyncMode::Normal).unwrap()), "default");
         // A rated usage record (~1.2 KB) stays in its b-tree page: no overflow page of its own.
         kv.set("u", &[b'x'; 1500]).await.unwrap();
+        kv.db.flush_kv().unwrap();
         assert_eq!(page_size(&fresh), 8192);
         let old = dir.path().join("old.sqlite");
         rusqlite::Connection::open(&old).unwrap().execute_batch("PRAGMA page_size = 4096; VACUUM;").unwrap();
         let kv_old = SqliteKv::new(Arc::new(SqliteDb::open(&old, SyncMode::Normal).unwrap()), "default");
         kv_old.set("u", &[b'x'; 1500]).await.unwrap();
+        kv_old.db.flush_kv().unwrap();
         assert_eq!(page_size(&old), 4096, "a database keeps the page size it was created with");
         let overflow_pages = |path: &std::path::Path| -> i64 {
             rusqlite::Connection::open(path)
@@ -471,5 +479,201 @@ mod tests {
         assert!(recreated > highest, "version {recreated} reused (deleted key had {highest})");
         // A swap against the version read before the delete must fail.
         assert!(!kv.swap("b", highest, b"stale").await.unwrap());
+    }
+
+    /// Runs a future that never waits (the store's methods do their work when polled).
+    fn now<T>(f: impl std::future::Future<Output = T>) -> T {
+        let mut f = std::pin::pin!(f);
+        match f.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())) {
+            std::task::Poll::Ready(t) => t,
+            std::task::Poll::Pending => panic!("the store waited"),
+        }
+    }
+
+    /// Every key of `prefix`, paging `page` keys at a time.
+    fn list_all(kv: &SqliteKv, prefix: &str, page: usize) -> Vec<String> {
+        let mut keys = Vec::new();
+        let mut cursor = None;
+        loop {
+            let p = now(kv.list_keys(prefix, cursor.as_deref(), page)).unwrap();
+            assert!(p.keys.len() <= page);
+            keys.extend(p.keys);
+            match p.cursor {
+                Some(c) => cursor = Some(c),
+                None => return keys,
+            }
+        }
+    }
+
+    type Model = std::collections::BTreeMap<String, Vec<u8>>;
+
+    /// Every read — single, versioned, batch, and listings of several prefixes paged by 1, 3
+    /// and 1,000 — answers what `model` holds.
+    fn check(kv: &SqliteKv, other: &SqliteKv, keys: &[String], model: &Model, when: &str) {
+        for k in keys {
+            assert_eq!(now(kv.get(k)).unwrap().as_ref(), model.get(k), "{when}: get {k}");
+            let v = now(kv.get_versioned(k)).unwrap();
+            assert_eq!(v.value.as_ref(), model.get(k), "{when}: get_versioned {k}");
+            assert_eq!(v.version == 0, v.value.is_none(), "{when}: version of {k}");
+        }
+        for (k, v) in now(kv.get_many(keys)).unwrap() {
+            assert_eq!(v.as_ref(), model.get(&k), "{when}: get_many {k}");
+        }
+        for prefix in ["", "a", "a/", "ab/", "b/", "c"] {
+            let want: Vec<String> = model.keys().filter(|k| k.starts_with(prefix)).cloned().collect();
+            for page in [1, 3, 1000] {
+                assert_eq!(list_all(kv, prefix, page), want, "{when}: list {prefix:?} by {page}");
+            }
+        }
+        // Another label of the same database sees none of it, and keeps its own.
+        assert_eq!(now(other.list_keys("", None, 1000)).unwrap().keys, ["x"], "{when}");
+        assert_eq!(now(other.get("x")).unwrap().as_deref(), Some(&b"other"[..]), "{when}");
+    }
+
+    /// One random write of `k` (kind `r`), applied to the store and to `model`.
+    fn write(kv: &SqliteKv, model: &mut Model, r: u64, k: &str, n: u64) {
+        let value = format!("{k}={n}").into_bytes();
+        let counter = |m: &Model| m.get(k).map(|v| std::str::from_utf8(v).unwrap().parse::<i64>());
+        match r {
+            0 | 1 => {
+                now(kv.set(k, &value)).unwrap();
+                model.insert(k.to_string(), value);
+            }
+            2 => {
+                now(kv.delete(k)).unwrap();
+                model.remove(k);
+            }
+            3 => {
+                let current = now(kv.get_versioned(k)).unwrap();
+                let stale = current.version.saturating_sub(1).max(1);
+                assert!(!now(kv.swap(k, stale, b"stale")).unwrap(), "{k}: swap of an older version");
+                assert!(now(kv.swap(k, current.version, &value)).unwrap(), "{k}: swap of the current version");
+                assert!(!now(kv.swap(k, current.version, b"again")).unwrap(), "{k}: swap of a replaced version");
+                model.insert(k.to_string(), value);
+            }
+            4 => match counter(model) {
+                Some(Err(_)) => assert!(now(kv.increment(k, 1)).is_err(), "{k}: increment of a non-integer"),
+                before => {
+                    let before = before.map_or(0, Result::unwrap);
+                    assert_eq!(now(kv.increment(k, 5)).unwrap(), before + 5);
+                    model.insert(k.to_string(), (before + 5).to_string().into_bytes());
+                }
+            },
+            _ => {
+                // A batch naming one key twice: the later value wins.
+                let entries = [
+                    (k.to_string(), b"first".to_vec()),
+                    ("b/x".to_string(), value.clone()),
+                    (k.to_string(), value.clone()),
+                ];
+                now(kv.set_many(&entries)).unwrap();
+                model.insert("b/x".to_string(), value.clone());
+                model.insert(k.to_string(), value);
+            }
+        }
+    }
+
+    /// Copies the database's files as a crash would leave them (the process gone, the kernel's
+    /// copies of what it wrote kept) into `to`.
+    fn crash_image(from: &std::path::Path, to: &std::path::Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_name().to_string_lossy().starts_with("bss.sqlite") {
+                std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+            }
+        }
+    }
+
+    /// Random writes (set, batch set, delete, swap, increment) against a model, with the buffer
+    /// flushed at chosen points, writes and reads made while a flush holds the buffer aside, and
+    /// crash images opened (the log replayed): every read answers what the model holds.
+    #[test]
+    fn reads_see_every_write_whether_buffered_being_flushed_or_in_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data").join("bss.sqlite");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let db = Arc::new(SqliteDb::open_with(&path, SyncMode::Normal, None).unwrap());
+        let kv = SqliteKv::with_cache_bytes(db.clone(), "s", 4096);
+        let other = SqliteKv::new(db.clone(), "other");
+        now(other.set("x", b"other")).unwrap();
+        let mut model = Model::new();
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |n: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % n
+        };
+        let mut keys: Vec<String> = (0..30).map(|i| format!("{}/{i:02}", ["a", "ab", "b"][i % 3])).collect();
+        keys.push("b/x".to_string());
+        for round in 0..12u64 {
+            for n in 0..40 {
+                let k = keys[next(keys.len() as u64) as usize].clone();
+                write(&kv, &mut model, next(7), &k, round * 100 + n);
+            }
+            check(&kv, &other, &keys, &model, &format!("round {round}, buffered"));
+            if round % 3 == 2 {
+                // What a crash now leaves: SQLite as of the last flush, and the log.
+                let image = dir.path().join(format!("crash{round}"));
+                crash_image(path.parent().unwrap(), &image);
+                let db2 = Arc::new(SqliteDb::open_with(&image.join("bss.sqlite"), SyncMode::Normal, None).unwrap());
+                let (kv2, other2) = (SqliteKv::new(db2.clone(), "s"), SqliteKv::new(db2.clone(), "other"));
+                check(&kv2, &other2, &keys, &model, &format!("round {round}, crash image"));
+                // Replayed into SQLite: no log is left, and new versions are above the old.
+                assert!(
+                    crate::kv::writeback::log_files(&image.join("bss.sqlite"))
+                        .unwrap()
+                        .iter()
+                        .all(|(_, p)| { std::fs::metadata(p).unwrap().len() == 0 })
+                );
+                let highest = keys.iter().map(|k| now(kv.get_versioned(k)).unwrap().version).max().unwrap();
+                now(kv2.set("a/new", b"1")).unwrap();
+                assert!(now(kv2.get_versioned("a/new")).unwrap().version > highest);
+            }
+            // Writes and reads while the flush holds the buffer's entries aside.
+            let mut during = model.clone();
+            let flushed = db
+                .flush_kv_after(|| {
+                    check(&kv, &other, &keys, &model, &format!("round {round}, being flushed"));
+                    for n in 0..10 {
+                        let k = &keys[(round as usize * 7 + n) % keys.len()];
+                        write(&kv, &mut during, n as u64 % 7, k, 10_000 + n as u64);
+                    }
+                    check(&kv, &other, &keys, &during, &format!("round {round}, written while flushing"));
+                })
+                .unwrap();
+            assert!(flushed > 0);
+            model = during;
+            check(&kv, &other, &keys, &model, &format!("round {round}, flushed"));
+        }
+        // Dropping the database flushes: opened again, it has everything, with no log to replay.
+        drop((kv, other, db));
+        let db = Arc::new(SqliteDb::open_with(&path, SyncMode::Normal, None).unwrap());
+        check(&SqliteKv::new(db.clone(), "s"), &SqliteKv::new(db.clone(), "other"), &keys, &model, "reopened");
+        let rows: i64 =
+            db.read(|c| c.query_row("SELECT COUNT(*) FROM kv WHERE store = 's'", [], |r| r.get(0))).unwrap();
+        assert_eq!(rows as usize, model.len(), "everything reached SQLite");
+    }
+
+    /// A crash in the middle of a log write leaves a torn last frame: the frames before it are
+    /// replayed, the torn one is not.
+    #[test]
+    fn a_torn_last_frame_is_ignored_and_the_frames_before_it_replayed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bss.sqlite");
+        let db = Arc::new(SqliteDb::open_with(&path, SyncMode::Normal, None).unwrap());
+        let kv = SqliteKv::new(db.clone(), "s");
+        now(kv.set("kept", b"1")).unwrap();
+        now(kv.set_many(&[("torn".to_string(), vec![7; 5000])])).unwrap();
+        let image = dir.path().join("crash");
+        crash_image(dir.path(), &image);
+        let (_, log) = crate::kv::writeback::log_files(&image.join("bss.sqlite")).unwrap().pop().unwrap();
+        let len = std::fs::metadata(&log).unwrap().len();
+        std::fs::OpenOptions::new().write(true).open(&log).unwrap().set_len(len - 100).unwrap();
+        let db2 = Arc::new(SqliteDb::open_with(&image.join("bss.sqlite"), SyncMode::Normal, None).unwrap());
+        let kv2 = SqliteKv::new(db2, "s");
+        assert_eq!(now(kv2.get("kept")).unwrap().as_deref(), Some(&b"1"[..]));
+        assert_eq!(now(kv2.get("torn")).unwrap(), None);
     }
 }
