@@ -39,6 +39,8 @@ pub struct HostConfig {
     pub handler_timeout: Duration,
     pub engine: EngineOptions,
     pub sqlite_sync: SyncMode,
+    /// How often embedded key-value writes are flushed from their log into SQLite.
+    pub kv_flush: Duration,
     /// Budget of each embedded key-value store's read cache.
     pub kv_cache_bytes: usize,
     pub shutdown_grace: Duration,
@@ -133,7 +135,7 @@ async fn open_stores(
     manifest: &Manifest,
     config: &RuntimeConfig,
     embedded: &Arc<SqliteDb>,
-    sync: SyncMode,
+    open_db: &impl Fn(&Path) -> anyhow::Result<SqliteDb>,
     cache_bytes: usize,
 ) -> anyhow::Result<HashMap<String, KvStore>> {
     let mut labels: Vec<String> = manifest.components.values().flat_map(|c| c.key_value_stores.clone()).collect();
@@ -159,7 +161,7 @@ async fn open_stores(
                 KvStore::Sqlite(Arc::new(SqliteKv::with_cache_bytes(embedded.clone(), &label, cache_bytes)))
             }
             Backend::Sqlite { path: Some(p) } => {
-                let db = Arc::new(SqliteDb::open(&p, sync)?);
+                let db = Arc::new(open_db(&p)?);
                 KvStore::Sqlite(Arc::new(SqliteKv::with_cache_bytes(db, &label, cache_bytes)))
             }
             Backend::Redis { url } => KvStore::Redis(Arc::new(RedisKv::connect(&url, &label).await?)),
@@ -209,13 +211,12 @@ pub async fn start(cfg: HostConfig) -> anyhow::Result<RunningHost> {
         None => RuntimeConfig::default(),
     };
     let lock = lock_data_dir(&cfg.data_dir)?;
-    let embedded = Arc::new(SqliteDb::open(&cfg.data_dir.join("bss.sqlite"), cfg.sqlite_sync)?);
-    let kv = open_stores(&manifest, &runtime_config, &embedded, cfg.sqlite_sync, cfg.kv_cache_bytes).await?;
+    let open_db = |path: &Path| SqliteDb::open_with(path, cfg.sqlite_sync, Some(cfg.kv_flush));
+    let embedded = Arc::new(open_db(&cfg.data_dir.join("bss.sqlite"))?);
+    let kv = open_stores(&manifest, &runtime_config, &embedded, &open_db, cfg.kv_cache_bytes).await?;
     let queue = match &runtime_config.queue {
         None | Some(Backend::Sqlite { path: None }) => Queue::Sqlite(Arc::new(SqliteQueue::new(embedded.clone()))),
-        Some(Backend::Sqlite { path: Some(p) }) => {
-            Queue::Sqlite(Arc::new(SqliteQueue::new(Arc::new(SqliteDb::open(p, cfg.sqlite_sync)?))))
-        }
+        Some(Backend::Sqlite { path: Some(p) }) => Queue::Sqlite(Arc::new(SqliteQueue::new(Arc::new(open_db(p)?)))),
         Some(Backend::Redis { url }) => Queue::Redis(Arc::new(RedisQueue::connect(url).await?)),
     };
     tracing::info!(backend = ?queue, "queue ready");

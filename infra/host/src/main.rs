@@ -93,6 +93,11 @@ struct UpArgs {
     /// fsync every commit of the embedded database (normal: survive a process crash).
     #[arg(long, value_enum, default_value_t = SyncMode::Normal)]
     sqlite_sync: SyncMode,
+    /// How often embedded key-value writes move from their log into SQLite, in milliseconds
+    /// (each flush writes a page once however many writes changed it since the last).
+    #[arg(long, default_value_t = bss_host::kv::writeback::FLUSH_INTERVAL_MS, env = "BSS_KV_FLUSH_MS",
+          value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    kv_flush_ms: u64,
     /// Read cache of each embedded key-value store, in MiB (0: none); not used with Redis.
     #[arg(long, default_value_t = 256, env = "BSS_KV_CACHE_MIB")]
     kv_cache_mib: usize,
@@ -148,6 +153,7 @@ async fn up(a: UpArgs) -> anyhow::Result<()> {
             ..EngineOptions::default()
         },
         sqlite_sync: a.sqlite_sync,
+        kv_flush: Duration::from_millis(a.kv_flush_ms),
         kv_cache_bytes: a.kv_cache_mib << 20,
         shutdown_grace: Duration::from_millis(a.shutdown_grace_ms),
     };
