@@ -133,7 +133,7 @@ impl SqliteKv {
         keys: &[&'k str],
         decide: impl FnOnce(&WriteGuard<'_>) -> KvResult<(R, Vec<(&'k str, Option<Cow<'k, [u8]>>)>)>,
     ) -> KvResult<R> {
-        let mut guard = self.db.write_back().lock();
+        let mut guard = self.db.write_back().lock().map_err(|e| KvError::Backend(e.to_string()))?;
         // Marked before deciding: a read that misses meanwhile must not cache what it reads.
         let cache_write = self.cache.begin_write(keys.iter().copied());
         let (r, writes) = decide(&guard)?;
@@ -675,5 +675,23 @@ mod tests {
         let kv2 = SqliteKv::new(db2, "s");
         assert_eq!(now(kv2.get("kept")).unwrap().as_deref(), Some(&b"1"[..]));
         assert_eq!(now(kv2.get("torn")).unwrap(), None);
+    }
+
+    /// A buffer that stays full (nothing flushes it) refuses writes after its wait, naming the
+    /// cause, and changes nothing; a flush makes room again.
+    #[test]
+    fn a_full_buffer_refuses_writes_until_a_flush_makes_room() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(SqliteDb::open_with(&dir.path().join("bss.sqlite"), SyncMode::Normal, None).unwrap());
+        db.write_back().set_limits(4096, 50);
+        let kv = SqliteKv::new(db.clone(), "s");
+        now(kv.set("big", &[1; 5000])).unwrap();
+        let err = now(kv.set("next", b"1")).unwrap_err();
+        assert!(err.to_string().contains("write buffer stayed full"), "{err}");
+        assert!(now(kv.swap("next", 0, b"1")).is_err());
+        assert_eq!(now(kv.get("next")).unwrap(), None, "a refused write changed nothing");
+        db.flush_kv().unwrap();
+        now(kv.set("next", b"1")).unwrap();
+        assert_eq!(now(kv.get("big")).unwrap().map(|v| v.len()), Some(5000));
     }
 }

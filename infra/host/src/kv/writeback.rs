@@ -38,6 +38,7 @@ use std::fs::File;
 use std::io::{Read as _, Write as _};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -49,6 +50,8 @@ pub const FLUSH_INTERVAL_MS: u64 = 200;
 /// write that finds it fuller waits for a flush, so a flusher slower than the writers holds
 /// them back instead of growing without bound.
 pub const BUFFER_BYTES_MAX: usize = 256 << 20;
+/// How long a write waits for room in a full buffer before it fails.
+pub const FULL_WAIT_MAX_MS: u64 = 10_000;
 /// Bytes an entry costs besides its key and value.
 const ENTRY_OVERHEAD_BYTES: usize = 64;
 /// Longest store label a frame can carry.
@@ -97,6 +100,9 @@ pub struct WriteBack {
     sync: SyncMode,
     /// Held locked while open: see [`lock_logs`].
     _lock: File,
+    /// [`BUFFER_BYTES_MAX`] and [`FULL_WAIT_MAX_MS`] (tests lower them).
+    bytes_max: AtomicUsize,
+    full_wait_ms: AtomicU64,
 }
 
 impl std::fmt::Debug for WriteBack {
@@ -104,6 +110,13 @@ impl std::fmt::Debug for WriteBack {
         f.debug_struct("WriteBack").field("db_path", &self.db_path).finish_non_exhaustive()
     }
 }
+
+/// A write found the buffer full for [`FULL_WAIT_MAX_MS`]: nothing was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the key-value write buffer stayed full for {FULL_WAIT_MAX_MS} ms (SQLite is not keeping up, or failing: see the log); nothing was written"
+)]
+pub struct BufferFull;
 
 /// One write to apply: key, value (`None`: delete) and version.
 pub type Op<'a> = (&'a str, Option<&'a [u8]>, u64);
@@ -176,7 +189,15 @@ impl WriteBack {
             db_path: db_path.to_path_buf(),
             sync,
             _lock: lock,
+            bytes_max: AtomicUsize::new(BUFFER_BYTES_MAX),
+            full_wait_ms: AtomicU64::new(FULL_WAIT_MAX_MS),
         })
+    }
+
+    #[cfg(test)]
+    pub(crate) fn set_limits(&self, bytes_max: usize, full_wait_ms: u64) {
+        self.bytes_max.store(bytes_max, Ordering::Relaxed);
+        self.full_wait_ms.store(full_wait_ms, Ordering::Relaxed);
     }
 
     fn lock_state(&self) -> MutexGuard<'_, State> {
@@ -248,22 +269,21 @@ impl WriteBack {
         out
     }
 
-    /// Take the lock that orders writes, first waiting (bounded) while the buffer is full.
-    pub fn lock(&self) -> WriteGuard<'_> {
-        let mut state = self.lock_state();
-        // Bounded: if the flusher is stuck (a disk error), writers carry on past the limit
-        // rather than hang; the error is logged by the flusher.
-        for _ in 0..100 {
-            if state.active_bytes + state.flushing_bytes <= BUFFER_BYTES_MAX {
-                break;
-            }
-            state = self
-                .flushed
-                .wait_timeout(state, Duration::from_millis(FLUSH_INTERVAL_MS))
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+    /// Take the lock that orders writes, first waiting while the buffer is full — at most
+    /// [`FULL_WAIT_MAX_MS`], then failing with [`BufferFull`]: a flusher that cannot keep up or
+    /// cannot write (a full disk) holds writers back, and never lets the buffer grow unbounded.
+    pub fn lock(&self) -> Result<WriteGuard<'_>, BufferFull> {
+        let state = self.lock_state();
+        let (state, waited) = self
+            .flushed
+            .wait_timeout_while(state, Duration::from_millis(self.full_wait_ms.load(Ordering::Relaxed)), |s| {
+                s.active_bytes + s.flushing_bytes > self.bytes_max.load(Ordering::Relaxed)
+            })
+            .unwrap_or_else(|p| p.into_inner());
+        if waited.timed_out() {
+            return Err(BufferFull);
         }
-        WriteGuard { wb: self, state }
+        Ok(WriteGuard { wb: self, state })
     }
 
     /// Copy what the buffer holds into SQLite with `commit` (one transaction, the entries of
