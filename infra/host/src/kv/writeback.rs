@@ -54,6 +54,9 @@ pub const BUFFER_BYTES_MAX: usize = 256 << 20;
 pub const FULL_WAIT_MAX_MS: u64 = 10_000;
 /// Bytes an entry costs besides its key and value.
 const ENTRY_OVERHEAD_BYTES: usize = 64;
+/// Capacity of the frame buffer kept for the next write (a larger one, made for a large batch,
+/// is given back).
+const FRAME_KEEP_BYTES: usize = 4 << 20;
 /// Longest store label a frame can carry.
 const LABEL_LEN_MAX: usize = u16::MAX as usize;
 
@@ -142,6 +145,9 @@ impl WriteGuard<'_> {
     /// it reached the file at all, is never replayed before something after it (see `log_torn`).
     pub fn apply(&mut self, label: &str, ops: &[Op<'_>]) -> std::io::Result<()> {
         let s = &mut *self.state;
+        if ops.is_empty() {
+            return Ok(());
+        }
         if s.log_torn {
             return Err(std::io::Error::other("the key-value log could not be written; retry after the next flush"));
         }
@@ -150,6 +156,9 @@ impl WriteGuard<'_> {
             SyncMode::Full => s.log.sync_data(),
             SyncMode::Normal => Ok(()),
         });
+        if s.frame.capacity() > FRAME_KEEP_BYTES {
+            s.frame = Vec::new();
+        }
         if let Err(e) = written {
             s.log_torn = true;
             return Err(e);
