@@ -281,14 +281,25 @@ impl SqliteKv {
 }
 
 /// The keys of a listing: SQLite's `stored` and the buffer's `(key, present)` (both ascending),
-/// the buffer's word winning.
+/// the buffer's word winning. One pass over both: listings page up to 1,001 keys of each.
 fn merge_listing(stored: Vec<String>, buffered: Vec<(String, bool)>) -> Vec<String> {
     if buffered.is_empty() {
         return stored;
     }
-    let mut merged: std::collections::BTreeMap<String, bool> = stored.into_iter().map(|k| (k, true)).collect();
-    merged.extend(buffered);
-    merged.into_iter().filter_map(|(k, present)| present.then_some(k)).collect()
+    let mut out = Vec::with_capacity(stored.len() + buffered.len());
+    let mut stored = stored.into_iter().peekable();
+    for (key, present) in buffered {
+        while let Some(s) = stored.next_if(|s| *s < key) {
+            out.push(s);
+        }
+        // The same key in SQLite is older than the buffer's word on it.
+        stored.next_if(|s| *s == key);
+        if present {
+            out.push(key);
+        }
+    }
+    out.extend(stored);
+    out
 }
 
 /// The value and version of `key` in store `label`, if present.
