@@ -136,7 +136,15 @@ impl SqliteKv {
         let mut guard = self.db.write_back().lock().map_err(|e| KvError::Backend(e.to_string()))?;
         // Marked before deciding: a read that misses meanwhile must not cache what it reads.
         let cache_write = self.cache.begin_write(keys.iter().copied());
-        let (r, writes) = decide(&guard)?;
+        let (r, writes) = match decide(&guard) {
+            Ok(decided) => decided,
+            Err(e) => {
+                // Decided to write nothing (an increment of a non-integer, a failed read): the
+                // cache is still exact.
+                cache_write.end(std::iter::empty());
+                return Err(e);
+            }
+        };
         let ops: Vec<Op<'_>> = writes.iter().map(|(k, v)| (*k, v.as_deref(), self.db.next_kv_version())).collect();
         guard.apply(&self.label, &ops).map_err(|e| KvError::Backend(format!("key-value log: {e}")))?;
         cache_write.end(ops.iter().map(|&(k, v, version)| (k, stored(v, version))));
