@@ -131,11 +131,36 @@ fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
     Ok(f)
 }
 
-async fn open_stores(
+/// The host's SQLite databases, each file opened once and shared by every store label and the
+/// queue that name it: a database's key-value writes go through one write-back buffer, whose log
+/// a second open of the same file would replay underneath it (so [`SqliteDb::open`] refuses one).
+struct Databases<F: Fn(&Path) -> anyhow::Result<SqliteDb>> {
+    open: F,
+    by_path: HashMap<PathBuf, Arc<SqliteDb>>,
+}
+
+impl<F: Fn(&Path) -> anyhow::Result<SqliteDb>> Databases<F> {
+    fn new(open: F) -> Self {
+        Databases { open, by_path: HashMap::new() }
+    }
+
+    /// The database at `path`, opened on first use.
+    fn get(&mut self, path: &Path) -> anyhow::Result<Arc<SqliteDb>> {
+        let key = std::path::absolute(path).with_context(|| format!("resolving {}", path.display()))?;
+        if let Some(db) = self.by_path.get(&key) {
+            return Ok(db.clone());
+        }
+        let db = Arc::new((self.open)(path)?);
+        self.by_path.insert(key, db.clone());
+        Ok(db)
+    }
+}
+
+async fn open_stores<F: Fn(&Path) -> anyhow::Result<SqliteDb>>(
     manifest: &Manifest,
     config: &RuntimeConfig,
     embedded: &Arc<SqliteDb>,
-    open_db: &impl Fn(&Path) -> anyhow::Result<SqliteDb>,
+    dbs: &mut Databases<F>,
     cache_bytes: usize,
 ) -> anyhow::Result<HashMap<String, KvStore>> {
     let mut labels: Vec<String> = manifest.components.values().flat_map(|c| c.key_value_stores.clone()).collect();
@@ -161,8 +186,7 @@ async fn open_stores(
                 KvStore::Sqlite(Arc::new(SqliteKv::with_cache_bytes(embedded.clone(), &label, cache_bytes)))
             }
             Backend::Sqlite { path: Some(p) } => {
-                let db = Arc::new(open_db(&p)?);
-                KvStore::Sqlite(Arc::new(SqliteKv::with_cache_bytes(db, &label, cache_bytes)))
+                KvStore::Sqlite(Arc::new(SqliteKv::with_cache_bytes(dbs.get(&p)?, &label, cache_bytes)))
             }
             Backend::Redis { url } => KvStore::Redis(Arc::new(RedisKv::connect(&url, &label).await?)),
         };
@@ -211,12 +235,12 @@ pub async fn start(cfg: HostConfig) -> anyhow::Result<RunningHost> {
         None => RuntimeConfig::default(),
     };
     let lock = lock_data_dir(&cfg.data_dir)?;
-    let open_db = |path: &Path| SqliteDb::open_with(path, cfg.sqlite_sync, Some(cfg.kv_flush));
-    let embedded = Arc::new(open_db(&cfg.data_dir.join("bss.sqlite"))?);
-    let kv = open_stores(&manifest, &runtime_config, &embedded, &open_db, cfg.kv_cache_bytes).await?;
+    let mut dbs = Databases::new(|path: &Path| SqliteDb::open_with(path, cfg.sqlite_sync, Some(cfg.kv_flush)));
+    let embedded = dbs.get(&cfg.data_dir.join("bss.sqlite"))?;
+    let kv = open_stores(&manifest, &runtime_config, &embedded, &mut dbs, cfg.kv_cache_bytes).await?;
     let queue = match &runtime_config.queue {
         None | Some(Backend::Sqlite { path: None }) => Queue::Sqlite(Arc::new(SqliteQueue::new(embedded.clone()))),
-        Some(Backend::Sqlite { path: Some(p) }) => Queue::Sqlite(Arc::new(SqliteQueue::new(Arc::new(open_db(p)?)))),
+        Some(Backend::Sqlite { path: Some(p) }) => Queue::Sqlite(Arc::new(SqliteQueue::new(dbs.get(p)?))),
         Some(Backend::Redis { url }) => Queue::Redis(Arc::new(RedisQueue::connect(url).await?)),
     };
     tracing::info!(backend = ?queue, "queue ready");
@@ -398,5 +422,19 @@ mod tests {
         assert_eq!(cargo_target("cargo build --release"), None);
         assert_eq!(cargo_target("tinygo build --target wasip2 -o app.wasm"), None);
         assert_eq!(cargo_target("cargo build --target"), None);
+    }
+
+    /// Two store labels (or a label and the queue) naming one SQLite file share one open
+    /// database: a second open of the file would be refused.
+    #[test]
+    fn stores_naming_one_database_file_share_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut dbs = Databases::new(|p: &Path| SqliteDb::open_with(p, SyncMode::Normal, None));
+        let path = dir.path().join("other.sqlite");
+        let a = dbs.get(&path).unwrap();
+        let b = dbs.get(&dir.path().join(".").join("other.sqlite")).unwrap();
+        assert!(Arc::ptr_eq(&a, &b));
+        let c = dbs.get(&dir.path().join("third.sqlite")).unwrap();
+        assert!(!Arc::ptr_eq(&a, &c));
     }
 }
