@@ -284,6 +284,15 @@ fn metrics_count_requests_on_the_admin_port() {
         .parse()
         .unwrap();
     assert!(hits >= 2, "{hits} cache hits");
+    // What the store's write-back buffer holds: a number, at most its 256 MiB limit.
+    let buffered: u64 = m
+        .body
+        .lines()
+        .find_map(|l| l.strip_prefix("bss_kv_write_buffer_bytes{store=\"default\"} "))
+        .unwrap_or_else(|| panic!("{}", m.body))
+        .parse()
+        .unwrap();
+    assert!(buffered <= 256 << 20, "{buffered}");
     // The request log has one line per request with component, status and latency, written out
     // within the log's flush interval.
     eventually(Duration::from_secs(2), "the request's log line", || {

@@ -1,5 +1,6 @@
 //! Prometheus metrics, served as text on the admin port at `/metrics`.
 
+use crate::db::SqliteDb;
 use crate::kv::KvStore;
 use crate::kv::cache::KvCache;
 use prometheus_client::collector::Collector;
@@ -7,7 +8,7 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetri
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::collections::HashMap;
@@ -43,6 +44,11 @@ struct CacheLabels {
     outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StoreLabels {
+    store: String,
+}
+
 /// Latency buckets in seconds: 50 µs to 10 s.
 fn latency_histogram() -> Histogram {
     Histogram::new([
@@ -74,9 +80,10 @@ impl std::fmt::Debug for Metrics {
 }
 
 /// The embedded stores' read-cache lookups (`kv_cache_lookups`), read from the caches' own
-/// counters at each scrape.
+/// counters at each scrape, and the bytes their databases' write-back buffers hold
+/// (`kv_write_buffer_bytes`: near zero between flushes; writes fail past 256 MiB).
 #[derive(Debug)]
-struct KvCacheCollector(Vec<(String, Arc<KvCache>)>);
+struct KvCacheCollector(Vec<(String, Arc<KvCache>, Arc<SqliteDb>)>);
 
 impl Collector for KvCacheCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
@@ -86,11 +93,21 @@ impl Collector for KvCacheCollector {
             None,
             MetricType::Counter,
         )?;
-        for (store, cache) in &self.0 {
+        for (store, cache, _) in &self.0 {
             for (outcome, total) in [("hit", &cache.stats.hits), ("miss", &cache.stats.misses)] {
                 let labels = CacheLabels { store: store.clone(), outcome };
                 ConstCounter::new(total.load(Ordering::Relaxed)).encode(family.encode_family(&labels)?)?;
             }
+        }
+        let mut family = encoder.encode_descriptor(
+            "kv_write_buffer_bytes",
+            "Bytes of key-value writes logged but not yet in SQLite, by store (stores on one database report the same buffer)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (store, _, db) in &self.0 {
+            let bytes = db.write_back().bytes() as i64;
+            ConstGauge::new(bytes).encode(family.encode_family(&StoreLabels { store: store.clone() })?)?;
         }
         Ok(())
     }
@@ -139,7 +156,7 @@ impl Metrics {
         let caches = kv
             .iter()
             .filter_map(|(label, store)| match store {
-                KvStore::Sqlite(s) => Some((label.clone(), s.cache())),
+                KvStore::Sqlite(s) => Some((label.clone(), s.cache(), s.db())),
                 KvStore::Redis(_) => None,
             })
             .collect();

@@ -88,6 +88,11 @@ impl SqliteKv {
         ));
     }
 
+    /// The database the store is on.
+    pub fn db(&self) -> Arc<SqliteDb> {
+        self.db.clone()
+    }
+
     /// The store's read cache (shared with every store value of its label and database).
     pub fn cache(&self) -> Arc<KvCache> {
         self.cache.clone()

@@ -97,6 +97,9 @@ struct State {
 /// The buffer of one database (every store label of it).
 pub struct WriteBack {
     state: Mutex<State>,
+    /// Held through a whole flush: two at once (the flusher's and a caller's) could clear the
+    /// entries the other just set aside before they reach SQLite.
+    flushing_lock: Mutex<()>,
     /// Signalled when a flush ends (writers waiting for room).
     flushed: Condvar,
     db_path: PathBuf,
@@ -194,6 +197,7 @@ impl WriteBack {
                 log_torn: false,
                 frame: Vec::new(),
             }),
+            flushing_lock: Mutex::new(()),
             flushed: Condvar::new(),
             db_path: db_path.to_path_buf(),
             sync,
@@ -299,6 +303,7 @@ impl WriteBack {
     /// each label in key order), then forget it and delete the log files it came from. Returns
     /// how many entries it copied.
     pub fn flush(&self, commit: impl FnOnce(&Entries) -> anyhow::Result<()>) -> anyhow::Result<usize> {
+        let _one_at_a_time = self.flushing_lock.lock().unwrap_or_else(|p| p.into_inner());
         let (entries, generation) = {
             let mut s = self.lock_state();
             if s.flushing.is_none() {
