@@ -22,6 +22,9 @@
 //! anything else runs, and stops at a torn last frame (one whose write never returned). After
 //! each flush the WAL is fsynced before the logs it covered are deleted, so flushed writes also
 //! survive power loss; with [`SyncMode::Full`] every frame is fsynced before the write returns.
+//! One difference: on power loss, writes not yet flushed and the queue's last commits (written
+//! to SQLite directly) may be lost independently of each other, being in two files; `Full`
+//! keeps their order.
 //!
 //! Log files: `<database file>-kvlog.<generation>` beside the database. A flush starts a new
 //! generation and deletes the older files once its transaction committed.
