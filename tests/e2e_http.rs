@@ -276,22 +276,11 @@ fn metrics_count_requests_on_the_admin_port() {
     assert!(m.body.contains("bss_queue_pending"));
     // Each round-trip reads back the value it just wrote: the first read goes to the store and
     // caches the key (writes only refresh cached keys), the next two are answered by the cache.
-    let hits: u64 = m
-        .body
-        .lines()
-        .find_map(|l| l.strip_prefix("bss_kv_cache_lookups_total{store=\"default\",outcome=\"hit\"} "))
-        .unwrap_or_else(|| panic!("{}", m.body))
-        .parse()
-        .unwrap();
+    let series = |name: &str| metric_value(&m.body, name).unwrap_or_else(|| panic!("no {name} in {}", m.body));
+    let hits = series("bss_kv_cache_lookups_total{store=\"default\",outcome=\"hit\"}");
     assert!(hits >= 2, "{hits} cache hits");
     // What the store's write-back buffer holds: a number, at most its 256 MiB limit.
-    let buffered: u64 = m
-        .body
-        .lines()
-        .find_map(|l| l.strip_prefix("bss_kv_write_buffer_bytes{store=\"default\"} "))
-        .unwrap_or_else(|| panic!("{}", m.body))
-        .parse()
-        .unwrap();
+    let buffered = series("bss_kv_write_buffer_bytes{store=\"default\"}");
     assert!(buffered <= 256 << 20, "{buffered}");
     // The request log has one line per request with component, status and latency, written out
     // within the log's flush interval.

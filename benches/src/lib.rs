@@ -158,15 +158,9 @@ pub fn io_bytes(pid: &str) -> Option<(u64, u64)> {
     Some((field("rchar:")?, field("wchar:")?))
 }
 
-/// The value of a future that never waits: bss-host's SQLite KV calls are synchronous, so the
-/// benchmark tools call them without an executor.
-pub fn ready<F: std::future::Future>(f: F) -> F::Output {
-    let mut f = std::pin::pin!(f);
-    match f.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())) {
-        std::task::Poll::Ready(v) => v,
-        std::task::Poll::Pending => panic!("a KV call of bss-host waited"),
-    }
-}
+/// bss-host's SQLite KV calls are synchronous, so the benchmark tools call them without an
+/// executor.
+pub use bss_host::kv::ready;
 
 #[cfg(test)]
 mod tests {

@@ -483,15 +483,19 @@ pub fn assert_error(a: &Answer, status: u16, needles: &[&str]) {
     }
 }
 
+/// The value of one series (`name{labels}`, as the host writes it) in a `/metrics` text, if
+/// the text has it.
+pub fn metric_value(text: &str, series: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .map(|n| n.parse().unwrap_or_else(|e| panic!("{series}: {n:?} is not a count: {e}")))
+}
+
 /// Messages a component published so far (`bss_queue_published_total{component=...}` on the
 /// host's admin port).
 pub fn published_by(host: &Host, component: &str) -> u64 {
     let text = get(&host.admin("/metrics")).body;
-    let label = format!("component=\"{component}\"");
-    text.lines()
-        .find(|l| l.starts_with("bss_queue_published_total") && l.contains(&label))
-        .and_then(|l| l.rsplit(' ').next())
-        .map_or(0, |n| n.parse().expect("a counter value"))
+    metric_value(&text, &format!("bss_queue_published_total{{component=\"{component}\"}}")).unwrap_or(0)
 }
 
 /// A host of its own (fresh data folder) and one tenant's [`Client`] of it; derefs to the client.

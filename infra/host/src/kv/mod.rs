@@ -168,6 +168,17 @@ impl KvStore {
     }
 }
 
+/// The value of a future that never waits: the embedded store's calls do their work when first
+/// polled, so tools and tests call them without an executor. Panics if the future waits (a
+/// Redis store's would).
+pub fn ready<F: std::future::Future>(f: F) -> F::Output {
+    let mut f = std::pin::pin!(f);
+    match f.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())) {
+        std::task::Poll::Ready(v) => v,
+        std::task::Poll::Pending => panic!("a KV call of bss-host waited"),
+    }
+}
+
 /// Parse a stored counter for `increment`. Absent counts as zero.
 pub(crate) fn parse_counter(value: Option<&[u8]>) -> KvResult<i64> {
     match value {

@@ -109,7 +109,7 @@ impl SqliteKv {
         let ticket = self.cache.ticket(key);
         let found = match self.db.write_back().get(&self.label, key) {
             Some(p) => buffered(p),
-            None => read(&self.db.read(|c| select(c, &self.label, key)).map_err(backend)?),
+            None => self.in_sqlite(key)?,
         };
         self.before_fill();
         self.cache.fill(key, ticket, || found.clone());
@@ -125,6 +125,11 @@ impl SqliteKv {
         if let Some(hit) = self.cache.get(key) {
             return Ok(hit);
         }
+        self.in_sqlite(key)
+    }
+
+    /// What SQLite holds of `key` (for a key the buffer does not hold).
+    fn in_sqlite(&self, key: &str) -> KvResult<Cached> {
         Ok(read(&self.db.read(|c| select(c, &self.label, key)).map_err(backend)?))
     }
 
@@ -324,6 +329,7 @@ fn select(c: &Connection, label: &str, key: &str) -> rusqlite::Result<Option<(Ve
 mod tests {
     use super::*;
     use crate::db::SyncMode;
+    use crate::kv::ready;
     use std::sync::atomic::Ordering;
 
     /// A read that misses, reads the database, and stores what it read only after a write of
@@ -505,21 +511,12 @@ mod tests {
         assert!(!kv.swap("b", highest, b"stale").await.unwrap());
     }
 
-    /// Runs a future that never waits (the store's methods do their work when polled).
-    fn now<T>(f: impl std::future::Future<Output = T>) -> T {
-        let mut f = std::pin::pin!(f);
-        match f.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())) {
-            std::task::Poll::Ready(t) => t,
-            std::task::Poll::Pending => panic!("the store waited"),
-        }
-    }
-
     /// Every key of `prefix`, paging `page` keys at a time.
     fn list_all(kv: &SqliteKv, prefix: &str, page: usize) -> Vec<String> {
         let mut keys = Vec::new();
         let mut cursor = None;
         loop {
-            let p = now(kv.list_keys(prefix, cursor.as_deref(), page)).unwrap();
+            let p = ready(kv.list_keys(prefix, cursor.as_deref(), page)).unwrap();
             assert!(p.keys.len() <= page);
             keys.extend(p.keys);
             match p.cursor {
@@ -535,12 +532,12 @@ mod tests {
     /// and 1,000 — answers what `model` holds.
     fn check(kv: &SqliteKv, other: &SqliteKv, keys: &[String], model: &Model, when: &str) {
         for k in keys {
-            assert_eq!(now(kv.get(k)).unwrap().as_ref(), model.get(k), "{when}: get {k}");
-            let v = now(kv.get_versioned(k)).unwrap();
+            assert_eq!(ready(kv.get(k)).unwrap().as_ref(), model.get(k), "{when}: get {k}");
+            let v = ready(kv.get_versioned(k)).unwrap();
             assert_eq!(v.value.as_ref(), model.get(k), "{when}: get_versioned {k}");
             assert_eq!(v.version == 0, v.value.is_none(), "{when}: version of {k}");
         }
-        for (k, v) in now(kv.get_many(keys)).unwrap() {
+        for (k, v) in ready(kv.get_many(keys)).unwrap() {
             assert_eq!(v.as_ref(), model.get(&k), "{when}: get_many {k}");
         }
         for prefix in ["", "a", "a/", "ab/", "b/", "c"] {
@@ -550,8 +547,8 @@ mod tests {
             }
         }
         // Another label of the same database sees none of it, and keeps its own.
-        assert_eq!(now(other.list_keys("", None, 1000)).unwrap().keys, ["x"], "{when}");
-        assert_eq!(now(other.get("x")).unwrap().as_deref(), Some(&b"other"[..]), "{when}");
+        assert_eq!(ready(other.list_keys("", None, 1000)).unwrap().keys, ["x"], "{when}");
+        assert_eq!(ready(other.get("x")).unwrap().as_deref(), Some(&b"other"[..]), "{when}");
     }
 
     /// One random write of `k` (kind `r`), applied to the store and to `model`.
@@ -560,26 +557,26 @@ mod tests {
         let counter = |m: &Model| m.get(k).map(|v| std::str::from_utf8(v).unwrap().parse::<i64>());
         match r {
             0 | 1 => {
-                now(kv.set(k, &value)).unwrap();
+                ready(kv.set(k, &value)).unwrap();
                 model.insert(k.to_string(), value);
             }
             2 => {
-                now(kv.delete(k)).unwrap();
+                ready(kv.delete(k)).unwrap();
                 model.remove(k);
             }
             3 => {
-                let current = now(kv.get_versioned(k)).unwrap();
+                let current = ready(kv.get_versioned(k)).unwrap();
                 let stale = current.version.saturating_sub(1).max(1);
-                assert!(!now(kv.swap(k, stale, b"stale")).unwrap(), "{k}: swap of an older version");
-                assert!(now(kv.swap(k, current.version, &value)).unwrap(), "{k}: swap of the current version");
-                assert!(!now(kv.swap(k, current.version, b"again")).unwrap(), "{k}: swap of a replaced version");
+                assert!(!ready(kv.swap(k, stale, b"stale")).unwrap(), "{k}: swap of an older version");
+                assert!(ready(kv.swap(k, current.version, &value)).unwrap(), "{k}: swap of the current version");
+                assert!(!ready(kv.swap(k, current.version, b"again")).unwrap(), "{k}: swap of a replaced version");
                 model.insert(k.to_string(), value);
             }
             4 => match counter(model) {
-                Some(Err(_)) => assert!(now(kv.increment(k, 1)).is_err(), "{k}: increment of a non-integer"),
+                Some(Err(_)) => assert!(ready(kv.increment(k, 1)).is_err(), "{k}: increment of a non-integer"),
                 before => {
                     let before = before.map_or(0, Result::unwrap);
-                    assert_eq!(now(kv.increment(k, 5)).unwrap(), before + 5);
+                    assert_eq!(ready(kv.increment(k, 5)).unwrap(), before + 5);
                     model.insert(k.to_string(), (before + 5).to_string().into_bytes());
                 }
             },
@@ -590,7 +587,7 @@ mod tests {
                     ("b/x".to_string(), value.clone()),
                     (k.to_string(), value.clone()),
                 ];
-                now(kv.set_many(&entries)).unwrap();
+                ready(kv.set_many(&entries)).unwrap();
                 model.insert("b/x".to_string(), value.clone());
                 model.insert(k.to_string(), value);
             }
@@ -620,7 +617,7 @@ mod tests {
         let db = Arc::new(SqliteDb::open_with(&path, SyncMode::Normal, None).unwrap());
         let kv = SqliteKv::with_cache_bytes(db.clone(), "s", 4096);
         let other = SqliteKv::new(db.clone(), "other");
-        now(other.set("x", b"other")).unwrap();
+        ready(other.set("x", b"other")).unwrap();
         let mut model = Model::new();
         let mut rng = 0x2545_f491_4f6c_dd1du64;
         let mut next = |n: u64| {
@@ -651,9 +648,9 @@ mod tests {
                         .iter()
                         .all(|(_, p)| { std::fs::metadata(p).unwrap().len() == 0 })
                 );
-                let highest = keys.iter().map(|k| now(kv.get_versioned(k)).unwrap().version).max().unwrap();
-                now(kv2.set("a/new", b"1")).unwrap();
-                assert!(now(kv2.get_versioned("a/new")).unwrap().version > highest);
+                let highest = keys.iter().map(|k| ready(kv.get_versioned(k)).unwrap().version).max().unwrap();
+                ready(kv2.set("a/new", b"1")).unwrap();
+                assert!(ready(kv2.get_versioned("a/new")).unwrap().version > highest);
             }
             // Writes and reads while the flush holds the buffer's entries aside.
             let mut during = model.clone();
@@ -688,8 +685,8 @@ mod tests {
         let path = dir.path().join("bss.sqlite");
         let db = Arc::new(SqliteDb::open_with(&path, SyncMode::Normal, None).unwrap());
         let kv = SqliteKv::new(db.clone(), "s");
-        now(kv.set("kept", b"1")).unwrap();
-        now(kv.set_many(&[("torn".to_string(), vec![7; 5000])])).unwrap();
+        ready(kv.set("kept", b"1")).unwrap();
+        ready(kv.set_many(&[("torn".to_string(), vec![7; 5000])])).unwrap();
         let image = dir.path().join("crash");
         crash_image(dir.path(), &image);
         let (_, log) = crate::kv::writeback::log_files(&image.join("bss.sqlite")).unwrap().pop().unwrap();
@@ -697,8 +694,8 @@ mod tests {
         std::fs::OpenOptions::new().write(true).open(&log).unwrap().set_len(len - 100).unwrap();
         let db2 = Arc::new(SqliteDb::open_with(&image.join("bss.sqlite"), SyncMode::Normal, None).unwrap());
         let kv2 = SqliteKv::new(db2, "s");
-        assert_eq!(now(kv2.get("kept")).unwrap().as_deref(), Some(&b"1"[..]));
-        assert_eq!(now(kv2.get("torn")).unwrap(), None);
+        assert_eq!(ready(kv2.get("kept")).unwrap().as_deref(), Some(&b"1"[..]));
+        assert_eq!(ready(kv2.get("torn")).unwrap(), None);
     }
 
     /// A buffer that stays full (nothing flushes it) refuses writes after its wait, naming the
@@ -709,13 +706,13 @@ mod tests {
         let db = Arc::new(SqliteDb::open_with(&dir.path().join("bss.sqlite"), SyncMode::Normal, None).unwrap());
         db.write_back().set_limits(4096, 50);
         let kv = SqliteKv::new(db.clone(), "s");
-        now(kv.set("big", &[1; 5000])).unwrap();
-        let err = now(kv.set("next", b"1")).unwrap_err();
+        ready(kv.set("big", &[1; 5000])).unwrap();
+        let err = ready(kv.set("next", b"1")).unwrap_err();
         assert!(err.to_string().contains("write buffer stayed full"), "{err}");
-        assert!(now(kv.swap("next", 0, b"1")).is_err());
-        assert_eq!(now(kv.get("next")).unwrap(), None, "a refused write changed nothing");
+        assert!(ready(kv.swap("next", 0, b"1")).is_err());
+        assert_eq!(ready(kv.get("next")).unwrap(), None, "a refused write changed nothing");
         db.flush_kv().unwrap();
-        now(kv.set("next", b"1")).unwrap();
-        assert_eq!(now(kv.get("big")).unwrap().map(|v| v.len()), Some(5000));
+        ready(kv.set("next", b"1")).unwrap();
+        assert_eq!(ready(kv.get("big")).unwrap().map(|v| v.len()), Some(5000));
     }
 }

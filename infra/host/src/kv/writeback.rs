@@ -90,6 +90,9 @@ struct State {
     /// The log file of `active`, and its generation.
     log: File,
     generation: u64,
+    /// The oldest log file not yet deleted: files `oldest_log..generation` hold what is being
+    /// flushed (or was flushed, if a deletion failed).
+    oldest_log: u64,
     /// A write to `log` failed part-way: what follows a torn frame would never be replayed, so
     /// writes are refused until the next flush starts a new file.
     log_torn: bool,
@@ -197,6 +200,7 @@ impl WriteBack {
                 flushing_bytes: 0,
                 log,
                 generation,
+                oldest_log: generation,
                 log_torn: false,
                 frame: Vec::new(),
             }),
@@ -307,7 +311,7 @@ impl WriteBack {
     /// how many entries it copied.
     pub fn flush(&self, commit: impl FnOnce(&Entries) -> anyhow::Result<()>) -> anyhow::Result<usize> {
         let _one_at_a_time = self.flushing_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let (entries, generation) = {
+        let (entries, oldest, generation) = {
             let mut s = self.lock_state();
             if s.flushing.is_none() {
                 if s.active.is_empty() && !s.log_torn {
@@ -322,7 +326,7 @@ impl WriteBack {
                 s.flushing = Some(Arc::new(active));
                 s.flushing_bytes = std::mem::take(&mut s.active_bytes);
             }
-            (s.flushing.clone().expect("set above"), s.generation)
+            (s.flushing.clone().expect("set above"), s.oldest_log, s.generation)
         };
         commit(&entries)?;
         if self.sync == SyncMode::Normal {
@@ -335,9 +339,13 @@ impl WriteBack {
             s.flushing_bytes = 0;
         }
         self.flushed.notify_all();
-        for (g, path) in log_files(&self.db_path)? {
-            if g < generation {
-                std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+        for g in oldest..generation {
+            let path = log_path(&self.db_path, g);
+            match std::fs::remove_file(&path) {
+                Ok(()) => self.lock_state().oldest_log = g + 1,
+                // Already gone (removed by hand): nothing left to remove.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => self.lock_state().oldest_log = g + 1,
+                Err(e) => return Err(e).with_context(|| format!("removing {}", path.display())),
             }
         }
         Ok(entries.values().map(BTreeMap::len).sum())
@@ -390,9 +398,13 @@ fn log_prefix(db_path: &Path) -> String {
     format!("{}-kvlog.", db_path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default())
 }
 
-fn create_log(db_path: &Path, generation: u64) -> anyhow::Result<File> {
+fn log_path(db_path: &Path, generation: u64) -> PathBuf {
     let dir = db_path.parent().unwrap_or(Path::new("."));
-    let path = dir.join(format!("{}{generation}", log_prefix(db_path)));
+    dir.join(format!("{}{generation}", log_prefix(db_path)))
+}
+
+fn create_log(db_path: &Path, generation: u64) -> anyhow::Result<File> {
+    let path = log_path(db_path, generation);
     File::options().create_new(true).append(true).open(&path).with_context(|| format!("creating {}", path.display()))
 }
 
@@ -445,14 +457,15 @@ fn encode(frame: &mut Vec<u8>, label: &str, ops: &[Op<'_>]) -> std::io::Result<(
 /// One decoded frame: its label and entries.
 pub type Frame = (String, Vec<(String, Option<Vec<u8>>, u64)>);
 
-/// The whole frames at the start of `bytes`, in order; a torn or corrupt frame ends the list.
-pub fn decode(bytes: &[u8]) -> Vec<Frame> {
+/// The whole frames at the start of `bytes`, in order, and the bytes they take; a torn or
+/// corrupt frame ends the list.
+pub fn decode(bytes: &[u8]) -> (Vec<Frame>, usize) {
     let mut frames = Vec::new();
     let mut at = 0;
     while let Some(frame) = decode_one(bytes, &mut at) {
         frames.push(frame);
     }
-    frames
+    (frames, at)
 }
 
 fn decode_one(bytes: &[u8], at: &mut usize) -> Option<Frame> {
@@ -507,8 +520,7 @@ pub fn read_logs(db_path: &Path) -> anyhow::Result<(Vec<Frame>, u64)> {
         File::open(&path)
             .and_then(|mut f| f.read_to_end(&mut bytes))
             .with_context(|| format!("reading {}", path.display()))?;
-        let whole = decode(&bytes);
-        let used: usize = whole.iter().map(frame_len).sum();
+        let (whole, used) = decode(&bytes);
         if used != bytes.len() {
             tracing::warn!(
                 file = %path.display(),
@@ -520,13 +532,6 @@ pub fn read_logs(db_path: &Path) -> anyhow::Result<(Vec<Frame>, u64)> {
         next_generation = generation + 1;
     }
     Ok((frames, next_generation))
-}
-
-fn frame_len((label, entries): &Frame) -> usize {
-    8 + 2
-        + label.len()
-        + 4
-        + entries.iter().map(|(k, v, _)| 4 + k.len() + 8 + 1 + v.as_ref().map_or(0, |v| 4 + v.len())).sum::<usize>()
 }
 
 /// Remove the log files of `db_path` (after [`read_logs`]' frames were committed).
@@ -547,9 +552,10 @@ mod tests {
         let mut frame = Vec::new();
         encode(&mut frame, "default", &[("a", Some(b"1"), 7), ("b", None, 8)]).unwrap();
         log.extend_from_slice(&frame);
+        let first = frame.len();
         encode(&mut frame, "other", &[("é", Some(&[0xff; 300]), 9)]).unwrap();
         log.extend_from_slice(&frame);
-        let frames = decode(&log);
+        let (frames, used) = decode(&log);
         assert_eq!(
             frames,
             vec![
@@ -557,15 +563,14 @@ mod tests {
                 ("other".to_string(), vec![("é".to_string(), Some(vec![0xff; 300]), 9)]),
             ]
         );
-        assert_eq!(frames.iter().map(frame_len).sum::<usize>(), log.len());
+        assert_eq!(used, log.len());
         // Every cut inside the second frame leaves the first alone.
-        let first = frame_len(&frames[0]);
         for cut in first..log.len() {
-            assert_eq!(decode(&log[..cut]).len(), 1, "cut at {cut}");
+            assert_eq!(decode(&log[..cut]), (frames[..1].to_vec(), first), "cut at {cut}");
         }
         // A flipped byte in the second frame's body: its checksum fails.
         let mut corrupt = log.clone();
         corrupt[first + 20] ^= 1;
-        assert_eq!(decode(&corrupt).len(), 1);
+        assert_eq!(decode(&corrupt).1, first);
     }
 }
