@@ -26,7 +26,7 @@ out=${BILLRUN_OUT:-target/billrun/$n}
 data=$out/data
 
 cargo build --release -q -p bss-host -p bss-bench --bin bss-host --bin billrun-seed
-cargo build --release -q --target wasm32-wasip2 -p tenants -p catalog -p customer -p bss-quote -p order \
+cargo build --profile release-lto -q --target wasm32-wasip2 -p tenants -p catalog -p customer -p bss-quote -p order \
     -p usage -p order-worker -p oss-sim -p billing -p billing-worker
 
 rm -rf "$out"

@@ -15,7 +15,7 @@ only=${3:-}
 command -v wrk >/dev/null || { echo "needs wrk: apt-get install wrk" >&2; exit 1; }
 
 cargo build --release -q -p bss-host -p bss-bench --bin bss-host --bin native-kv
-cargo build --release -q --target wasm32-wasip2 -p tc-kvtest
+cargo build --profile release-lto -q --target wasm32-wasip2 -p tc-kvtest
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 cat > "$work/spin.toml" <<TOML
@@ -26,7 +26,7 @@ name = "kv-bench"
 route = "/kvtest/..."
 component = "kvtest"
 [component.kvtest]
-source = "$PWD/target/wasm32-wasip2/release/tc_kvtest.wasm"
+source = "$PWD/target/wasm32-wasip2/release-lto/tc_kvtest.wasm"
 key_value_stores = ["default"]
 TOML
 

@@ -16,7 +16,7 @@ concurrency=${2:-4}
 subscribers=${3:-2000}
 
 cargo build --release -q -p bss-host -p bss-bench --bin bss-host --bin usage-load
-cargo build --release -q --target wasm32-wasip2 -p tenants -p catalog -p customer -p bss-quote -p order \
+cargo build --profile release-lto -q --target wasm32-wasip2 -p tenants -p catalog -p customer -p bss-quote -p order \
     -p usage -p order-worker -p oss-sim -p billing -p billing-worker
 
 out=target/usage-e2e

@@ -4,7 +4,7 @@
 //! network (`request/fresh`: store, instance, `handle`, drop, as bss-host does by default;
 //! `request/reused`: one instance answering every request), so their difference is what a fresh
 //! instance costs a request. Run with
-//! `cargo build --target wasm32-wasip2 --release -p tc-kvtest && cargo bench -p bss-bench --bench instantiate`.
+//! `cargo build --target wasm32-wasip2 --profile release-lto -p tc-kvtest && cargo bench -p bss-bench --bench instantiate`.
 
 use bss_host::db::{SqliteDb, SyncMode};
 use bss_host::kv::{KvStore, sqlite::SqliteKv};
@@ -27,8 +27,8 @@ use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
 
 fn bench(c: &mut Criterion) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let wasm = root.join("target/wasm32-wasip2/release/tc_kvtest.wasm");
-    assert!(wasm.exists(), "build it first: cargo build --target wasm32-wasip2 --release -p tc-kvtest");
+    let wasm = root.join("target/wasm32-wasip2/release-lto/tc_kvtest.wasm");
+    assert!(wasm.exists(), "build it first: cargo build --target wasm32-wasip2 --profile release-lto -p tc-kvtest");
     let dir = tempfile::tempdir().unwrap();
     let manifest = Manifest::parse(
         "spin_manifest_version = 2\n[application]\nname = \"bench\"\n[component.kvtest]\nsource = \"x.wasm\"\nkey_value_stores = [\"default\"]\n",

@@ -2,8 +2,8 @@
 //! (retail and wholesale, see `workload`) and prints one JSON line per workload with the
 //! records/s of every pass and their median/min/max (one thread: records/s per core).
 //!
-//! Native: `cargo run --release -p bss-rating-loop -- [records=10000] [passes=31]`.
-//! Wasm (a WASI command): `cargo build --release --target wasm32-wasip2 -p bss-rating-loop`,
+//! Native: `cargo run --profile release-lto -p bss-rating-loop -- [records=10000] [passes=31]`.
+//! Wasm (a WASI command): `cargo build --profile release-lto --target wasm32-wasip2 -p bss-rating-loop`,
 //! then `cargo run --release -p bss-bench --bin rating-wasm`, or just `benches/rating.sh`,
 //! which prints native against wasm side by side.
 

@@ -1,6 +1,7 @@
 //! rating-wasm: the pure rating kernel (`bss_domain::rating`) natively and inside WebAssembly in
-//! one run, on the same workload (`bss_rating_loop::workload`). Native: the loop runs in this
-//! process. Wasm: the `rating-loop` WASI command (built for `wasm32-wasip2`) runs on wasmtime with
+//! one run, on the same workload (`bss_rating_loop::workload`). Native: the `rating-loop` command
+//! built for this machine with the same profile as the wasm one (`release-lto`, as the components
+//! are), so both sides get the same cross-crate optimisation. Wasm: the `rating-loop` WASI command (built for `wasm32-wasip2`) runs on wasmtime with
 //! bss-host's engine settings (`bss_host::runtime::engine`: cranelift at its default speed
 //! optimisation, pooling allocator, epoch interruption with the epoch ticking) and WASIp2 linked
 //! with `wasmtime_wasi::p2::add_to_linker_sync`; its timing happens inside the guest, so
@@ -11,16 +12,16 @@
 //! epoch interruption off: not a setting bss-host can run with (the checks are what stops a
 //! runaway guest), but the measure of what those checks cost.
 //!
-//! Usage: `rating-wasm [--wasm PATH] [records=10000] [passes=15] [rounds=2]`, where PATH
-//! defaults to `target/wasm32-wasip2/release/rating-loop.wasm`; `benches/rating.sh` builds
-//! both and runs it.
+//! Usage: `rating-wasm [--wasm PATH] [--native PATH] [records=10000] [passes=15] [rounds=2]`,
+//! where the paths default to `target/wasm32-wasip2/release-lto/rating-loop.wasm` and
+//! `target/release-lto/rating-loop`; `benches/rating.sh` builds all three and runs it.
 
 use anyhow::{Context, anyhow, bail};
 use bss_bench::thousands;
 use bss_host::runtime::{EngineOptions, engine, start_epoch_ticker};
 use bss_rating_loop::Summary;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Engine, Store, UpdateDeadline};
@@ -68,21 +69,41 @@ fn run_wasm(
     out.lines().map(|l| Summary::from_json_line(l).map_err(|e| anyhow!(e))).collect()
 }
 
+/// One run of the native command (the same crate built with the same profile as the wasm one):
+/// its summary lines.
+fn run_native(native: &Path, records: usize, passes: usize) -> anyhow::Result<Vec<Summary>> {
+    let out = std::process::Command::new(native)
+        .args([records.to_string(), passes.to_string()])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("running {}", native.display()))?;
+    if !out.status.success() {
+        bail!("{} exited with {}", native.display(), out.status);
+    }
+    let out = String::from_utf8(out.stdout).context("native output")?;
+    out.lines().map(|l| Summary::from_json_line(l).map_err(|e| anyhow!(e))).collect()
+}
+
 fn main() -> anyhow::Result<()> {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
-    let mut wasm = PathBuf::from("target/wasm32-wasip2/release/rating-loop.wasm");
-    if args.first().map(String::as_str) == Some("--wasm") {
-        if args.len() < 2 {
-            bail!("--wasm needs a path");
+    let mut wasm = PathBuf::from("target/wasm32-wasip2/release-lto/rating-loop.wasm");
+    let mut native = PathBuf::from("target/release-lto/rating-loop");
+    while let Some(flag) = args.first().filter(|a| a.starts_with("--")).cloned() {
+        let path = args.get(1).map(PathBuf::from).with_context(|| format!("{flag} needs a path"))?;
+        match flag.as_str() {
+            "--wasm" => wasm = path,
+            "--native" => native = path,
+            _ => bail!("unknown option {flag}"),
         }
-        wasm = PathBuf::from(args.remove(1));
-        args.remove(0);
+        args.drain(..2);
     }
     let (records, passes) = bss_rating_loop::parse_args(&[
         args.first().cloned().unwrap_or_else(|| bss_rating_loop::workload::RECORDS.to_string()),
         args.get(1).cloned().unwrap_or_else(|| "15".into()),
     ])
-    .map_err(|e| anyhow!("{e}\nusage: rating-wasm [--wasm PATH] [records=10000] [passes=15] [rounds=2]"))?;
+    .map_err(|e| {
+        anyhow!("{e}\nusage: rating-wasm [--wasm PATH] [--native PATH] [records=10000] [passes=15] [rounds=2]")
+    })?;
     let rounds: usize = args.get(2).map_or(Ok(2), |a| a.parse()).context("rounds")?;
 
     // bss-host's settings, then the same without epoch checks (what those checks cost).
@@ -115,7 +136,7 @@ fn main() -> anyhow::Result<()> {
     };
     for round in 0..rounds {
         eprintln!("round {}/{rounds}: native, {WASM}, {WASM_NO_EPOCH}", round + 1);
-        add(NATIVE, bss_rating_loop::run(records, passes));
+        add(NATIVE, run_native(&native, records, passes)?);
         for (name, engine, component, linker) in &engines {
             add(name, run_wasm(engine, component, linker, records, passes)?);
         }

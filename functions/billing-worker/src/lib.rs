@@ -1,7 +1,7 @@
 //! `billing-worker`: the queue consumer of bill runs (`billing.run`): bills every account of a
 //! batch with `billing::run::bill_batch` — exactly once per account, failures recorded on the run
 //! and never blocking the batch, the batch counted on the run once; a store failure asks the
-//! queue for a retry (the batch then finds the bills it made and counts them once). Build with `cargo build --target wasm32-wasip2 --release -p
+//! queue for a retry (the batch then finds the bills it made and counts them once). Build with `cargo build --target wasm32-wasip2 --profile release-lto -p
 //! billing-worker`; tested by `cargo test -p bss-host --test e2e_billing`.
 
 use billing::run::{Batch, bill_batch};

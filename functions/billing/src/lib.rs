@@ -1,5 +1,5 @@
 //! `billing`: bill runs, bills and their lines (TMF678), on-demand bills. Build with `cargo build
-//! --target wasm32-wasip2 --release -p billing`; tested end to end by `cargo test -p bss-host
+//! --target wasm32-wasip2 --profile release-lto -p billing`; tested end to end by `cargo test -p bss-host
 //! --test e2e_billing`. The rules are pure code in `bss_domain::billing` (periods and proration,
 //! bills, roll-up, ledger, dunning, numbering); [`bills`] gathers, builds and stores one bill
 //! exactly once, [`run`] fans a bill run out over the queue to `billing-worker`.

@@ -1,6 +1,6 @@
 //! `catalog`: the product catalog component (TMF620 v4 under
 //! `/tmf-api/productCatalogManagement/v4/`). Build with
-//! `cargo build --target wasm32-wasip2 --release -p catalog`; tested end to end by
+//! `cargo build --target wasm32-wasip2 --profile release-lto -p catalog`; tested end to end by
 //! `cargo test -p bss-host --test e2e_catalog` and by the TM Forum kit (`../shared/ctk/run tmf620`).
 //!
 //! Thin: the generic TMF resource layer (`bss_kit::resource`) does create / list / get / merge

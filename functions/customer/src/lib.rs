@@ -1,6 +1,6 @@
 //! `customer`: the customer management component — TMF632 parties, TMF629 customers, TMF666
 //! accounts and their hierarchies, TMF669 partner roles, the single customer view, erasure of a
-//! person and the audit trail. Build with `cargo build --target wasm32-wasip2 --release -p customer`;
+//! person and the audit trail. Build with `cargo build --target wasm32-wasip2 --profile release-lto -p customer`;
 //! tested end to end by `cargo test -p bss-host --test e2e_customer`, its rules natively by
 //! `cargo test -p bss-domain customer` and `cargo test -p customer`.
 //!

@@ -1,5 +1,5 @@
 //! `order-worker`: order orchestration, a queue consumer (`[[trigger.queue]]`, no HTTP). Build
-//! with `cargo build --target wasm32-wasip2 --release -p order-worker`; tested end to end by
+//! with `cargo build --target wasm32-wasip2 --profile release-lto -p order-worker`; tested end to end by
 //! `cargo test -p bss-host --test e2e_order`.
 //!
 //! It consumes:

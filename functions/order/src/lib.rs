@@ -1,5 +1,5 @@
 //! `order`: product orders (TMF622) with cancellation and tracking, and the product inventory
-//! (TMF637). Build with `cargo build --target wasm32-wasip2 --release -p order`; tested end to end
+//! (TMF637). Build with `cargo build --target wasm32-wasip2 --profile release-lto -p order`; tested end to end
 //! by `cargo test -p bss-host --test e2e_order` and the TMF637 kit (`--test e2e_ctk`).
 //!
 //! Routes (tenant API key required):

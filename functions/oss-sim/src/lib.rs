@@ -1,6 +1,6 @@
 //! `oss-sim`: a simulated OSS, so the whole order flow runs locally and in the tests. A queue
 //! consumer of `oss.task.>` (no HTTP). Build with
-//! `cargo build --target wasm32-wasip2 --release -p oss-sim`; exercised by
+//! `cargo build --target wasm32-wasip2 --profile release-lto -p oss-sim`; exercised by
 //! `cargo test -p bss-host --test e2e_order`.
 //!
 //! For each task (`{tenantId, orderId, itemId, taskId, taskType, characteristic, ...}`) it waits

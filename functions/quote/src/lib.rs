@@ -1,5 +1,5 @@
 //! `bss-quote`: quotes (TMF648 v4 under `/tmf-api/quoteManagement/v4/`). Build with
-//! `cargo build --target wasm32-wasip2 --release -p bss-quote`; tested end to end by
+//! `cargo build --target wasm32-wasip2 --profile release-lto -p bss-quote`; tested end to end by
 //! `cargo test -p bss-host --test e2e_quote` and natively (acceptance) by `cargo test -p bss-quote`;
 //! the pricing and the lifecycle are domain code
 //! (`cargo test -p bss-domain quote`).

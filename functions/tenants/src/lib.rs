@@ -1,5 +1,5 @@
 //! `tenants`: the BSS tenant admin API on `/admin/v1/...` (a Spin HTTP component). Build with
-//! `cargo build --target wasm32-wasip2 --release -p tenants`; its logic lives in `bss_kit::tenancy`
+//! `cargo build --target wasm32-wasip2 --profile release-lto -p tenants`; its logic lives in `bss_kit::tenancy`
 //! (tested by `cargo test -p bss-kit`), the end-to-end tests drive it through bss-host.
 //!
 //! Every route but `whoami` needs `Authorization: Bearer <admin key>` (variable `admin_key`; 403

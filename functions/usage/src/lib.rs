@@ -1,5 +1,5 @@
 //! `usage`: usage mediation, rating and charging (TMF635), prepaid balances (TMF654 shape) and
-//! online charging. Build with `cargo build --target wasm32-wasip2 --release -p usage`; tested end
+//! online charging. Build with `cargo build --target wasm32-wasip2 --profile release-lto -p usage`; tested end
 //! to end by `cargo test -p bss-host --test e2e_usage`. The rules are pure code in
 //! `bss_domain::rating` (the kernel) and `bss_domain::usage` (CSV/JSON intake, exactly-once
 //! bookkeeping, balances); this crate loads, calls them and stores (see [`ingest`] and [`model`]).

@@ -415,7 +415,7 @@ mod tests {
 
     #[test]
     fn a_cargo_builds_target_is_read_from_its_command() {
-        let spin = "cargo build --target wasm32-wasip2 --release -p usage";
+        let spin = "cargo build --target wasm32-wasip2 --profile release-lto -p usage";
         assert_eq!(cargo_target(spin), Some("wasm32-wasip2"));
         assert_eq!(cargo_target("cargo build --release --target=wasm32-wasip1"), Some("wasm32-wasip1"));
         assert_eq!(cargo_target("cd fn && cargo build --target wasm32-wasip2"), Some("wasm32-wasip2"));

@@ -1,6 +1,6 @@
 //! `tc-kvtest`: test component exposing raw key-value operations over HTTP under `/kvtest/...`, for
 //! the host's CAS race tests and the KV benchmark. Build with
-//! `cargo build --target wasm32-wasip2 --release -p tc-kvtest`; driven by the end-to-end tests
+//! `cargo build --target wasm32-wasip2 --profile release-lto -p tc-kvtest`; driven by the end-to-end tests
 //! (route table in `tests/components/README.md`).
 //!
 //! Keys are the rest of the path after the route prefix, percent-decoded (so they may contain `/`).

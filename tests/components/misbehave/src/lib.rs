@@ -1,6 +1,6 @@
 //! `tc-misbehave`: test component that misbehaves on request under `/misbehave/...`, to test the
 //! host's limits (time, memory, traps, bodies) and its plain capabilities (variables, outbound
-//! HTTP allow-list). Build with `cargo build --target wasm32-wasip2 --release -p tc-misbehave`;
+//! HTTP allow-list). Build with `cargo build --target wasm32-wasip2 --profile release-lto -p tc-misbehave`;
 //! driven by the end-to-end tests (route table in `tests/components/README.md`).
 
 use bss_kit::ApiError;

@@ -1,6 +1,6 @@
 //! `tc-notes`: test component with a small TMF-style `Note` resource written entirely with
 //! `bss-kit`, to prove the kit end to end. Build with
-//! `cargo build --target wasm32-wasip2 --release -p tc-notes`; driven by the end-to-end tests
+//! `cargo build --target wasm32-wasip2 --profile release-lto -p tc-notes`; driven by the end-to-end tests
 //! (route table in `tests/components/README.md`).
 //!
 //! Every route needs a tenant key (`Authorization: Bearer bss_...`, else 401); notes are stored

@@ -1,7 +1,7 @@
 //! `tc-p3hello`: test component for the host's WASIp3 path — a spin-sdk 7 `#[http_service]`
 //! (wasi:http 0.3, async) whose `GET /p3/hello` answers 200 `hello from p3 (count N)` after a
 //! counter round-trip through `spin:key-value@3.0.0` (store `default`, key `p3hello/count`).
-//! Build with `cargo build --target wasm32-wasip2 --release -p tc-p3hello`; driven by the
+//! Build with `cargo build --target wasm32-wasip2 --profile release-lto -p tc-p3hello`; driven by the
 //! end-to-end tests. Other paths answer 404; a store failure answers 500 with its text.
 
 use spin_sdk::http::{HeaderMap, HeaderValue, IntoResponse, Method, Request, StatusCode};

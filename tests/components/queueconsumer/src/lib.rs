@@ -1,5 +1,5 @@
 //! `tc-queueconsumer`: test queue consumer (world `bss:messaging/consumer`, no HTTP). Build with
-//! `cargo build --target wasm32-wasip2 --release -p tc-queueconsumer`; the end-to-end queue tests
+//! `cargo build --target wasm32-wasip2 --profile release-lto -p tc-queueconsumer`; the end-to-end queue tests
 //! publish through `tc-queuetest` and read back what this component recorded.
 //!
 //! For every delivery of message `id` it increments `q/attempts/<id>` (wasi:keyvalue atomics) —

@@ -1,6 +1,6 @@
 //! `tc-queuetest`: test component that publishes on the queue over HTTP and reports what
 //! `tc-queueconsumer` recorded. Build with
-//! `cargo build --target wasm32-wasip2 --release -p tc-queuetest`; driven by the end-to-end queue
+//! `cargo build --target wasm32-wasip2 --profile release-lto -p tc-queuetest`; driven by the end-to-end queue
 //! tests (route table in `tests/components/README.md`).
 //!
 //! - `POST /queuetest/publish` `{"subject", "body": <any JSON>, "bodyText"?: string, "id"?: string,
