@@ -220,7 +220,7 @@ fn store<B: KvBackend>(env: &Env<'_, B>, kind: Kind, id: &str, doc: Value) -> Re
         Ok(c) => Ok((c, false)),
         Err(e) if e.code == "ALREADY_EXISTS" => {
             let found = env.resources(kind).get(id)?;
-            Ok((Change { kind, before: None, after: Some(found.data), version: found.version }, true))
+            Ok((Change::new(kind, None, Some(found.data), found.version), true))
         }
         Err(e) => Err(e),
     }

@@ -74,7 +74,7 @@ pub fn api_error(e: OrderError) -> ApiError {
 pub fn placed_earlier<B: KvBackend>(env: &Env<'_, B>, id: &str) -> Result<Option<(Change, bool)>, ApiError> {
     Ok(env.resources(ORDER).find(id)?.map(|doc| {
         let announce = doc.data.get("state").and_then(Value::as_str) == Some(OrderState::Acknowledged.as_str());
-        (Change { kind: ORDER, before: None, after: Some(doc.data), version: doc.version }, announce)
+        (Change::new(ORDER, None, Some(doc.data), doc.version), announce)
     }))
 }
 
