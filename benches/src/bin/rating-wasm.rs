@@ -2,9 +2,10 @@
 //! one run, on the same workload (`bss_rating_loop::workload`). Native: the `rating-loop` command
 //! built for this machine with the same profile as the wasm one (`release-lto`, as the components
 //! are), so both sides get the same cross-crate optimisation. Wasm: the `rating-loop` WASI
-//! command (built for `wasm32-wasip2`) runs on wasmtime with bss-host's engine settings (`bss_host::runtime::engine`: cranelift at its default speed
-//! optimisation, pooling allocator, epoch interruption with the epoch ticking) and WASIp2 linked
-//! with `wasmtime_wasi::p2::add_to_linker_sync`; its timing happens inside the guest, so
+//! command (built for `wasm32-wasip2`) runs on wasmtime with bss-host's engine settings
+//! (`bss_host::runtime::engine`: cranelift at its default speed optimisation, pooling allocator,
+//! epoch interruption with the epoch ticking) and WASIp2 linked with
+//! `wasmtime_wasi::p2::add_to_linker_sync`; its timing happens inside the guest, so
 //! compilation and instantiation are not counted. Rounds alternate native and wasm so that load
 //! from other processes hits both alike. Prints records/s (one thread, so per core) and the
 //! native/wasm ratio of the medians and of the fastest passes (the latter moves less when other
