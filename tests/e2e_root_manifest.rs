@@ -41,14 +41,10 @@ fn the_application_manifest_builds_component_by_component_and_every_route_answer
         let a = get(&host.url(path));
         assert_eq!(a.status, 401, "{path}: {}", a.body);
     }
-    // And with the admin key, a tenant is made (the tenants component, the store, the queue).
-    let (tenant_id, api_key) = create_tenant(&host, "Root manifest");
-    assert!(!tenant_id.is_empty() && api_key.starts_with("bss_"), "{tenant_id} {api_key}");
-    let bills = send(
-        "GET",
-        &host.url("/tmf-api/customerBillManagement/v4/customerBill"),
-        &[("Authorization", &format!("Bearer {api_key}"))],
-        None,
-    );
+    // And with the admin key, a tenant is made (the tenants component, the store, the queue),
+    // whose key the billing component accepts.
+    let client = Client::new_tenant(&host, "Root manifest", "/tmf-api/customerBillManagement/v4");
+    assert!(client.auth.starts_with("Bearer bss_"), "{}", client.auth);
+    let bills = client.get("customerBill");
     assert_eq!(bills.status, 200, "{}", bills.body);
 }
