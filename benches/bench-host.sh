@@ -1,4 +1,4 @@
-# Sourced by the benchmark scripts: starts and stops a release bss-host on free ports.
+# Sourced by the benchmark scripts: starts and stops the release-lto bss-host on free ports.
 # start_host DATA OUT_PREFIX — serves spin.toml from DATA, logs to OUT_PREFIX.out/.log; sets
 # host_pid, url, admin (the admin API; /metrics under it). stop_host — SIGTERM, then SIGKILL
 # after 30 s. admin_key — the admin key the host was started with.
@@ -8,7 +8,7 @@ admin=
 admin_key="bench-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
 
 start_host() { # data out_prefix
-    BSS_VAR_ADMIN_KEY=$admin_key BSS_LOG=${BSS_LOG:-info} ./target/release/bss-host up --no-build --manifest spin.toml \
+    BSS_VAR_ADMIN_KEY=$admin_key BSS_LOG=${BSS_LOG:-info} ./target/release-lto/bss-host up --no-build --manifest spin.toml \
         --data "$1" --cache-dir target/bss-bench-cache --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
         >"$2.out" 2>"$2.log" &
     host_pid=$!

@@ -3,7 +3,7 @@
 # each in the embedded store, billed for the previous month by bss-host (POST billRun, fanned out
 # to billing-worker over the queue), and the same accounts billed natively on one thread, in one
 # run. Steps (tool: benches/src/bin/billrun-seed.rs):
-#   1. build bss-host, the components and billrun-seed in release;
+#   1. build bss-host, the components and billrun-seed with the release-lto profile;
 #   2. start `bss-host up` on a fresh data folder; over the API: a tenant, the sample catalog, a
 #      customer, a template account and Mobile M order (completed by the real order flow); stop it;
 #   3. seed N accounts straight into the data folder's SQLite with the components' own code
@@ -25,13 +25,13 @@ records=${2:-30}
 out=${BILLRUN_OUT:-target/billrun/$n}
 data=$out/data
 
-cargo build --release -q -p bss-host -p bss-bench --bin bss-host --bin billrun-seed
+cargo build --profile release-lto -q -p bss-host -p bss-bench --bin bss-host --bin billrun-seed
 cargo build --profile release-lto -q --target wasm32-wasip2 -p tenants -p catalog -p customer -p bss-quote -p order \
     -p usage -p order-worker -p oss-sim -p billing -p billing-worker
 
 rm -rf "$out"
 mkdir -p "$out"
-seed=./target/release/billrun-seed
+seed=./target/release-lto/billrun-seed
 state=$out/state.json
 # shellcheck source=benches/bench-host.sh
 . benches/bench-host.sh

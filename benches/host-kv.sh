@@ -14,7 +14,7 @@ connections=${2:-64}
 only=${3:-}
 command -v wrk >/dev/null || { echo "needs wrk: apt-get install wrk" >&2; exit 1; }
 
-cargo build --release -q -p bss-host -p bss-bench --bin bss-host --bin native-kv
+cargo build --profile release-lto -q -p bss-host -p bss-bench --bin bss-host --bin native-kv
 cargo build --profile release-lto -q --target wasm32-wasip2 -p tc-kvtest
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
@@ -52,7 +52,7 @@ wait_up() { for _ in $(seq 1 200); do curl -sf "$1" >/dev/null 2>&1 && return 0;
 
 echo "| server                               | requests/s |      p50 |      p99 | CPU µs/request | p50, 1 connection |"
 echo "|--------------------------------------|-----------:|---------:|---------:|---------:|---------:|"
-./target/release/native-kv 127.0.0.1:3190 "$work/native" >/dev/null &
+./target/release-lto/native-kv 127.0.0.1:3190 "$work/native" >/dev/null &
 native_pid=$!
 wait_up http://127.0.0.1:3190/kvtest/roundtrip/warm
 run native http://127.0.0.1:3190/kvtest/roundtrip/bench "$native_pid"
@@ -63,7 +63,7 @@ for mode in "pooling, fresh instances" "on-demand, fresh instances" "pooling, in
     extra=()
     case $mode in *reuse) extra+=(--instance-reuse-max 1000) ;; esac
     case $mode in on-demand*) extra+=(--no-pooling) ;; esac
-    BSS_LOG=info ./target/release/bss-host up --no-build --no-admin --manifest "$work/spin.toml" \
+    BSS_LOG=info ./target/release-lto/bss-host up --no-build --no-admin --manifest "$work/spin.toml" \
         --data "$work/${mode//[ ,]/-}" --listen 127.0.0.1:3191 "${extra[@]}" >/dev/null 2>&1 &
     host_pid=$!
     wait_up http://127.0.0.1:3191/kvtest/roundtrip/warm

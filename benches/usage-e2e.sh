@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # End-to-end usage ingestion through bss-host against the same pipeline natively, in one run:
-# builds bss-host, the application's components and usage-load in release; starts `bss-host up`
+# builds bss-host, the application's components and usage-load (profile release-lto); starts `bss-host up`
 # with the root spin.toml on a fresh data folder; sets up a tenant with the sample catalog and
 # S subscribers (an account and a mobile-m product each); posts batches of 1,000 usage records
 # (POST /tmf-api/usageManagement/v4/usageBatch) for D seconds with C connections, first with
@@ -15,7 +15,7 @@ seconds=${1:-20}
 concurrency=${2:-4}
 subscribers=${3:-2000}
 
-cargo build --release -q -p bss-host -p bss-bench --bin bss-host --bin usage-load
+cargo build --profile release-lto -q -p bss-host -p bss-bench --bin bss-host --bin usage-load
 cargo build --profile release-lto -q --target wasm32-wasip2 -p tenants -p catalog -p customer -p bss-quote -p order \
     -p usage -p order-worker -p oss-sim -p billing -p billing-worker
 
@@ -30,11 +30,11 @@ trap 'exit 130' INT TERM
 
 start_host "$work/data" "$out/host"
 
-./target/release/usage-load setup --url "$url" --admin-key "$admin_key" --subscribers "$subscribers" \
+./target/release-lto/usage-load setup --url "$url" --admin-key "$admin_key" --subscribers "$subscribers" \
     --state "$work/state.json"
-./target/release/usage-load load --state "$work/state.json" --seconds "$seconds" --concurrency "$concurrency" \
+./target/release-lto/usage-load load --state "$work/state.json" --seconds "$seconds" --concurrency "$concurrency" \
     --duplicates-percent 0 --label "bss-host, unique" --summary "$out/host-unique.json"
-./target/release/usage-load load --state "$work/state.json" --seconds "$seconds" --concurrency "$concurrency" \
+./target/release-lto/usage-load load --state "$work/state.json" --seconds "$seconds" --concurrency "$concurrency" \
     --duplicates-percent 1 --label "bss-host, 1% duplicates" --summary "$out/host-dup1.json"
 curl -sf "$admin/metrics" >"$out/metrics.txt" || true
 stop_host
@@ -43,7 +43,7 @@ for store in mem sqlite; do
     for dup in 0 1; do
         name="native-$store-dup$dup"
         label="native $store, $([ "$dup" = 0 ] && echo unique || echo "1% duplicates")"
-        ./target/release/usage-load native --store "$store" --data "$work/$name" --subscribers "$subscribers" \
+        ./target/release-lto/usage-load native --store "$store" --data "$work/$name" --subscribers "$subscribers" \
             --seconds "$seconds" --duplicates-percent "$dup" --label "$label" --summary "$out/$name.json"
     done
 done
@@ -51,7 +51,7 @@ done
 echo
 echo "usage ingestion, $subscribers subscribers, batches of 1,000 records; bss-host: $concurrency connections" \
     "for ${seconds}s per run; native: one thread, pipeline time only"
-./target/release/usage-load table "$out/host-unique.json" "$out/host-dup1.json" "$out/native-mem-dup0.json" \
+./target/release-lto/usage-load table "$out/host-unique.json" "$out/host-dup1.json" "$out/native-mem-dup0.json" \
     "$out/native-mem-dup1.json" "$out/native-sqlite-dup0.json" "$out/native-sqlite-dup1.json"
 echo
 echo "usage component answers (bss_http_requests_total, from the host's /metrics):"
