@@ -66,7 +66,12 @@ fn run_wasm(
         .map_err(|e| anyhow!("running: {e:?}"))?
         .map_err(|()| anyhow!("rating-loop.wasm exited with an error"))?;
     drop(store);
-    let out = String::from_utf8(stdout.contents().to_vec()).context("guest output")?;
+    summaries(stdout.contents().to_vec(), "guest output")
+}
+
+/// The summary lines `rating-loop` printed (`what` names the output in errors).
+fn summaries(stdout: Vec<u8>, what: &str) -> anyhow::Result<Vec<Summary>> {
+    let out = String::from_utf8(stdout).with_context(|| what.to_string())?;
     out.lines().map(|l| Summary::from_json_line(l).map_err(|e| anyhow!(e))).collect()
 }
 
@@ -81,8 +86,7 @@ fn run_native(native: &Path, records: usize, passes: usize) -> anyhow::Result<Ve
     if !out.status.success() {
         bail!("{} exited with {}", native.display(), out.status);
     }
-    let out = String::from_utf8(out.stdout).context("native output")?;
-    out.lines().map(|l| Summary::from_json_line(l).map_err(|e| anyhow!(e))).collect()
+    summaries(out.stdout, "native output")
 }
 
 fn main() -> anyhow::Result<()> {
