@@ -312,13 +312,22 @@ pub struct Taxation {
     rate: TaxRate,
     id: Name,
     category: Name,
+    /// The percentage over 100, so that rating multiplies once instead of dividing per record.
+    fraction: Decimal,
 }
 
 impl Taxation {
     /// The taxation of a tax rate.
     pub fn new(rate: TaxRate) -> Taxation {
         let (id, category) = (Name::new(&rate.id), Name::new(&rate.tax_category));
-        Taxation { rate, id, category }
+        let fraction = rate.rate / Decimal::ONE_HUNDRED;
+        Taxation { rate, id, category, fraction }
+    }
+
+    /// The tax on a net amount (unrounded): the value of [`TaxRate::tax_on`] (a test holds them
+    /// equal), by one multiplication.
+    pub fn tax_on(&self, net: Decimal) -> Decimal {
+        net * self.fraction
     }
 
     /// The rate.

@@ -565,6 +565,20 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
     #[test]
+    fn taxation_taxes_like_its_rate(percent in 0i64..=10_000, percent_scale in 2u32..5, net in -10_000_000i64..10_000_000) {
+        let percent: Value = serde_json::from_str(&Decimal::new(percent, percent_scale).to_string()).unwrap();
+        let v = json!({"id": "t", "taxCategory": "standard", "rate": percent, "lifecycleStatus": "active"});
+        let rate = crate::catalog::tax::TaxRate::read(&v).unwrap();
+        let net = Decimal::new(net, 2);
+        let by_rate = rate.tax_on(net);
+        let by_taxation = Taxation::new(rate).tax_on(net);
+        prop_assert_eq!(by_taxation, by_rate);
+        let eur = Currency::new("EUR").unwrap();
+        let round = |d: Decimal| Money::new(d, eur).round(RoundingRule::HalfEven).amount.to_string();
+        prop_assert_eq!(round(by_taxation), round(by_rate));
+    }
+
+    #[test]
     fn rating_is_deterministic(t in arb_tariff(), r in arb_record(), used in 0u64..40_000) {
         let ctx = RatingContext { time_zone: chrono_tz::Europe::Paris, tax: Some(std_tax()), ..RatingContext::default() };
         let mut b1 = t.fresh_buckets();
