@@ -97,6 +97,7 @@ impl RoundingRule {
     /// them from 28 places to 2, the common case after a per-minute rate charged by the second),
     /// which made it the largest item of the rating kernel, and a loop of loops costs more again
     /// in wasm; here it is at most three divisions of the 96-bit mantissa by a power of ten.
+    #[inline]
     fn round_dp(self, amount: Decimal, dp: u32) -> Decimal {
         let scale = amount.scale();
         if scale <= dp {
@@ -138,9 +139,16 @@ impl RoundingRule {
 /// 28 digits every time — the largest item of the rating kernel, and more so in wasm, which has
 /// no 64×64→128-bit multiply. Here, when the product fits 64 bits and `per` 32 bits (prices and
 /// units always do), the same long division runs on machine integers.
+#[inline]
 pub fn mul_div(amount: Decimal, quantity: u64, per: u64) -> Option<Decimal> {
-    mul_div_small(amount, quantity, per)
-        .or_else(|| amount.checked_mul(Decimal::from(quantity))?.checked_div(Decimal::from(per)))
+    mul_div_small(amount, quantity, per).or_else(|| mul_div_wide(amount, quantity, per))
+}
+
+/// [`mul_div`] by rust_decimal itself, kept out of line so that the common path inlines.
+#[cold]
+#[inline(never)]
+fn mul_div_wide(amount: Decimal, quantity: u64, per: u64) -> Option<Decimal> {
+    amount.checked_mul(Decimal::from(quantity))?.checked_div(Decimal::from(per))
 }
 
 /// Largest scale of a decimal, where rust_decimal's division stops and rounds.
@@ -151,6 +159,7 @@ const POWERS_10: [u64; 10] = [1, 10, 100, 1_000, 10_000, 100_000, 1_000_000, 10_
 /// (integer division; then, on a remainder, more digits nine at a time while they fit 96 bits,
 /// until it divides or reaches scale 28, rounding the last digit half-even; then its `unscale`).
 /// `None` when the operands leave that path or the quotient would carry past 96 bits.
+#[inline]
 fn mul_div_small(amount: Decimal, quantity: u64, per: u64) -> Option<Decimal> {
     let divisor = u64::from(u32::try_from(per).ok().filter(|p| *p > 0)?);
     let dividend = u64::try_from(amount.mantissa().unsigned_abs()).ok()?.checked_mul(quantity)?;
@@ -282,6 +291,7 @@ impl Money {
     }
 
     /// The amount brought to the currency's minor unit by `rule`: the one place money is rounded.
+    #[inline]
     pub fn round(self, rule: RoundingRule) -> Money {
         Money { amount: rule.round_dp(self.amount, self.currency.minor_digits), ..self }
     }

@@ -26,6 +26,17 @@ pub fn measure(w: &Workload, passes: usize) -> Vec<f64> {
         .collect()
 }
 
+/// The median of `values` (the mean of the middle two for an even count); 0 when empty.
+pub fn median(values: &[f64]) -> f64 {
+    let mut s = values.to_vec();
+    s.sort_by(f64::total_cmp);
+    match s.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => s[n / 2],
+        n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
+    }
+}
+
 /// Records/s of the passes over one workload.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Summary {
@@ -38,12 +49,7 @@ pub struct Summary {
 impl Summary {
     /// Median records/s (the mean of the middle two for an even count); 0 without passes.
     pub fn median(&self) -> f64 {
-        let s = self.sorted();
-        match s.len() {
-            0 => 0.0,
-            n if n % 2 == 1 => s[n / 2],
-            n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
-        }
+        median(&self.rates)
     }
 
     /// Slowest pass, records/s.

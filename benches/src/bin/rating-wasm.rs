@@ -8,8 +8,9 @@
 //! `wasmtime_wasi::p2::add_to_linker_sync`; its timing happens inside the guest, so
 //! compilation and instantiation are not counted. Rounds alternate native and wasm so that load
 //! from other processes hits both alike. Prints records/s (one thread, so per core) and the
-//! native/wasm ratio of the medians and of the fastest passes (the latter moves less when other
-//! processes share the cores). A third engine, `wasm, no epoch checks`, is the same but with
+//! native/wasm ratio of the medians, of the fastest passes, and paired: the median over rounds of
+//! the ratio of the two fastest passes of each round (the last two move less when other
+//! processes share the cores; the paired one also when the machine's speed drifts). A third engine, `wasm, no epoch checks`, is the same but with
 //! epoch interruption off: not a setting bss-host can run with (the checks are what stops a
 //! runaway guest), but the measure of what those checks cost.
 //!
@@ -127,10 +128,12 @@ fn main() -> anyhow::Result<()> {
         engines.push((name, engine, component, linker));
     }
 
-    // (workload, engine) -> every pass of every round.
+    // (workload, engine) -> every pass of every round, and the fastest pass of each round.
     let mut all: BTreeMap<(String, &str), Summary> = BTreeMap::new();
+    let mut round_best: BTreeMap<(String, &str), Vec<f64>> = BTreeMap::new();
     let mut add = |kind: &'static str, summaries: Vec<Summary>| {
         for s in summaries {
+            round_best.entry((s.workload.clone(), kind)).or_default().push(s.max());
             let entry = all.entry((s.workload.clone(), kind)).or_insert_with(|| Summary {
                 workload: s.workload.clone(),
                 records: s.records,
@@ -151,10 +154,10 @@ fn main() -> anyhow::Result<()> {
         "rating kernel, records/s on one core: {records} records per pass, {rounds} round(s) x {passes} passes per engine"
     );
     println!(
-        "| workload  | engine                 |    median | min-max                 | native/this median | native/this best |"
+        "| workload  | engine                 |    median | min-max                 | native/this median | native/this best | native/this paired |"
     );
     println!(
-        "|-----------|------------------------|----------:|-------------------------|-------------------:|-----------------:|"
+        "|-----------|------------------------|----------:|-------------------------|-------------------:|-----------------:|-------------------:|"
     );
     let workloads: Vec<String> =
         all.keys().map(|(w, _)| w.clone()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
@@ -162,18 +165,28 @@ fn main() -> anyhow::Result<()> {
         let Some(n) = all.get(&(w.clone(), NATIVE)) else { bail!("missing native results for {w}") };
         for kind in [NATIVE, WASM, WASM_NO_EPOCH] {
             let Some(m) = all.get(&(w.clone(), kind)) else { bail!("missing {kind} results for {w}") };
+            let paired = paired_ratio(&round_best[&(w.clone(), NATIVE)], &round_best[&(w.clone(), kind)]);
             println!(
-                "| {:<9} | {:<22} | {:>9} | {:>23} | {:>17.2}x | {:>15.2}x |",
+                "| {:<9} | {:<22} | {:>9} | {:>23} | {:>17.2}x | {:>15.2}x | {:>17.2}x |",
                 w,
                 kind,
                 thousands(m.median()),
                 format!("{}-{}", thousands(m.min()), thousands(m.max())),
                 n.median() / m.median(),
-                n.max() / m.max()
+                n.max() / m.max(),
+                paired
             );
         }
     }
     Ok(())
+}
+
+/// The median over rounds of native's fastest pass over this engine's fastest pass in the same
+/// round: each ratio compares runs a second apart, so a slow minute of the machine (other
+/// processes, a neighbour on the host) weighs on both sides of it instead of on one.
+fn paired_ratio(native: &[f64], this: &[f64]) -> f64 {
+    let ratios: Vec<f64> = native.iter().zip(this).map(|(n, t)| n / t).collect();
+    bss_rating_loop::median(&ratios)
 }
 
 const NATIVE: &str = "native";

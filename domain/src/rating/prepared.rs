@@ -657,6 +657,7 @@ enum Refusal {
 impl Acc {
     /// Adds `rate × base / unit_base` (multiplied first, so it is exact as long as it can be)
     /// and returns it; `None` (and an overflow refusal) when it does not fit a decimal.
+    #[inline]
     fn add(&mut self, rate: Decimal, base: u64, unit_base: u64) -> Option<Decimal> {
         let amount = crate::money::mul_div(rate, base, unit_base);
         let total = amount.and_then(|a| self.amount.checked_add(a));
