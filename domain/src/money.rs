@@ -151,6 +151,14 @@ fn mul_div_wide(amount: Decimal, quantity: u64, per: u64) -> Option<Decimal> {
     amount.checked_mul(Decimal::from(quantity))?.checked_div(Decimal::from(per))
 }
 
+/// `total + amount` as rust_decimal's `checked_add`; `amount` itself when `total` is the plain
+/// zero a sum starts from (the same result: a property test holds them equal), which skips the
+/// scale alignment rust_decimal multiplies out in 128 bits (a library call on wasm).
+#[inline]
+pub fn add(total: Decimal, amount: Decimal) -> Option<Decimal> {
+    if total.serialize() == Decimal::ZERO.serialize() { Some(amount) } else { total.checked_add(amount) }
+}
+
 /// Largest scale of a decimal, where rust_decimal's division stops and rounds.
 const SCALE_MAX: u32 = 28;
 const POWERS_10: [u64; 10] = [1, 10, 100, 1_000, 10_000, 100_000, 1_000_000, 10_000_000, 100_000_000, 1_000_000_000];
@@ -162,7 +170,10 @@ const POWERS_10: [u64; 10] = [1, 10, 100, 1_000, 10_000, 100_000, 1_000_000, 10_
 #[inline]
 fn mul_div_small(amount: Decimal, quantity: u64, per: u64) -> Option<Decimal> {
     let divisor = u64::from(u32::try_from(per).ok().filter(|p| *p > 0)?);
-    let dividend = u64::try_from(amount.mantissa().unsigned_abs()).ok()?.checked_mul(quantity)?;
+    let mantissa = u64::try_from(amount.mantissa().unsigned_abs()).ok()?;
+    // Two 32-bit factors cannot overflow: no checked multiply, which wasm does in 128 bits.
+    let dividend =
+        if (mantissa | quantity) >> 32 == 0 { mantissa * quantity } else { mantissa.checked_mul(quantity)? };
     if dividend == 0 {
         // rust_decimal: a product with a zero factor is plain zero, and so is zero divided.
         return Some(Decimal::ZERO);
@@ -467,6 +478,24 @@ mod tests {
     }
 
     #[test]
+    fn adding_to_the_plain_zero_is_the_amount() {
+        for d in
+            [Decimal::ZERO, Decimal::new(0, 5), Decimal::MAX, Decimal::MIN, Decimal::new(-15, 28), Decimal::new(7, 0)]
+        {
+            assert_eq!(
+                add(Decimal::ZERO, d).map(|d| d.serialize()),
+                Decimal::ZERO.checked_add(d).map(|d| d.serialize())
+            );
+        }
+        let (zero_with_scale, big) = (Decimal::new(0, 3), Decimal::from_parts(1, 2, 3, false, 28));
+        assert_eq!(
+            add(zero_with_scale, big),
+            zero_with_scale.checked_add(big),
+            "a zero with a scale: rust_decimal's sum"
+        );
+    }
+
+    #[test]
     fn mul_div_takes_machine_integers_for_prices() {
         // Terminating (with the trailing zero rust_decimal leaves), not terminating, exact, and a
         // rate of the sample interconnect tariff.
@@ -485,6 +514,12 @@ mod tests {
     }
 
     proptest::proptest! {
+        #[test]
+        fn adding_to_zero_matches_rust_decimal(lo: u32, mid: u32, hi: u32, negative: bool, scale in 0u32..=28) {
+            let d = Decimal::from_parts(lo, mid, hi, negative, scale);
+            proptest::prop_assert_eq!(add(Decimal::ZERO, d).map(|d| d.serialize()), Decimal::ZERO.checked_add(d).map(|d| d.serialize()));
+        }
+
         #[test]
         fn mul_div_matches_rust_decimal(m in -1_000_000i64..1_000_000, scale in 0u32..=28, quantity in 0u64..100_000_000, per in 1u64..100_000) {
             assert_mul_div_like_rust_decimal(Decimal::new(m, scale), quantity, per);

@@ -660,7 +660,7 @@ impl Acc {
     #[inline]
     fn add(&mut self, rate: Decimal, base: u64, unit_base: u64) -> Option<Decimal> {
         let amount = crate::money::mul_div(rate, base, unit_base);
-        let total = amount.and_then(|a| self.amount.checked_add(a));
+        let total = amount.and_then(|a| crate::money::add(self.amount, a));
         match (amount, total) {
             (Some(a), Some(t)) => {
                 self.amount = t;
