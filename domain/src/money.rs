@@ -156,7 +156,12 @@ fn mul_div_wide(amount: Decimal, quantity: u64, per: u64) -> Option<Decimal> {
 /// scale alignment rust_decimal multiplies out in 128 bits (a library call on wasm).
 #[inline]
 pub fn add(total: Decimal, amount: Decimal) -> Option<Decimal> {
-    if total.serialize() == Decimal::ZERO.serialize() { Some(amount) } else { total.checked_add(amount) }
+    // Decimal::ZERO exactly: no digits, scale 0, positive.
+    if total.is_zero() && total.scale() == 0 && total.is_sign_positive() {
+        Some(amount)
+    } else {
+        total.checked_add(amount)
+    }
 }
 
 /// Largest scale of a decimal, where rust_decimal's division stops and rounds.
