@@ -564,11 +564,7 @@ impl PreparedTariff {
                 rate_part(lp, ls, ln + (charged - measured), &mut acc, steps);
             }
         } else {
-            let period = if self.periods.is_empty() {
-                None
-            } else {
-                self.period(local_time(rec.start, ctx.time_zone))
-            };
+            let period = if self.periods.is_empty() { None } else { self.period(local_time(rec.start, ctx.time_zone)) };
             rate_part(period, rec.start, charged, &mut acc, steps);
         }
         match acc.error {
