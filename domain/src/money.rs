@@ -137,8 +137,8 @@ impl RoundingRule {
 /// Why not just call them: rating does this once per rated part, and a per-minute price charged
 /// by the second rarely divides evenly, so rust_decimal runs its general 96-bit long division to
 /// 28 digits every time — the largest item of the rating kernel, and more so in wasm, which has
-/// no 64×64→128-bit multiply. Here, when the product fits 64 bits and `per` 32 bits (prices and
-/// units always do), the same long division runs on machine integers.
+/// no 64×64→128-bit multiply. Here, when the product fits 64 bits and `per` 32 bits (as rating's
+/// prices, quantities and units do), the same long division runs on machine integers.
 #[inline]
 pub fn mul_div(amount: Decimal, quantity: u64, per: u64) -> Option<Decimal> {
     mul_div_small(amount, quantity, per).or_else(|| mul_div_wide(amount, quantity, per))
