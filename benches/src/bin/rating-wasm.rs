@@ -10,9 +10,10 @@
 //! from other processes hits both alike. Prints records/s (one thread, so per core) and the
 //! native/wasm ratio of the medians, of the fastest passes, and paired: the median over rounds of
 //! the ratio of the two fastest passes of each round (the last two move less when other
-//! processes share the cores; the paired one also when the machine's speed drifts). A third engine, `wasm, no epoch checks`, is the same but with
-//! epoch interruption off: not a setting bss-host can run with (the checks are what stops a
-//! runaway guest), but the measure of what those checks cost.
+//! processes share the cores; the paired one also when the machine's speed drifts). A third
+//! engine, `wasm, no epoch checks`, is the same but with epoch interruption off: not a setting
+//! bss-host can run with (the checks are what stops a runaway guest), but the measure of what
+//! those checks cost.
 //!
 //! Usage: `rating-wasm [--wasm PATH] [--native PATH] [records=10000] [passes=15] [rounds=2]`,
 //! where the paths default to `target/wasm32-wasip2/release-lto/rating-loop.wasm` and
