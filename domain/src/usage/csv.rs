@@ -126,6 +126,12 @@ impl Field {
 
     /// The field a column or key names, if any.
     fn named(name: &str) -> Option<Field> {
+        // The canonical names first, as written (every key of every JSON record comes here, and
+        // folding it and searching the aliases was 9% of the native pipeline's instructions);
+        // each folds to one of its own aliases, so this answers as the search below would.
+        if let Some(i) = FIELDS.iter().position(|(canonical, _)| *canonical == name) {
+            return Some(ALL[i]);
+        }
         // Folded on the stack: a heap string per key of every JSON record was 2% of ingestion.
         // A key that folds longer than the buffer is longer than every alias.
         let mut buf = [0u8; NAME_FOLDED_MAX];
@@ -591,6 +597,13 @@ mod tests {
                 assert_eq!(field.name(), name, "{alias}");
                 assert_eq!(Field::named(&alias.to_uppercase()), Some(field));
             }
+        }
+        for (i, (canonical, aliases)) in FIELDS.iter().enumerate() {
+            // The canonical name's shortcut gives what folding it would.
+            let folded: String = canonical.chars().flat_map(char::to_lowercase).collect();
+            assert!(aliases.contains(&folded.as_str()), "{canonical} folds to an alias of its own");
+            assert_eq!(Field::named(canonical), Some(ALL[i]));
+            assert_eq!(ALL[i].name(), *canonical);
         }
         assert_eq!(Field::named(" Calling_Number ").map(Field::name), Some("subscriber"));
         assert_eq!(Field::named("cdr-id").map(Field::name), Some("recordId"));
