@@ -1,7 +1,8 @@
 //! bss-host: the BSS runtime on wasmtime. Reads a Spin v2 `spin.toml`, serves its HTTP triggers,
 //! runs its queue consumers and gives every component a key-value store and a durable queue
 //! (embedded SQLite by default, Redis for several hosts). Run it with `cargo run --profile
-//! release-lto -p bss-host -- up` (release with fat LTO: see the workspace's Cargo.toml); test it with `cargo test -p bss-host`.
+//! release-lto -p bss-host -- up` (release with fat LTO: see the workspace's Cargo.toml); test it
+//! with `cargo test -p bss-host`.
 
 pub mod admin;
 pub mod app;
