@@ -104,9 +104,11 @@ fn a_record_is_rated_once_duplicates_acknowledged_conflicts_and_bad_records_repo
         api.post(&format!("{US}/usage"), call("cdr-u", "0699999999", "2026-11-03T10:00:00+01:00", 60, "0622000000"));
     assert_eq!(unknown.status, 422, "{}", unknown.body);
     assert!(unknown.body.contains("no product"), "{}", unknown.body);
-    // A batch: JSON with a duplicate, a conflict, a bad record, a repeat inside the batch.
+    // A batch: JSON with a duplicate, a conflict, a bad record, a repeat inside the batch, and a
+    // rated id re-sent with a payload that cannot be guided (a conflict, not a recycled record).
     let batch = json!([
         call("cdr-1", "0611000001", "2026-11-03T10:00:00+01:00", 90, "0622000000"),
+        call("cdr-2", "0699999999", "2026-11-03T11:00:00+01:00", 30, "+33622000000"),
         call("cdr-1", "0611000001", "2026-11-03T10:00:00+01:00", 95, "0622000000"),
         call("cdr-3", "0611000001", "2026-11-04T10:00:00+01:00", 60, "0622000000"),
         call("cdr-3", "0611000001", "2026-11-04T10:00:00+01:00", 60, "0622000000"),
@@ -117,10 +119,12 @@ fn a_record_is_rated_once_duplicates_acknowledged_conflicts_and_bad_records_repo
     let r = r.json();
     assert_eq!(
         (r["received"].as_u64(), r["accepted"].as_u64(), r["duplicates"].as_u64()),
-        (Some(5), Some(1), Some(2)),
+        (Some(6), Some(1), Some(2)),
         "{r}"
     );
-    assert_eq!((r["conflicts"].as_u64(), r["rejected"].as_u64()), (Some(1), Some(1)), "{r}");
+    assert_eq!((r["conflicts"].as_u64(), r["rejected"].as_u64()), (Some(2), Some(1)), "{r}");
+    assert_eq!(r["recycled"].as_u64(), Some(0), "{r}");
+    assert_eq!(api.get(&format!("{US}/usage/cdr-2")).json()["status"], "rated");
     // CSV with the switch's column names.
     let csv = "CDR_ID,MSISDN,Record Type,Start Time,Duration,B_Number\n\
                cdr-5,0611000001,voice,2026-11-05T09:00:00+01:00,120,0033622000000\n\

@@ -1,8 +1,9 @@
 //! The mediation and rating pipeline of one batch (a single record is a batch of one):
-//! normalise → drop in-batch repeats → look up the ids already seen → guide each new record to its
-//! product, account and tariff → per account shard, under the shard's lease: re-check the ids,
-//! rate against the period's buckets, debit prepaid money or count postpaid credit, and store
-//! records, buckets and money with one atomic `set_many` → store held records → report.
+//! normalise → drop in-batch repeats → guide each record to its product, account and tariff → per
+//! account shard, under the shard's lease: look up the ids already seen (a duplicate is
+//! acknowledged, another payload under a rated id refused), rate against the period's buckets,
+//! debit prepaid money or count postpaid credit, and store records, buckets and money with one
+//! atomic `set_many` → store held records (which checks their ids too) → report.
 //!
 //! Why a lease per shard and not a compare-and-swap per record: a batch of 1,000 records would
 //! need 1,000 CAS round-trips; under the lease the same work is a handful of batch calls, and a
@@ -45,6 +46,8 @@ pub const BATCH_RECORDS_MAX: usize = 10_000;
 /// platform's 1,000 keys of one `set_many` ([`bss_kit::kv::BATCH_MAX`]).
 pub const GROUP_RECORDS_MAX: usize = 200;
 const _: () = assert!(5 * GROUP_RECORDS_MAX <= bss_kit::kv::BATCH_MAX);
+/// Why a record whose id was rated with another payload is refused.
+const ALREADY_RATED_OTHER: &str = "already rated with another payload; the stored record is kept";
 /// Deepest account hierarchy followed to its top.
 pub const HIERARCHY_DEPTH_MAX: usize = 16;
 
@@ -373,23 +376,10 @@ impl<'a, B: KvBackend> Pipeline<'a, B> {
                 }
             }
         }
-        // Ids already seen.
-        let keys: Vec<String> = items.iter().map(|i| self.keys.usage(&i.id)).collect();
-        let stored = read_many(self.kv(), &keys)?;
-        let mut fresh = Vec::with_capacity(items.len());
-        for item in items {
-            let seen = stored.get(&self.keys.usage(&item.id)).and_then(|b| kv_json::<UsageDoc>(b));
-            match mediation::classify(seen.as_ref().map(|d| (d.status, d.fingerprint.as_str())), &item.fingerprint) {
-                Seen::New => fresh.push(item),
-                Seen::Duplicate => out.report.note(item.index, Some(&item.id), "duplicate", "already rated"),
-                Seen::Conflict { .. } => out.report.note(
-                    item.index,
-                    Some(&item.id),
-                    "conflict",
-                    "already rated with another payload; the stored record is kept",
-                ),
-            }
-        }
+        // Ids already seen are found under the lease (`rate_group`) or when a held record is
+        // stored (`store_held`), not here too: reading every id once more before guiding cost a
+        // lookup a record for the few records a batch repeats, which are guided for nothing.
+        let fresh = items;
         // Guide.
         let mut guides = self.guide(&fresh)?;
         let mut by_shard: BTreeMap<u32, Group> = BTreeMap::new();
@@ -853,7 +843,7 @@ impl<'a, B: KvBackend> Pipeline<'a, B> {
                     continue;
                 }
                 Seen::Conflict { .. } => {
-                    out.report.note(item.index, Some(&item.id), "conflict", "already rated with another payload");
+                    out.report.note(item.index, Some(&item.id), "conflict", ALREADY_RATED_OTHER);
                     continue;
                 }
             }
@@ -1016,7 +1006,7 @@ impl<'a, B: KvBackend> Pipeline<'a, B> {
                     let (what, why) = if e.fingerprint == doc.fingerprint {
                         ("duplicate", "already rated")
                     } else {
-                        ("conflict", "already rated with another payload; the stored record is kept")
+                        ("conflict", ALREADY_RATED_OTHER)
                     };
                     out.report.note(index, Some(&doc.id), what, why);
                     stored = true;
