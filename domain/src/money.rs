@@ -292,7 +292,7 @@ impl std::error::Error for MoneyError {}
 /// An amount in a currency.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Money {
-    #[serde(with = "rust_decimal::serde::str")]
+    #[serde(with = "crate::json::decimal_str")]
     pub amount: Decimal,
     pub currency: Currency,
 }

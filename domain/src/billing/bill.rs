@@ -70,7 +70,7 @@ pub struct BillTaxRate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jurisdiction: Option<String>,
     /// Percent.
-    #[serde(with = "rust_decimal::serde::str")]
+    #[serde(with = "crate::json::decimal_str")]
     pub rate: Decimal,
 }
 
@@ -210,7 +210,7 @@ pub struct Correction {
 #[serde(rename_all = "camelCase")]
 pub enum DiscountValue {
     /// Percent off (above 0, at most 100).
-    Percentage(#[serde(with = "rust_decimal::serde::str")] Decimal),
+    Percentage(#[serde(with = "crate::json::decimal_str")] Decimal),
     /// A fixed amount off (above 0).
     Amount(Money),
 }
@@ -426,7 +426,7 @@ pub struct BillLine {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proration: Option<Proration>,
     /// Units (1 for a period's charge, base units for usage).
-    #[serde(with = "rust_decimal::serde::str")]
+    #[serde(with = "crate::json::decimal_str")]
     pub quantity: Decimal,
     /// The unit of `quantity` for usage (`second`, `event`, `byte`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -447,7 +447,7 @@ pub struct BillLine {
     /// The `taxRate` applied.
     pub tax_rate_id: String,
     /// Percent.
-    #[serde(with = "rust_decimal::serde::str")]
+    #[serde(with = "crate::json::decimal_str")]
     pub tax_rate: Decimal,
     /// Tax, rounded once.
     pub tax: Money,
@@ -467,7 +467,7 @@ pub struct TaxSummary {
     /// The `taxRate`.
     pub tax_rate_id: String,
     /// Percent.
-    #[serde(with = "rust_decimal::serde::str")]
+    #[serde(with = "crate::json::decimal_str")]
     pub rate: Decimal,
     /// Σ net of the lines.
     pub taxable: Money,

@@ -72,7 +72,7 @@ pub struct DunningPolicy {
     /// Steps (any number of reminders, at most one suspension and one termination).
     pub steps: Vec<DunningStep>,
     /// Overdue totals up to this amount are left alone (in the account's currency units).
-    #[serde(default, with = "rust_decimal::serde::str")]
+    #[serde(default, with = "crate::json::decimal_str")]
     pub minimum_amount: Decimal,
 }
 

@@ -162,6 +162,7 @@ pub struct UsageRecord {
     /// Voice, SMS or data.
     pub service: Service,
     /// Start of the usage, UTC.
+    #[serde(serialize_with = "crate::json::utc_time")]
     pub start: DateTime<Utc>,
     /// Seconds (voice), bytes (data) or events (SMS).
     pub quantity: u64,
@@ -208,7 +209,12 @@ pub enum Step {
     Rounding { measured_base_units: u64, charged_base_units: u64, first_increment: u64, next_increment: u64 },
     /// A part of the usage in one period (absent: no period applies), from `start`.
     #[serde(rename_all = "camelCase")]
-    Part { period: Option<Name>, start: DateTime<Utc>, base_units: u64 },
+    Part {
+        period: Option<Name>,
+        #[serde(serialize_with = "crate::json::utc_time")]
+        start: DateTime<Utc>,
+        base_units: u64,
+    },
     /// Base units taken from an allowance (its index in the tariff).
     #[serde(rename_all = "camelCase")]
     Allowance { allowance: u16, service: Service, base_units: u64, remaining_base_units: u64 },
@@ -221,11 +227,11 @@ pub enum Step {
     Rate {
         base_units: u64,
         basis: Basis,
-        #[serde(with = "rust_decimal::serde::str")]
+        #[serde(with = "crate::json::decimal_str")]
         rate: Decimal,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         rating_unit: Option<RatingUnit>,
-        #[serde(with = "rust_decimal::serde::str")]
+        #[serde(with = "crate::json::decimal_str")]
         amount: Decimal,
     },
     /// Past the allowance, charged at its overage rate (per the allowance's unit).
@@ -233,9 +239,9 @@ pub enum Step {
     Overage {
         allowance: u16,
         base_units: u64,
-        #[serde(with = "rust_decimal::serde::str")]
+        #[serde(with = "crate::json::decimal_str")]
         rate: Decimal,
-        #[serde(with = "rust_decimal::serde::str")]
+        #[serde(with = "crate::json::decimal_str")]
         amount: Decimal,
     },
     /// Past the allowance, blocked: not charged.
@@ -245,20 +251,20 @@ pub enum Step {
     #[serde(rename_all = "camelCase")]
     Tier {
         mode: TierMode,
-        #[serde(with = "rust_decimal::serde::str")]
+        #[serde(with = "crate::json::decimal_str")]
         units_before: Decimal,
-        #[serde(with = "rust_decimal::serde::str")]
+        #[serde(with = "crate::json::decimal_str")]
         units: Decimal,
-        #[serde(with = "rust_decimal::serde::str")]
+        #[serde(with = "crate::json::decimal_str")]
         amount: Decimal,
     },
     /// The net amount rounded once.
     #[serde(rename_all = "camelCase")]
     Rounded {
         rule: RoundingRule,
-        #[serde(with = "rust_decimal::serde::str")]
+        #[serde(with = "crate::json::decimal_str")]
         unrounded: Decimal,
-        #[serde(with = "rust_decimal::serde::str")]
+        #[serde(with = "crate::json::decimal_str")]
         net: Decimal,
     },
     /// Tax by the price's tax category.
@@ -266,9 +272,9 @@ pub enum Step {
     Tax {
         tax_rate: Name,
         category: Name,
-        #[serde(with = "rust_decimal::serde::str")]
+        #[serde(with = "crate::json::decimal_str")]
         percent: Decimal,
-        #[serde(with = "rust_decimal::serde::str")]
+        #[serde(with = "crate::json::decimal_str")]
         amount: Decimal,
     },
 }
@@ -384,7 +390,7 @@ pub struct Buckets {
     /// Allowance buckets, by tariff allowance index (`None`: not a voice/SMS/data allowance).
     pub allowances: Vec<Option<Bucket>>,
     /// Rating units charged by tiers so far in the period.
-    #[serde(with = "rust_decimal::serde::str")]
+    #[serde(with = "crate::json::decimal_str")]
     pub tier_units: Decimal,
 }
 

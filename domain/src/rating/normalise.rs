@@ -104,7 +104,7 @@ pub fn e164(raw: &str, cfg: &NormaliseConfig) -> Result<String, String> {
     } else if let Some(rest) =
         cleaned.strip_prefix(cfg.national_prefix.as_str()).filter(|_| !cfg.national_prefix.is_empty())
     {
-        format!("{}{rest}", cfg.default_country_code)
+        [cfg.default_country_code.as_str(), rest].concat()
     } else {
         cleaned
     };
@@ -114,7 +114,11 @@ pub fn e164(raw: &str, cfg: &NormaliseConfig) -> Result<String, String> {
     if !(4..=15).contains(&digits.len()) || digits.starts_with('0') {
         return Err(format!("{raw:?} is not an E.164 number (4 to 15 digits after the country code's first digit)"));
     }
-    Ok(format!("+{digits}"))
+    // Built without `format!`: every record's numbers pass here.
+    let mut out = String::with_capacity(digits.len() + 1);
+    out.push('+');
+    out.push_str(&digits);
+    Ok(out)
 }
 
 fn start_time(raw: &RawUsage, cfg: &NormaliseConfig) -> Result<DateTime<Utc>, String> {

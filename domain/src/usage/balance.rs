@@ -99,12 +99,12 @@ pub struct Reservation {
     /// The session's id (e.g. a Diameter session id), unique among live reservations.
     pub id: String,
     /// Money held: the rounded price of the granted units.
-    #[serde(with = "rust_decimal::serde::str")]
+    #[serde(with = "crate::json::decimal_str")]
     pub amount: Decimal,
     /// Units granted.
     pub units: u64,
     /// Price of one unit, unrounded; commits charge at it.
-    #[serde(with = "rust_decimal::serde::str")]
+    #[serde(with = "crate::json::decimal_str")]
     pub unit_price: Decimal,
     /// When the hold lapses and its money is available again.
     pub expires_at: DateTime<Utc>,
@@ -134,7 +134,7 @@ pub struct Committed {
 pub struct Balance {
     pub currency: Currency,
     /// Money on the account, live reservations included.
-    #[serde(with = "rust_decimal::serde::str")]
+    #[serde(with = "crate::json::decimal_str")]
     pub amount: Decimal,
     /// Live (and not yet dropped expired) reservations.
     #[serde(default)]
@@ -317,7 +317,7 @@ pub struct CreditLimit {
     /// The limit (its currency is the account's).
     pub limit: Money,
     /// Charged this period.
-    #[serde(with = "rust_decimal::serde::str")]
+    #[serde(with = "crate::json::decimal_str")]
     pub spent: Decimal,
     /// Thresholds (percent of [`CREDIT_THRESHOLDS`]) already reported this period.
     #[serde(default)]

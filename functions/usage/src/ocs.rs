@@ -38,7 +38,7 @@ pub struct ReservationDoc {
     /// Units granted (base units).
     pub granted_units: u64,
     /// Money held.
-    #[serde(with = "rust_decimal::serde::str")]
+    #[serde(with = "bss_domain::json::decimal_str")]
     pub amount: Decimal,
     /// Currency.
     pub currency: String,
