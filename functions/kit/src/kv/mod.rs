@@ -472,17 +472,19 @@ impl<B: KvBackend> TenantStore<'_, B> {
 
     /// The key prefix of a collection: `t/<tenantId>/<collection>/`.
     pub fn prefix(&self, collection: &str) -> Option<String> {
-        (valid_segment(&self.tenant_id) && valid_segment(collection))
-            // `concat`, not `format!`: a batch of usage builds thousands of keys.
-            .then(|| ["t/", &self.tenant_id, "/", collection, "/"].concat())
+        self.join(collection, "")
     }
 
     /// The store key of a document; `None` if the tenant, collection or id is not a valid segment.
     pub fn key(&self, collection: &str, id: &str) -> Option<String> {
-        if !valid_segment(id) || !valid_segment(&self.tenant_id) || !valid_segment(collection) {
-            return None;
-        }
-        Some(["t/", &self.tenant_id, "/", collection, "/", id].concat())
+        valid_segment(id).then(|| self.join(collection, id)).flatten()
+    }
+
+    /// `t/<tenantId>/<collection>/<rest>`, built with `concat` rather than `format!` (a batch of
+    /// usage builds thousands of keys); `None` if the tenant or collection is not a valid segment.
+    fn join(&self, collection: &str, rest: &str) -> Option<String> {
+        (valid_segment(&self.tenant_id) && valid_segment(collection))
+            .then(|| ["t/", &self.tenant_id, "/", collection, "/", rest].concat())
     }
 
     fn key_or(&self, collection: &str, id: &str, e: StoreError) -> Result<String, StoreError> {
