@@ -125,9 +125,18 @@ mod utc_time_tests {
 
     proptest! {
         #[test]
-        fn writes_what_chrono_writes(secs in -62_135_596_800i64..253_402_300_800, nanos in 0u32..1_000_000_000, round in 0u8..4) {
+        fn writes_what_chrono_writes(
+            secs in -62_135_596_800i64..253_402_300_800,
+            nanos in 0u32..1_000_000_000,
+            round in 0u8..4,
+        ) {
             // Whole seconds, milliseconds and microseconds are the common cases: draw them often.
-            let nanos = match round { 0 => 0, 1 => nanos / 1_000_000 * 1_000_000, 2 => nanos / 1_000 * 1_000, _ => nanos };
+            let nanos = match round {
+                0 => 0,
+                1 => nanos / 1_000_000 * 1_000_000,
+                2 => nanos / 1_000 * 1_000,
+                _ => nanos,
+            };
             let t = Utc.timestamp_opt(secs, nanos).unwrap();
             let (fast, chrono) = both(t);
             prop_assert_eq!(fast, chrono);
@@ -245,8 +254,14 @@ pub mod decimal_str {
 
         proptest! {
             #[test]
-            fn writes_what_rust_decimal_writes(lo in any::<u32>(), mid in any::<u32>(), hi in prop_oneof![Just(0u32), any::<u32>()],
-                                               negative in any::<bool>(), scale in 0u32..=28, small in any::<bool>()) {
+            fn writes_what_rust_decimal_writes(
+                lo in any::<u32>(),
+                mid in any::<u32>(),
+                hi in prop_oneof![Just(0u32), any::<u32>()],
+                negative in any::<bool>(),
+                scale in 0u32..=28,
+                small in any::<bool>(),
+            ) {
                 // Small mantissas (the usual amounts) are drawn half the time.
                 let (mid, hi) = if small { (mid % 4, 0) } else { (mid, hi) };
                 same(Decimal::from_parts(lo, mid, hi, negative, scale));

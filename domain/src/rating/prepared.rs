@@ -608,8 +608,8 @@ impl PreparedTariff {
     }
 }
 
-/// Wall-clock time of `at` in `tz`. UTC (the default context's zone) directly: chrono-tz would search its
-/// table of offsets for it, once per rated record.
+/// Wall-clock time of `at` in `tz`. UTC (the default context's zone) directly: chrono-tz would
+/// search its table of offsets for it, once per rated record.
 fn local_time(at: DateTime<Utc>, tz: chrono_tz::Tz) -> NaiveDateTime {
     if tz == chrono_tz::UTC { at.naive_utc() } else { at.with_timezone(&tz).naive_local() }
 }

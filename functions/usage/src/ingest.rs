@@ -379,11 +379,9 @@ impl<'a, B: KvBackend> Pipeline<'a, B> {
         // Ids already seen are found under the lease (`rate_group`) or when a held record is
         // stored (`store_held`), not here too: reading every id once more before guiding cost a
         // lookup a record for the few records a batch repeats, which are guided for nothing.
-        let fresh = items;
-        // Guide.
-        let mut guides = self.guide(&fresh)?;
+        let mut guides = self.guide(&items)?;
         let mut by_shard: BTreeMap<u32, Group> = BTreeMap::new();
-        for item in fresh {
+        for item in items {
             match guides.remove(&item.index) {
                 Some(Ok(g)) => {
                     let shard = mediation::shard_of(&g.account.root, self.cfg.shards);
