@@ -10,4 +10,5 @@ pub mod money;
 pub mod order;
 pub mod quote;
 pub mod rating;
+pub mod stored;
 pub mod usage;

@@ -256,6 +256,19 @@ pub fn get(url: &str) -> Answer {
     send("GET", url, &[], None)
 }
 
+/// GET `url`'s body as bytes (a stored value in a binary form is not text): status and body.
+pub fn get_bytes(url: &str) -> (u16, Vec<u8>) {
+    let resp = match agent().get(url).call() {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("GET {url}: {e}"),
+    };
+    let status = resp.status();
+    let mut body = Vec::new();
+    std::io::Read::read_to_end(&mut resp.into_reader(), &mut body).unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    (status, body)
+}
+
 pub fn post_json(url: &str, headers: &[(&str, &str)], body: &serde_json::Value) -> Answer {
     let mut h = headers.to_vec();
     h.push(("Content-Type", "application/json"));

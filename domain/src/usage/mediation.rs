@@ -54,19 +54,20 @@ impl UsageStatus {
         }
     }
 
+    /// Every status.
+    pub const ALL: [UsageStatus; 7] = [
+        UsageStatus::Received,
+        UsageStatus::Rejected,
+        UsageStatus::Recycled,
+        UsageStatus::Guided,
+        UsageStatus::Rated,
+        UsageStatus::Rerated,
+        UsageStatus::Billed,
+    ];
+
     /// Parses a TMF name.
     pub fn parse(s: &str) -> Option<UsageStatus> {
-        [
-            UsageStatus::Received,
-            UsageStatus::Rejected,
-            UsageStatus::Recycled,
-            UsageStatus::Guided,
-            UsageStatus::Rated,
-            UsageStatus::Rerated,
-            UsageStatus::Billed,
-        ]
-        .into_iter()
-        .find(|x| x.as_str() == s)
+        UsageStatus::ALL.into_iter().find(|x| x.as_str() == s)
     }
 
     /// Held for a correction or a recycle run (not charged).

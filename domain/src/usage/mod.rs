@@ -7,8 +7,10 @@
 pub mod balance;
 pub mod csv;
 pub mod mediation;
+pub mod record;
 pub mod totals;
 
 pub use self::balance::{Balance, BalanceError, Committed, CreditLimit, Grant, Reservation};
 pub use self::csv::{CsvError, CsvProblem, parse_csv, parse_json_batch, raw_from_json};
+pub use self::record::UsageDoc;
 pub use self::totals::{ServiceTotal, UsageTotals};

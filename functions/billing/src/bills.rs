@@ -36,7 +36,7 @@ use bss_domain::catalog::price::PriceView;
 use bss_domain::catalog::tax::TaxRate;
 use bss_domain::catalog::{Kind as CatalogKind, Lifecycle, Snapshot, money_from_json};
 use bss_domain::money::{Currency, Money, RoundingRule};
-use bss_domain::rating::{ChargeDelta, Service};
+use bss_domain::rating::{ChargeDelta, Service, Step};
 use bss_domain::usage::UsageTotals;
 use bss_kit::ApiError;
 use bss_kit::kv::{KvBackend, StoreError, Versioned};
@@ -436,6 +436,37 @@ struct BilledStep {
     category: Option<String>,
 }
 
+impl BilledRating {
+    /// The rating of a stored usage record: in the compact form the usage component writes
+    /// (`bss_domain::stored`, read whole: it is a few hundred bytes of varints), or in the JSON
+    /// it wrote before (only these fields parsed).
+    fn of_stored(bytes: &[u8]) -> Option<BilledRating> {
+        if bytes.first() != Some(&bss_domain::stored::FORM_V1) {
+            return serde_json::from_slice::<BilledUsage>(bytes).ok()?.rated;
+        }
+        let rated = bss_domain::stored::decode::<bss_domain::usage::UsageDoc>(bytes).ok()?.rated?;
+        let steps = rated
+            .steps
+            .into_iter()
+            .filter_map(|s| match s {
+                Step::Tax { category, .. } => {
+                    Some(BilledStep { step: "tax".into(), category: Some(category.as_str().to_string()) })
+                }
+                _ => None,
+            })
+            .collect();
+        Some(BilledRating {
+            record_id: rated.record_id,
+            service: rated.service,
+            charged_base_units: rated.charged_base_units,
+            allowance_base_units: rated.allowance_base_units,
+            net: rated.net,
+            tax: rated.tax,
+            steps,
+        })
+    }
+}
+
 /// A product's rated usage of a period, per service (taxed as rated: sums of rounded records):
 /// the totals the usage component keeps beside the records (`usageTotals/<product>/<period>`,
 /// one read) when they are complete or count as many records as the period's index, or the
@@ -449,7 +480,7 @@ pub fn usage_of<B: KvBackend>(
     let layout = UsageKeys::new(&env.tenant.tenant_id);
     let start = period.start.to_string();
     let totals = bss_commerce::usage_keys::get(env.store.backend(), &layout, &layout.totals(product, &start))?
-        .and_then(|b| serde_json::from_slice::<UsageTotals>(&b).ok());
+        .and_then(|b| bss_domain::stored::decode::<UsageTotals>(&b).ok());
     // Complete totals are read alone: listing the index was a tenth of a bill run's CPU.
     let ids = match &totals {
         Some(t) if t.complete => Vec::new(),
@@ -487,8 +518,7 @@ pub fn usage_of<B: KvBackend>(
     let mut sums: BTreeMap<&'static str, (Service, ServiceSum)> = BTreeMap::new();
     for chunk in keys.chunks(1000) {
         for (_, v) in env.store.backend().get_many(chunk)? {
-            let Some(rated) = v.and_then(|b| serde_json::from_slice::<BilledUsage>(&b).ok()).and_then(|d| d.rated)
-            else {
+            let Some(rated) = v.and_then(|b| BilledRating::of_stored(&b)) else {
                 continue;
             };
             if rated.net.currency != currency {
@@ -1227,8 +1257,11 @@ mod tests {
         };
         // No totals (records rated before they were kept): the records.
         assert_eq!(net(&env), (1, 2, "0.90".to_string()));
-        // Totals counting both records are what is read (here deliberately not the records' sum).
+        // Totals counting both records are what is read (here deliberately not the records' sum),
+        // in the compact form the usage component writes and as the JSON it wrote before.
         let totals = UsageTotals::of(&[voice("u1", "1.00"), voice("u2", "2.00")]).unwrap();
+        kv.set(&layout.totals("p1", "2026-10-01"), &bss_domain::stored::encode(&totals)).unwrap();
+        assert_eq!(net(&env), (1, 2, "3.00".to_string()));
         kv.set(&layout.totals("p1", "2026-10-01"), &serde_json::to_vec(&totals).unwrap()).unwrap();
         assert_eq!(net(&env), (1, 2, "3.00".to_string()));
         // Totals that miss a record are not trusted.
@@ -1238,7 +1271,7 @@ mod tests {
         // Complete totals are read without the index: here the index lists two records and the
         // totals count one, and the totals are what the bill shows.
         let complete = UsageTotals { complete: true, ..short };
-        kv.set(&layout.totals("p1", "2026-10-01"), &serde_json::to_vec(&complete).unwrap()).unwrap();
+        kv.set(&layout.totals("p1", "2026-10-01"), &bss_domain::stored::encode(&complete)).unwrap();
         assert_eq!(net(&env), (1, 1, "1.00".to_string()));
     }
 
@@ -1272,16 +1305,23 @@ mod tests {
                 },
             ],
         };
-        let doc = json!({"id": "r-1", "status": "rated", "record": {"subscriber": "+33600000001"},
-                         "fingerprint": "f", "rated": rated});
-        let read: BilledUsage = serde_json::from_slice(&serde_json::to_vec(&doc).unwrap()).unwrap();
-        let r = read.rated.unwrap();
-        assert_eq!((r.record_id.as_str(), r.service), ("r-1", Service::Voice));
-        assert_eq!((r.charged_base_units, r.allowance_base_units), (120, 60));
-        assert_eq!((r.net, r.tax), (eur("0.45"), eur("0.09")));
-        assert_eq!(r.steps.into_iter().find(|s| s.step == "tax").and_then(|s| s.category).as_deref(), Some("telecom"));
+        let doc = json!({"id": "r-1", "status": "rated", "fingerprint": "f", "receivedAt": "2026-10-02T10:00:00.000Z",
+                         "rated": rated});
+        let stored: bss_domain::usage::UsageDoc = serde_json::from_value(doc.clone()).unwrap();
+        // The JSON stored before the compact form, and the compact form, read the same.
+        for bytes in [serde_json::to_vec(&doc).unwrap(), bss_domain::stored::encode(&stored)] {
+            let r = BilledRating::of_stored(&bytes).unwrap();
+            assert_eq!((r.record_id.as_str(), r.service), ("r-1", Service::Voice));
+            assert_eq!((r.charged_base_units, r.allowance_base_units), (120, 60));
+            assert_eq!((r.net, r.tax), (eur("0.45"), eur("0.09")));
+            let category = r.steps.into_iter().find(|s| s.step == "tax").and_then(|s| s.category);
+            assert_eq!(category.as_deref(), Some("telecom"));
+        }
         // A record that was never rated (held) has nothing to bill.
-        let held: BilledUsage = serde_json::from_value(json!({"id": "r-2", "status": "recycled"})).unwrap();
-        assert!(held.rated.is_none());
+        let held =
+            json!({"id": "r-2", "status": "recycled", "fingerprint": "g", "receivedAt": "2026-10-02T10:00:00.000Z"});
+        assert!(BilledRating::of_stored(&serde_json::to_vec(&held).unwrap()).is_none());
+        let held: bss_domain::usage::UsageDoc = serde_json::from_value(held).unwrap();
+        assert!(BilledRating::of_stored(&bss_domain::stored::encode(&held)).is_none());
     }
 }

@@ -27,6 +27,7 @@ use bss_domain::order::proration::billing_period;
 use bss_domain::rating::{
     Buckets, NormaliseConfig, PreparedTariff, RatedRecord, RatingContext, RawUsage, Taxation, UsageRecord, normalise,
 };
+use bss_domain::stored;
 use bss_domain::usage::mediation::{self, BatchReport, Seen, UsageStatus};
 use bss_domain::usage::{CreditLimit, CsvProblem};
 use bss_kit::ApiError;
@@ -165,11 +166,10 @@ fn kv_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Option<T> {
     serde_json::from_slice(bytes).ok()
 }
 
+/// An account's money state, as JSON (records, buckets and totals, which every record rewrites,
+/// are stored in the compact form of `bss_domain::stored`).
 fn encode<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, ApiError> {
-    // A rated record is about 1.2 kB: start near it instead of growing from serde_json's 128 bytes.
-    let mut out = Vec::with_capacity(1024);
-    serde_json::to_writer(&mut out, v).map_err(|e| ApiError::internal(format!("encoding: {e}")))?;
-    Ok(out)
+    serde_json::to_vec(v).map_err(|e| ApiError::internal(format!("encoding: {e}")))
 }
 
 pub use bss_commerce::usage_keys::read_many;
@@ -832,7 +832,7 @@ impl<'a, B: KvBackend> Pipeline<'a, B> {
         // Ids are unique here: `ingest` keeps the first occurrence of an id in a batch.
         for ((item, g), ukey) in group.into_iter().zip(keys) {
             // Re-checked under the lease: a concurrent batch may have rated it meanwhile.
-            let seen = current.get(&ukey).and_then(|b| kv_json::<UsageDoc>(b));
+            let seen = current.get(&ukey).and_then(|b| stored::decode::<UsageDoc>(b).ok());
             let was_held = seen.as_ref().is_some_and(|d| d.status.is_held());
             match mediation::classify(seen.as_ref().map(|d| (d.status, d.fingerprint.as_str())), &item.fingerprint) {
                 Seen::New => {}
@@ -849,7 +849,7 @@ impl<'a, B: KvBackend> Pipeline<'a, B> {
             let state = states.entry(skey.clone()).or_insert_with(|| {
                 current
                     .get(&skey)
-                    .and_then(|b| kv_json::<PeriodState>(b))
+                    .and_then(|b| stored::decode::<PeriodState>(b).ok())
                     .unwrap_or(PeriodState { buckets: Vec::new(), records: 0 })
             });
             let tariff = &g.tariff;
@@ -909,7 +909,7 @@ impl<'a, B: KvBackend> Pipeline<'a, B> {
             state.records += 1;
             let tkey = k.totals(&g.line.product_id, &g.period);
             let t = totals.entry(tkey.clone()).or_insert_with(|| {
-                current.get(&tkey).and_then(|b| kv_json::<UsageTotals>(b)).unwrap_or_else(|| UsageTotals {
+                current.get(&tkey).and_then(|b| stored::decode::<UsageTotals>(b).ok()).unwrap_or_else(|| UsageTotals {
                     complete: starts_complete.get(&tkey).copied().unwrap_or(false),
                     ..UsageTotals::default()
                 })
@@ -935,7 +935,7 @@ impl<'a, B: KvBackend> Pipeline<'a, B> {
                 received_at: now_text.clone(),
                 rated_at: Some(now_text.clone()),
             };
-            writes.push((ukey, encode(&doc)?));
+            writes.push((ukey, stored::encode(&doc)));
             writes.push((k.by_product(&g.line.product_id, &g.period, &item.id), Vec::new()));
             if was_held {
                 unheld.push(k.held(&item.id));
@@ -946,7 +946,7 @@ impl<'a, B: KvBackend> Pipeline<'a, B> {
             }
         }
         for (key, state) in &states {
-            writes.push((key.clone(), encode(state)?));
+            writes.push((key.clone(), stored::encode(state)));
         }
         for (key, account) in &accounts {
             // Only a changed money state is written: a postpaid account without a credit limit
@@ -961,7 +961,7 @@ impl<'a, B: KvBackend> Pipeline<'a, B> {
             }
         }
         for (key, t) in &totals {
-            writes.push((key.clone(), encode(t)?));
+            writes.push((key.clone(), stored::encode(t)));
         }
         debug_assert!(writes.len() <= bss_kit::kv::BATCH_MAX);
         if rated_count > 0 {
@@ -999,7 +999,7 @@ impl<'a, B: KvBackend> Pipeline<'a, B> {
             let mut stored = false;
             for attempt in 1..=8 {
                 let (cas, current) = kv.cas_read(&key)?;
-                let existing = current.as_deref().and_then(kv_json::<UsageDoc>);
+                let existing = current.as_deref().and_then(|b| stored::decode::<UsageDoc>(b).ok());
                 if let Some(e) = existing.as_ref().filter(|e| !e.status.is_held()) {
                     let (what, why) = if e.fingerprint == doc.fingerprint {
                         ("duplicate", "already rated")
@@ -1014,7 +1014,7 @@ impl<'a, B: KvBackend> Pipeline<'a, B> {
                 if let Some(e) = existing {
                     doc.received_at = e.received_at;
                 }
-                if kv.cas_write(cas, &encode(&doc)?)? {
+                if kv.cas_write(cas, &stored::encode(&doc))? {
                     markers.push((self.keys.held(&doc.id), Vec::new()));
                     out.report.note(index, Some(&doc.id), outcome, reason.clone());
                     if self.keep_docs {

@@ -207,7 +207,7 @@ pub fn load<B: KvBackend>(env: &Env<'_, B>, id: &str) -> Result<Option<UsageDoc>
         return Ok(None);
     }
     let keys = Keys::new(&env.tenant.tenant_id);
-    Ok(env.store.backend().get(&keys.usage(id))?.and_then(|b| serde_json::from_slice(&b).ok()))
+    Ok(env.store.backend().get(&keys.usage(id))?.and_then(|b| bss_domain::stored::decode(&b).ok()))
 }
 
 fn get_one<B: KvBackend>(env: &Env<'_, B>, ctx: &Ctx, id: &str) -> Result<Reply, ApiError> {
@@ -225,7 +225,7 @@ fn docs<B: KvBackend>(env: &Env<'_, B>, ids: &[String]) -> Result<Vec<UsageDoc>,
     let keys = Keys::new(&env.tenant.tenant_id);
     let wanted: Vec<String> = ids.iter().map(|i| keys.usage(i)).collect();
     let found = read_many(env.store.backend(), &wanted)?;
-    Ok(wanted.iter().filter_map(|k| found.get(k)).filter_map(|b| serde_json::from_slice(b).ok()).collect())
+    Ok(wanted.iter().filter_map(|k| found.get(k)).filter_map(|b| bss_domain::stored::decode(b).ok()).collect())
 }
 
 /// Held records (optionally only `status`).

@@ -1,6 +1,9 @@
 //! What the usage component stores, under the tenant's prefix `t/<tenantId>/`, and how a stored
 //! record reads as a TMF635 `Usage`. Raw keys (not the kit's versioned documents): records are
 //! written a thousand at a time with one `set_many`, under the lease of their account's shard.
+//! What rating writes for every record — the record, its product's buckets and totals — is in the
+//! compact binary form of `bss_domain::stored` (a third to a fifth of its JSON, and far cheaper
+//! to write and read); values stored as JSON before it read the same.
 //!
 //! - `usage/<recordId>` → [`UsageDoc`]: the record, its status and its rating (the dedup key);
 //! - `usageHeld/<recordId>` → `""`: index of held records (rejected, recycled);
@@ -12,12 +15,13 @@
 //!   (a product's keys share a prefix so that a batch rewrites one page of the store for them;
 //!   `bss_commerce::usage_keys` reads values written under the earlier `usageState/`,
 //!   `usageTotals/` and `usageByProduct/` keys);
-//! - `usageAccount/<accountId>` → [`AccountState`]: prepaid balance and postpaid credit;
+//! - `usageAccount/<accountId>` → [`AccountState`]: prepaid balance and postpaid credit (JSON);
 //! - `usageLease/<shard>`: the lease that serialises the state of the accounts of a shard;
 //! - `usageCorrection/<runId>/<recordId>` → a rerating difference, and the same document under
 //!   `usageCorrectionByAccount/<accountId>/<runId>/<recordId>`, which billing reads and clears.
 
-use bss_domain::rating::{Buckets, RatedRecord, RawUsage, UsageRecord};
+use bss_domain::rating::Buckets;
+use bss_domain::stored::{Compact, ReadError, Reader, Writer};
 use bss_domain::usage::mediation::UsageStatus;
 use bss_domain::usage::{Balance, CreditLimit};
 use bss_kit::kv::valid_segment;
@@ -27,55 +31,7 @@ use serde_json::{Value, json};
 /// The API base path.
 pub const BASE: &str = "/tmf-api/usageManagement/v4";
 
-/// A stored usage record.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct UsageDoc {
-    /// The record id.
-    pub id: String,
-    /// Status.
-    pub status: UsageStatus,
-    /// Fingerprint of the payload (see `bss_domain::usage::mediation`).
-    pub fingerprint: String,
-    /// As received (kept for held records, to correct and re-submit).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub raw: Option<RawUsage>,
-    /// Normalised.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub record: Option<UsageRecord>,
-    /// Why it is held.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    /// The product it was guided to.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub product_id: Option<String>,
-    /// The account billed (or the partner's settlement account, wholesale).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub account_id: Option<String>,
-    /// The customer.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub customer_id: Option<String>,
-    /// The wholesale partner (partyRole id).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub partner_id: Option<String>,
-    /// Start of the bill period (local date of the account).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub period: Option<String>,
-    /// The rating.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rated: Option<RatedRecord>,
-    /// The rating it replaced (rerated records).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub previous: Option<RatedRecord>,
-    /// Tax rate in percent of the rating, if taxed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tax_percent: Option<String>,
-    /// When it was received (RFC 3339).
-    pub received_at: String,
-    /// When it was last rated.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rated_at: Option<String>,
-}
+pub use bss_domain::usage::UsageDoc;
 
 /// The allowance buckets of one product and bill period.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -85,6 +41,18 @@ pub struct PeriodState {
     pub buckets: Vec<Buckets>,
     /// Records rated in the period.
     pub records: u64,
+}
+
+/// Stored in the compact form (`bss_domain::stored`): it is rewritten with every record rated.
+impl Compact for PeriodState {
+    fn write(&self, w: &mut Writer) {
+        self.buckets.write(w);
+        w.u64(self.records);
+    }
+
+    fn read(r: &mut Reader<'_>) -> Result<Self, ReadError> {
+        Ok(PeriodState { buckets: Vec::read(r)?, records: r.u64()? })
+    }
 }
 
 /// The money state of an account.

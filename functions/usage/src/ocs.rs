@@ -151,7 +151,7 @@ pub fn reserve<B: KvBackend>(env: &Env<'_, B>, ctx: &Ctx, cfg: Config) -> Result
         }
         // Price the whole request against a copy of the period's buckets: allowances first.
         let state: Option<crate::model::PeriodState> =
-            bss_commerce::usage_keys::get(kv, &keys, &skey)?.and_then(|b| serde_json::from_slice(&b).ok());
+            bss_commerce::usage_keys::get(kv, &keys, &skey)?.and_then(|b| bss_domain::stored::decode(&b).ok());
         let tid = guide.tariff.tariff().id.clone();
         let mut buckets = state
             .and_then(|s| s.buckets.into_iter().find(|b| b.tariff_id == tid))

@@ -90,7 +90,7 @@ pub fn run<B: KvBackend>(env: &Env<'_, B>, ctx: &Ctx, cfg: Config) -> Result<Rep
         let wanted: Vec<String> = ids.iter().map(|i| keys.usage(i)).collect();
         let found = read_many(kv, &wanted)?;
         let mut records: Vec<UsageDoc> =
-            wanted.iter().filter_map(|k| found.get(k)).filter_map(|b| serde_json::from_slice(b).ok()).collect();
+            wanted.iter().filter_map(|k| found.get(k)).filter_map(|b| bss_domain::stored::decode(b).ok()).collect();
         records.retain(|d| d.rated.is_some() && d.record.is_some());
         records.sort_by(|a, b| {
             let (ra, rb) = (a.record.as_ref().expect("kept"), b.record.as_ref().expect("kept"));
@@ -155,13 +155,13 @@ pub fn run<B: KvBackend>(env: &Env<'_, B>, ctx: &Ctx, cfg: Config) -> Result<Rep
             doc.rated = Some(new);
             doc.tax_percent = tax.as_ref().map(|t| t.rate().rate.to_string());
             doc.rated_at = Some(now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
-            writes.push((keys.usage(&doc.id), bytes(&doc)?));
+            writes.push((keys.usage(&doc.id), bss_domain::stored::encode(&doc)));
         }
         // The period's buckets are what the replay left, and its totals the new ratings (empty
         // when they cannot be summed: billing then reads the records).
         let skey = keys.state(&req.product.id, &req.period);
         if !records.is_empty() {
-            writes.push((skey, bytes(&PeriodState { buckets, records: records.len() as u64 })?));
+            writes.push((skey, bss_domain::stored::encode(&PeriodState { buckets, records: records.len() as u64 })));
             // Complete when rebuilt from every record the index lists (none left out as unrated,
             // and the index not cut at the run's limit).
             let every_record = ids.len() < RUN_RECORDS_MAX && finals.len() == ids.len();
@@ -169,7 +169,7 @@ pub fn run<B: KvBackend>(env: &Env<'_, B>, ctx: &Ctx, cfg: Config) -> Result<Rep
                 Ok(t) => UsageTotals { complete: every_record, ..t },
                 Err(_) => UsageTotals::default(),
             };
-            writes.push((keys.totals(&req.product.id, &req.period), bytes(&totals)?));
+            writes.push((keys.totals(&req.product.id, &req.period), bss_domain::stored::encode(&totals)));
         }
         let mut balance_adjusted = None;
         if let (true, Some((_, _, g))) = (account.prepaid, total) {
