@@ -88,7 +88,8 @@ pub trait Compact: Sized {
 
 /// `v` in the compact form, [`FORM_V1`] first.
 pub fn encode<T: Compact>(v: &T) -> Vec<u8> {
-    let mut w = Writer { buf: Vec::with_capacity(256) };
+    // A rated record takes about 430 bytes: one allocation for most values.
+    let mut w = Writer { buf: Vec::with_capacity(512) };
     w.buf.push(FORM_V1);
     v.write(&mut w);
     w.buf

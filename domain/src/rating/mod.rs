@@ -315,7 +315,9 @@ pub struct RatedRecord {
 /// time with [`crate::catalog::tax::rate_for`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Taxation {
-    rate: TaxRate,
+    /// Shared: a guide's taxation is cloned into the context of every record it rates, and a
+    /// tax rate is three strings.
+    rate: Arc<TaxRate>,
     id: Name,
     category: Name,
     /// The percentage over 100, so that rating multiplies once instead of dividing per record.
@@ -327,7 +329,7 @@ impl Taxation {
     pub fn new(rate: TaxRate) -> Taxation {
         let (id, category) = (Name::new(&rate.id), Name::new(&rate.tax_category));
         let fraction = rate.rate / Decimal::ONE_HUNDRED;
-        Taxation { rate, id, category, fraction }
+        Taxation { rate: Arc::new(rate), id, category, fraction }
     }
 
     /// The tax on a net amount (unrounded): the value of [`TaxRate::tax_on`] (a test holds them

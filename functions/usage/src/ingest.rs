@@ -845,10 +845,9 @@ impl<'a, B: KvBackend> Pipeline<'a, B> {
                     continue;
                 }
             }
-            let skey = k.state(&g.bucket_owner, &g.bucket_period);
-            let state = states.entry(skey.clone()).or_insert_with(|| {
+            let state = loaded(&mut states, k.state(&g.bucket_owner, &g.bucket_period), |skey| {
                 current
-                    .get(&skey)
+                    .get(skey)
                     .and_then(|b| stored::decode::<PeriodState>(b).ok())
                     .unwrap_or(PeriodState { buckets: Vec::new(), records: 0 })
             });
@@ -865,7 +864,10 @@ impl<'a, B: KvBackend> Pipeline<'a, B> {
             if state.buckets[slot].allowances.len() != tariff.allowance_count() {
                 state.buckets[slot] = tariff.fresh_buckets();
             }
-            let before: Buckets = state.buckets[slot].clone();
+            // Only charging can refuse a rated record (prepaid money, a credit limit): only then are
+            // the buckets kept to put back (a copy per record cost two allocations).
+            let before: Option<Buckets> =
+                (g.account.prepaid || g.account.credit_limit.is_some()).then(|| state.buckets[slot].clone());
             let ctx = RatingContext { time_zone: g.account.tz, tax: g.tax.clone(), rounding: RoundingRule::HalfEven };
             let rated = match tariff.rate(&item.record, &ctx, &mut state.buckets[slot]) {
                 Ok(r) => r,
@@ -875,10 +877,9 @@ impl<'a, B: KvBackend> Pipeline<'a, B> {
                     continue;
                 }
             };
-            let akey = k.account(&g.account.id);
-            let account = accounts
-                .entry(akey.clone())
-                .or_insert_with(|| current.get(&akey).and_then(|b| kv_json::<AccountState>(b)).unwrap_or_default());
+            let account = loaded(&mut accounts, k.account(&g.account.id), |akey| {
+                current.get(akey).and_then(|b| kv_json::<AccountState>(b)).unwrap_or_default()
+            });
             if let (Some(reservation), Some(b)) = (self.settles.get(&item.id), account.balance.as_mut()) {
                 // An expired reservation already gave its money back: nothing to release.
                 let _ = b.release(reservation, now);
@@ -901,33 +902,42 @@ impl<'a, B: KvBackend> Pipeline<'a, B> {
                     }
                 }
                 Err(reason) => {
-                    state.buckets[slot] = before;
+                    debug_assert!(before.is_some(), "a charge that cannot fail failed");
+                    if let Some(before) = before {
+                        state.buckets[slot] = before;
+                    }
                     held.push((item.index, self.recycled(&item, reason)));
                     continue;
                 }
             }
             state.records += 1;
-            let tkey = k.totals(&g.line.product_id, &g.period);
-            let t = totals.entry(tkey.clone()).or_insert_with(|| {
-                current.get(&tkey).and_then(|b| stored::decode::<UsageTotals>(b).ok()).unwrap_or_else(|| UsageTotals {
-                    complete: starts_complete.get(&tkey).copied().unwrap_or(false),
+            let t = loaded(&mut totals, k.totals(&g.line.product_id, &g.period), |tkey| {
+                current.get(tkey).and_then(|b| stored::decode::<UsageTotals>(b).ok()).unwrap_or_else(|| UsageTotals {
+                    complete: starts_complete.get(tkey).copied().unwrap_or(false),
                     ..UsageTotals::default()
                 })
             });
             // A record in another currency than the product's others is rated (it is the truth)
             // but not summed: the totals stop being complete, so billing reads the records.
             t.add_or_incomplete(&rated);
+            writes.push((k.by_product(&g.line.product_id, &g.period, &item.id), Vec::new()));
+            if was_held {
+                unheld.push(k.held(&item.id));
+            }
+            // The item is done with: its fields move into the stored record.
+            let Item { index, id, fingerprint, record, .. } = item;
+            let wholesale = record.carrier.is_some();
             let doc = UsageDoc {
-                id: item.id.clone(),
+                id,
                 status: UsageStatus::Rated,
-                fingerprint: item.fingerprint.clone(),
+                fingerprint,
                 raw: None,
-                record: Some(item.record.clone()),
+                partner_id: record.carrier.clone(),
+                record: Some(record),
                 reason: None,
-                product_id: Some(g.line.product_id.clone()).filter(|_| item.record.carrier.is_none()),
+                product_id: Some(g.line.product_id.clone()).filter(|_| !wholesale),
                 account_id: Some(g.account.id.clone()),
                 customer_id: Some(g.line.customer_id.clone()).filter(|c| !c.is_empty()),
-                partner_id: item.record.carrier.clone(),
                 period: Some(g.period.clone()),
                 tax_percent: g.tax.as_ref().map(|t| t.rate().rate.to_string()),
                 rated: Some(rated),
@@ -936,13 +946,9 @@ impl<'a, B: KvBackend> Pipeline<'a, B> {
                 rated_at: Some(now_text.clone()),
             };
             writes.push((ukey, stored::encode(&doc)));
-            writes.push((k.by_product(&g.line.product_id, &g.period, &item.id), Vec::new()));
-            if was_held {
-                unheld.push(k.held(&item.id));
-            }
             rated_count += 1;
             if self.keep_docs {
-                rated_docs.push((item.index, doc));
+                rated_docs.push((index, doc));
             }
         }
         for (key, state) in &states {
@@ -1071,6 +1077,18 @@ fn charge(account: &mut AccountState, g: &Guide, rated: &RatedRecord, now: DateT
     }
     credit.limit.limit = limit;
     credit.limit.try_charge(amount).map_err(|e| format!("credit limit: {e}"))
+}
+
+/// The value of `key` in `map`, loaded by `load` the first time: the key moves in only then (a
+/// group's records share products and accounts, and cloning the key of each cost an allocation).
+fn loaded<V>(map: &mut HashMap<String, V>, key: String, load: impl FnOnce(&str) -> V) -> &mut V {
+    match map.entry(key) {
+        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+        std::collections::hash_map::Entry::Vacant(e) => {
+            let v = load(e.key());
+            e.insert(v)
+        }
+    }
 }
 
 fn chunks<T>(v: Vec<T>, n: usize) -> Vec<Vec<T>> {
