@@ -116,9 +116,14 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// An unsigned integer, LEB128.
-    pub fn u64(&mut self, v: u64) {
-        self.u128(v as u128)
+    /// An unsigned integer, LEB128 (in 64-bit arithmetic: most fields are counts and units, and
+    /// 128-bit shifts are several instructions each on wasm32).
+    pub fn u64(&mut self, mut v: u64) {
+        while v >= 0x80 {
+            self.buf.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        self.buf.push(v as u8);
     }
 
     fn u128(&mut self, mut v: u128) {
@@ -178,9 +183,22 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// An unsigned integer.
+    /// An unsigned integer (64-bit arithmetic, as [`Writer::u64`]; the same bounds as `u128(64)`).
     pub fn u64(&mut self) -> Result<u64, ReadError> {
-        Ok(self.u128(64)? as u64)
+        let mut v: u64 = 0;
+        let mut shift = 0;
+        loop {
+            let b = self.byte()?;
+            let part = (b & 0x7f) as u64;
+            if shift >= 64 || (shift > 0 && part >> (64 - shift) != 0) {
+                return Err(ReadError::TooLarge);
+            }
+            v |= part << shift;
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+            shift += 7;
+        }
     }
 
     /// A length prefix (at most [`LEN_MAX`]).
