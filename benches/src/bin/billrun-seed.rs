@@ -1020,8 +1020,9 @@ fn run_bills(args: &Args) -> anyhow::Result<()> {
         api.expect("POST", &format!("{CB}/billRun"), Some(&json!({"periodStart": start, "billCycleDay": 1})), 201)?;
     let post = t0.elapsed().as_secs_f64();
     let id = id_of(&run)?;
-    let total = run["accountsTotal"].as_u64().unwrap_or(0);
-    eprintln!("run: bill run {id} for {start}: {total} accounts (POST answered in {post:.2} s)");
+    eprintln!("run: bill run {id} for {start} (POST answered in {post:.2} s)");
+    // Known once the worker has queued every account.
+    let mut total = None;
     let mut samples: Vec<(f64, u64)> = vec![(0.0, 0)];
     let mut k = 1u64;
     let status = loop {
@@ -1034,15 +1035,21 @@ fn run_bills(args: &Args) -> anyhow::Result<()> {
         let finished = n("accountsDone") + n("accountsSkipped") + n("accountsFailed");
         let (pt, pn) = *samples.last().unwrap_or(&(0.0, 0));
         samples.push((t, finished));
-        if k % 10 == 2 || finished >= total {
+        if total.is_none() && s.get("accountsTotal").is_some() {
+            total = s["accountsTotal"].as_u64();
+            eprintln!("run: t={t:>6.1}s every account queued: {} accounts", n("accountsTotal"));
+        }
+        let over = s["state"] != "inProgress";
+        if k % 10 == 2 || over {
             eprintln!(
-                "run: t={t:>6.1}s {finished:>8}/{total} accounts, {} failed; {:>6} accounts/s now, {:>6} overall",
+                "run: t={t:>6.1}s {finished:>8}/{} accounts, {} failed; {:>6} accounts/s now, {:>6} overall",
+                total.map_or_else(|| format!("{}+", n("accountsQueued")), |t| t.to_string()),
                 n("accountsFailed"),
                 thousands((finished - pn) as f64 / (t - pt)),
                 thousands(finished as f64 / t)
             );
         }
-        if finished >= total {
+        if over {
             break s;
         }
         if t > args.num("timeout-secs", 7_200.0)? {
@@ -1050,6 +1057,7 @@ fn run_bills(args: &Args) -> anyhow::Result<()> {
         }
     };
     metrics("metrics-after.txt")?;
+    let total = status["accountsTotal"].as_u64().unwrap_or(0);
     let host_cpu = match (cpu0, host_pid.and_then(cpu_seconds)) {
         (Some(a), Some(b)) => b - a,
         _ => 0.0,

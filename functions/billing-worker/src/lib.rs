@@ -1,10 +1,12 @@
-//! `billing-worker`: the queue consumer of bill runs (`billing.run`): bills every account of a
+//! `billing-worker`: the queue consumer of bill runs (`billing.run`): queues the batches of a run
+//! over every account a page at a time (`billing::run::plan_step`), and bills every account of a
 //! batch with `billing::run::bill_batch` — exactly once per account, failures recorded on the run
 //! and never blocking the batch, the batch counted on the run once; a store failure asks the
-//! queue for a retry (the batch then finds the bills it made and counts them once). Build with `cargo build --target wasm32-wasip2 --profile release-lto -p
-//! billing-worker`; tested by `cargo test -p bss-host --test e2e_billing`.
+//! queue for a retry (the batch then finds the bills it made and counts them once). Build with
+//! `cargo build --target wasm32-wasip2 --profile release-lto -p billing-worker`; tested by
+//! `cargo test -p bss-host --test e2e_billing`.
 
-use billing::run::{Batch, bill_batch};
+use billing::run::Work;
 use bss_kit::Tenant;
 use bss_kit::events::Message;
 use bss_kit::resource::Env;
@@ -12,15 +14,22 @@ use bss_kit::resource::Env;
 bss_kit::export_consumer!(handle);
 
 fn handle(msg: Message) -> Result<(), String> {
-    let batch: Batch = match serde_json::from_slice(&msg.body) {
-        Ok(b) => b,
+    let work: Work = match serde_json::from_slice(&msg.body) {
+        Ok(w) => w,
         Err(e) => {
-            eprintln!("billing-worker: dropping message {} on {}: not a bill-run batch ({e})", msg.id, msg.subject);
+            eprintln!(
+                "billing-worker: dropping message {} on {}: not a bill-run step or batch ({e})",
+                msg.id, msg.subject
+            );
             return Ok(());
         }
     };
     let store = bss_kit::wasi_kv::open_store().map_err(|e| e.message)?;
-    let tenant = Tenant { tenant_id: batch.tenant_id.clone(), key_id: "billing-worker".into() };
+    let tenant_id = match &work {
+        Work::Plan(p) => p.template.tenant_id.clone(),
+        Work::Batch(b) => b.tenant_id.clone(),
+    };
+    let tenant = Tenant { tenant_id, key_id: "billing-worker".into() };
     let env = Env::new(&store, &tenant);
-    bill_batch(&env, &batch, &msg.id).map_err(|e| format!("{} ({})", e.message, e.detail().unwrap_or_default()))
+    billing::run::work(&env, &work, &msg.id).map_err(|e| format!("{} ({})", e.message, e.detail().unwrap_or_default()))
 }

@@ -1170,7 +1170,7 @@ mod tests {
         sync_numbered(&mut synced, &numbered[1].1).unwrap();
         assert_eq!(synced, b);
         let events = bss_kit::events::native::take_published();
-        let changed: Vec<&str> = events.iter().map(|(subject, _)| subject.as_str()).collect();
+        let changed: Vec<&str> = events.iter().map(|(_, subject, _)| subject.as_str()).collect();
         assert!(
             changed.iter().filter(|s| s.starts_with("billing.CustomerBillStateChangeEvent")).count() == 3,
             "{changed:?}"

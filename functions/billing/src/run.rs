@@ -4,6 +4,13 @@
 //! instances, as many as the platform runs. Each account is billed by
 //! [`crate::bills::bill_account`] (exactly once, whatever redeliveries and reruns).
 //!
+//! A run over every account does not list them in the call: it queues a [`Plan`], and the
+//! worker goes through the accounts [`PLAN_PAGE`] at a time — each step queues its page's batches
+//! and then the next step (`<runId>.plan.<k>`), so a run of millions of accounts takes constant
+//! memory, answers at once, and a crash in the middle of queueing redelivers the step, which
+//! publishes the same message ids again. The run's `accountsTotal` appears when the last step
+//! is through (until then `accountsQueued` counts); a run naming its accounts knows it at once.
+//!
 //! Progress is counted per batch, once: when a worker has been through every account of a batch
 //! it adds the batch's counts (done, skipped, failed) to one of the run's [`TALLY_SHARDS`] tally
 //! documents (`billRunTally/<run>.<shard>`) in the same compare-and-swap that records the batch
@@ -30,6 +37,10 @@ pub const RUN: Kind = Kind { collection: "billRun", type_name: "BillRun", base_p
 pub const ACCOUNTS_PER_MESSAGE: usize = 50;
 /// Most accounts one run bills.
 pub const RUN_ACCOUNTS_MAX: usize = 2_000_000;
+/// Accounts one step of a [`Plan`] lists and queues.
+pub const PLAN_PAGE: usize = 10_000;
+const _: () = assert!(PLAN_PAGE.is_multiple_of(ACCOUNTS_PER_MESSAGE), "every page but the last fills whole batches");
+const _: () = assert!(RUN_ACCOUNTS_MAX.is_multiple_of(PLAN_PAGE));
 /// The queue subject of run batches.
 pub const SUBJECT: &str = "billing.run";
 
@@ -79,6 +90,40 @@ pub struct Batch {
     pub accounts: Vec<String>,
 }
 
+/// One step of queueing a run over every account: the next [`PLAN_PAGE`] accounts after
+/// `after`, whose batches are numbered on from `accounts_before / ACCOUNTS_PER_MESSAGE`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Plan {
+    /// The step's number (its message id is `<runId>.plan.<step>`).
+    pub plan_step: u64,
+    /// The last account key queued by the steps before (none: from the first account).
+    #[serde(default)]
+    pub after: Option<String>,
+    /// Accounts queued by the steps before (a multiple of [`ACCOUNTS_PER_MESSAGE`]).
+    pub accounts_before: u64,
+    /// What each batch of the run carries, without accounts.
+    pub template: Batch,
+}
+
+/// A message of the run's subject: a step of queueing, or a batch to bill.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Work {
+    /// Queue the next page of accounts (only a plan has `planStep`).
+    Plan(Plan),
+    /// Bill these accounts.
+    Batch(Batch),
+}
+
+/// Does a message of the run's subject (the worker's job); `message_id` is its queue id.
+pub fn work<B: KvBackend>(env: &Env<'_, B>, work: &Work, message_id: &str) -> Result<(), ApiError> {
+    match work {
+        Work::Plan(plan) => plan_step(env, plan),
+        Work::Batch(batch) => bill_batch(env, batch, message_id),
+    }
+}
+
 /// Per-account counters of runs started before the tallies (still read by [`status`], so such a
 /// run completes when the new worker counts its remaining batches).
 fn legacy_counter_key(env_tenant: &str, run: &str, what: &str) -> String {
@@ -112,47 +157,91 @@ pub fn start<B: KvBackend>(env: &Env<'_, B>, req: RunRequest, now: DateTime<Utc>
     {
         return Err(ApiError::unprocessable("billCycleDay: must be 1 to 28"));
     }
-    let accounts: Vec<String> = match req.accounts {
-        Some(a) => a,
-        None => {
-            let prefix = format!("t/{}/billingAccount/", env.tenant.tenant_id);
-            env.store.list_keys(&prefix, RUN_ACCOUNTS_MAX)?.into_iter().map(|k| k[prefix.len()..].to_string()).collect()
-        }
-    };
-    if accounts.len() > RUN_ACCOUNTS_MAX {
-        return Err(ApiError::payload_too_large(format!("at most {RUN_ACCOUNTS_MAX} accounts per run")));
-    }
-    // An account named twice is billed and counted once.
-    let mut seen = std::collections::HashSet::with_capacity(accounts.len());
-    let accounts: Vec<String> = accounts.into_iter().filter(|a| seen.insert(a.clone())).collect();
     let run_id = bss_kit::ids::new_id();
     let validate = req.validate.unwrap_or(true);
-    let body = json!({
+    let template = Batch {
+        tenant_id: env.tenant.tenant_id.clone(),
+        run_id: run_id.clone(),
+        at: now,
+        period_start: req.period_start,
+        bill_cycle_day: req.bill_cycle_day,
+        validate,
+        accounts: Vec::new(),
+    };
+    let mut body = json!({
         "state": "inProgress",
         "billCycleDay": req.bill_cycle_day,
         "periodStart": req.period_start,
         "validate": validate,
-        "accountsTotal": accounts.len(),
         "startedAt": now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
     });
+    let Some(named) = req.accounts else {
+        // Every account: the worker lists them a page at a time.
+        body["accountsQueued"] = json!(0);
+        let change = env.resources(RUN).create_with_id(env, &bss_kit::resource::NoHooks, &run_id, body)?;
+        let plan = Plan { plan_step: 0, after: None, accounts_before: 0, template };
+        publish(&plan, &format!("{run_id}.plan.0"))?;
+        return Ok(change.after.unwrap_or_default());
+    };
+    if named.len() > RUN_ACCOUNTS_MAX {
+        return Err(ApiError::payload_too_large(format!("at most {RUN_ACCOUNTS_MAX} accounts per run")));
+    }
+    // An account named twice is billed and counted once.
+    let mut seen = std::collections::HashSet::with_capacity(named.len());
+    let accounts: Vec<String> = named.into_iter().filter(|a| seen.insert(a.clone())).collect();
+    body["accountsTotal"] = json!(accounts.len());
     let change = env.resources(RUN).create_with_id(env, &bss_kit::resource::NoHooks, &run_id, body)?;
     for (n, chunk) in accounts.chunks(ACCOUNTS_PER_MESSAGE).enumerate() {
-        let batch = Batch {
-            tenant_id: env.tenant.tenant_id.clone(),
-            run_id: run_id.clone(),
-            at: now,
-            period_start: req.period_start,
-            bill_cycle_day: req.bill_cycle_day,
-            validate,
-            accounts: chunk.to_vec(),
-        };
-        queue(&batch, &format!("{run_id}.{n}"))?;
+        let batch = Batch { accounts: chunk.to_vec(), ..template.clone() };
+        publish(&batch, &format!("{run_id}.{n}"))?;
     }
     Ok(change.after.unwrap_or_default())
 }
 
-fn queue(batch: &Batch, id: &str) -> Result<(), ApiError> {
-    let body = serde_json::to_vec(batch).map_err(|e| ApiError::internal(e.to_string()))?;
+/// One step of a run over every account (see the module doc): queues the batches of the next
+/// page of accounts, records how many are queued on the run, then queues the next step — or,
+/// when the accounts are through, records the run's total. Run again for the same step (a
+/// redelivery), it publishes the same message ids and records the same counts.
+pub fn plan_step<B: KvBackend>(env: &Env<'_, B>, plan: &Plan) -> Result<(), ApiError> {
+    assert!(plan.accounts_before.is_multiple_of(ACCOUNTS_PER_MESSAGE as u64), "a step starts on a whole batch");
+    let run_id = &plan.template.run_id;
+    let prefix = format!("t/{}/billingAccount/", plan.template.tenant_id);
+    let room = RUN_ACCOUNTS_MAX.saturating_sub(plan.accounts_before as usize);
+    let keys = env.store.list_keys_after(&prefix, plan.after.as_deref(), PLAN_PAGE.min(room))?;
+    let first = plan.accounts_before / ACCOUNTS_PER_MESSAGE as u64;
+    for (n, chunk) in keys.chunks(ACCOUNTS_PER_MESSAGE).enumerate() {
+        let accounts = chunk.iter().map(|k| k[prefix.len()..].to_string()).collect();
+        publish(&Batch { accounts, ..plan.template.clone() }, &format!("{run_id}.{}", first + n as u64))?;
+    }
+    let queued = plan.accounts_before + keys.len() as u64;
+    let through = keys.len() < PLAN_PAGE || queued as usize >= RUN_ACCOUNTS_MAX;
+    if through && queued as usize >= RUN_ACCOUNTS_MAX {
+        eprintln!("billing: bill run {run_id} stops at {RUN_ACCOUNTS_MAX} accounts; run the rest by cycle day");
+    }
+    env.resources(RUN).modify(env, &bss_kit::resource::NoHooks, run_id, |doc| {
+        let mut doc = doc.clone();
+        let before = doc.get("accountsQueued").and_then(Value::as_u64).unwrap_or(0);
+        doc["accountsQueued"] = json!(before.max(queued));
+        if through {
+            doc["accountsTotal"] = json!(queued);
+        }
+        Ok(doc)
+    })?;
+    if !through && let Some(last) = keys.last() {
+        let next = Plan {
+            plan_step: plan.plan_step + 1,
+            after: Some(last.clone()),
+            accounts_before: queued,
+            template: plan.template.clone(),
+        };
+        publish(&next, &format!("{run_id}.plan.{}", next.plan_step))?;
+    }
+    Ok(())
+}
+
+/// Publishes a message of the run's subject under its deterministic id.
+fn publish<T: Serialize>(message: &T, id: &str) -> Result<(), ApiError> {
+    let body = serde_json::to_vec(message).map_err(|e| ApiError::internal(e.to_string()))?;
     bss_kit::events::publish(SUBJECT, body, Some(id.to_string()), None)
         .map_err(|e| ApiError::service_unavailable("the queue is unavailable; retry", e.to_string()))?;
     Ok(())
@@ -349,13 +438,15 @@ fn counts<B: KvBackend>(env: &Env<'_, B>, run: &str) -> Result<Counts, ApiError>
 /// The run's status: counts, failures with reasons, elapsed and estimated remaining time.
 pub fn status<B: KvBackend>(env: &Env<'_, B>, id: &str, now: DateTime<Utc>) -> Result<Value, ApiError> {
     let mut doc = env.resources(RUN).get(id)?.data;
-    let total = doc.get("accountsTotal").and_then(Value::as_u64).unwrap_or(0);
+    // Absent while a run over every account is still queueing them.
+    let total = doc.get("accountsTotal").and_then(Value::as_u64);
     let Counts { done, skipped, failed } = counts(env, id)?;
     let failed = failed.max(0) as u64;
     let finished = done + skipped + failed;
     let started = doc.get("startedAt").and_then(Value::as_str).and_then(|s| DateTime::parse_from_rfc3339(s).ok());
     let elapsed_ms = started.map(|s| (now - s.to_utc()).num_milliseconds().max(0) as u64).unwrap_or(0);
-    let remaining_ms = (finished > 0 && finished < total).then(|| elapsed_ms * (total - finished) / finished);
+    let remaining_ms =
+        total.filter(|&total| finished > 0 && finished < total).map(|total| elapsed_ms * (total - finished) / finished);
     let failures: Vec<Value> = env
         .store
         .tenant(&env.tenant.tenant_id)
@@ -378,7 +469,7 @@ pub fn status<B: KvBackend>(env: &Env<'_, B>, id: &str, now: DateTime<Utc>) -> R
     doc["failure"] = Value::Array(failures);
     doc["elapsedMs"] = json!(elapsed_ms);
     doc["estimatedRemainingMs"] = json!(remaining_ms);
-    doc["state"] = json!(if finished >= total {
+    doc["state"] = json!(if total.is_some_and(|total| finished >= total) {
         if failed > 0 { "completedWithErrors" } else { "completed" }
     } else {
         "inProgress"
@@ -394,39 +485,47 @@ pub fn retry<B: KvBackend>(env: &Env<'_, B>, id: &str) -> Result<Value, ApiError
     let run = env.resources(RUN).get(id)?.data;
     let docs = env.store.tenant(&env.tenant.tenant_id);
     let prefix = docs.prefix(FAILED).ok_or_else(|| ApiError::bad_request("invalid tenant"))?;
-    let keys = env.store.list_keys(&format!("{prefix}{id}."), RUN_ACCOUNTS_MAX)?;
-    let accounts: Vec<String> = keys.iter().map(|k| k[prefix.len() + id.len() + 1..].to_string()).collect();
-    if accounts.is_empty() {
-        return Ok(json!({"retried": 0}));
-    }
-    env.store.backend().delete_many(&keys)?;
-    let batch_no = bss_kit::ids::new_id();
-    let retried_as = format!("retry.{batch_no}");
-    let shard = bss_domain::usage::mediation::shard_of(&retried_as, TALLY_SHARDS);
-    add_to_tally(
-        env,
-        &format!("{id}.{shard}"),
-        &retried_as,
-        Counts { failed: -(accounts.len() as i64), ..Counts::default() },
-    )?;
+    let marks = format!("{prefix}{id}.");
     let at = run
         .get("startedAt")
         .and_then(Value::as_str)
         .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
         .map(|d| d.to_utc());
-    for (n, chunk) in accounts.chunks(ACCOUNTS_PER_MESSAGE).enumerate() {
-        let batch = Batch {
-            tenant_id: env.tenant.tenant_id.clone(),
-            run_id: id.to_string(),
-            at: at.unwrap_or_else(Utc::now),
-            period_start: run.get("periodStart").and_then(|v| serde_json::from_value(v.clone()).ok()),
-            bill_cycle_day: run.get("billCycleDay").and_then(Value::as_u64).map(|d| d as u32),
-            validate: run.get("validate").and_then(Value::as_bool).unwrap_or(true),
-            accounts: chunk.to_vec(),
-        };
-        queue(&batch, &format!("{id}.retry.{batch_no}.{n}"))?;
+    let template = Batch {
+        tenant_id: env.tenant.tenant_id.clone(),
+        run_id: id.to_string(),
+        at: at.unwrap_or_else(Utc::now),
+        period_start: run.get("periodStart").and_then(|v| serde_json::from_value(v.clone()).ok()),
+        bill_cycle_day: run.get("billCycleDay").and_then(Value::as_u64).map(|d| d as u32),
+        validate: run.get("validate").and_then(Value::as_bool).unwrap_or(true),
+        accounts: Vec::new(),
+    };
+    let retry_no = bss_kit::ids::new_id();
+    let (mut retried, mut after) = (0, None);
+    // A page of marks at a time, so that memory stays bounded however many accounts failed; each
+    // page after the last key of the one before, so that an account failing again at once (its
+    // mark made anew) is not retried twice by this call.
+    for page_no in 0..(RUN_ACCOUNTS_MAX / PLAN_PAGE) {
+        let keys = env.store.list_keys_after(&marks, after.as_deref(), PLAN_PAGE)?;
+        let Some(last) = keys.last() else { break };
+        after = Some(last.clone());
+        let accounts: Vec<String> = keys.iter().map(|k| k[marks.len()..].to_string()).collect();
+        env.store.backend().delete_many(&keys)?;
+        let retried_as = format!("retry.{retry_no}.{page_no}");
+        let shard = bss_domain::usage::mediation::shard_of(&retried_as, TALLY_SHARDS);
+        add_to_tally(
+            env,
+            &format!("{id}.{shard}"),
+            &retried_as,
+            Counts { failed: -(accounts.len() as i64), ..Counts::default() },
+        )?;
+        for (n, chunk) in accounts.chunks(ACCOUNTS_PER_MESSAGE).enumerate() {
+            let batch = Batch { accounts: chunk.to_vec(), ..template.clone() };
+            publish(&batch, &format!("{id}.{retried_as}.{n}"))?;
+        }
+        retried += accounts.len();
     }
-    Ok(json!({"retried": accounts.len()}))
+    Ok(json!({"retried": retried}))
 }
 
 #[cfg(test)]
@@ -434,6 +533,67 @@ mod tests {
     use super::*;
     use bss_kit::auth::Tenant;
     use bss_kit::kv::{MemKv, Store};
+
+    #[test]
+    fn a_run_over_every_account_queues_each_once_a_page_at_a_time_and_knows_its_total_at_the_end() {
+        const N: usize = 2 * PLAN_PAGE + 75;
+        let kv = MemKv::default();
+        kv.set_page_size(997);
+        let store = Store::new(&kv);
+        let tenant = Tenant { tenant_id: "t1".into(), key_id: "k".into() };
+        let env = Env::new(&store, &tenant);
+        for i in 0..N {
+            kv.set(&format!("t/t1/billingAccount/a{i:06}"), b"{}").unwrap();
+        }
+        // Another tenant's accounts and a key past the prefix are not this run's.
+        kv.set("t/t0/billingAccount/x", b"{}").unwrap();
+        kv.set("t/t1/billingAccountX/y", b"{}").unwrap();
+        bss_kit::events::native::take_published();
+        let now = Utc::now();
+        let req = RunRequest { bill_cycle_day: Some(1), period_start: None, accounts: None, validate: None };
+        let run = start(&env, req, now).unwrap();
+        let id = run["id"].as_str().unwrap().to_string();
+        assert_eq!((run.get("accountsTotal"), &run["accountsQueued"]), (None, &json!(0)), "{run}");
+        let (mut batches, mut steps) = (Vec::new(), Vec::new());
+        let mut pending = bss_kit::events::native::take_published();
+        while let Some((msg_id, subject, body)) = pending.pop() {
+            assert_eq!(subject, SUBJECT);
+            match serde_json::from_slice::<Work>(&body).unwrap() {
+                Work::Plan(plan) => {
+                    // Before the last step, the run is in progress with no total.
+                    let s = status(&env, &id, now).unwrap();
+                    assert_eq!((s.get("accountsTotal"), &s["state"]), (None, &json!("inProgress")), "{s}");
+                    plan_step(&env, &plan).unwrap();
+                    // Redelivered: the same messages again, and the same counts.
+                    let first = bss_kit::events::native::take_published();
+                    plan_step(&env, &plan).unwrap();
+                    let again = bss_kit::events::native::take_published();
+                    assert_eq!(first, again);
+                    steps.push(msg_id);
+                    pending.extend(first);
+                }
+                Work::Batch(b) => {
+                    assert!(b.accounts.len() <= ACCOUNTS_PER_MESSAGE);
+                    assert_eq!((b.run_id.as_str(), b.bill_cycle_day, b.at), (id.as_str(), Some(1), now));
+                    batches.push((msg_id, b.accounts));
+                }
+            }
+        }
+        let want_steps: Vec<String> = (0..3).map(|k| format!("{id}.plan.{k}")).collect();
+        assert_eq!(steps, want_steps);
+        batches.sort_by_key(|(m, _)| m[id.len() + 1..].parse::<usize>().unwrap());
+        let numbers: Vec<String> = batches.iter().map(|(m, _)| m.clone()).collect();
+        let want: Vec<String> = (0..N.div_ceil(ACCOUNTS_PER_MESSAGE)).map(|n| format!("{id}.{n}")).collect();
+        assert_eq!(numbers, want, "batches numbered without a gap or a repeat");
+        let accounts: Vec<String> = batches.into_iter().flat_map(|(_, a)| a).collect();
+        let want: Vec<String> = (0..N).map(|i| format!("a{i:06}")).collect();
+        assert_eq!(accounts, want, "every account once, in order");
+        let s = status(&env, &id, now).unwrap();
+        assert_eq!(
+            (&s["accountsTotal"], &s["accountsQueued"], &s["state"]),
+            (&json!(N), &json!(N), &json!("inProgress"))
+        );
+    }
 
     #[test]
     fn a_batch_is_counted_once_on_its_tally_and_the_run_sums_its_tallies_and_older_counters() {

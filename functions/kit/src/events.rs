@@ -137,7 +137,7 @@ pub mod native {
     pub const KEPT_MAX: usize = 10_000;
 
     thread_local! {
-        static PUBLISHED: RefCell<VecDeque<(String, Vec<u8>)>> = const { RefCell::new(VecDeque::new()) };
+        static PUBLISHED: RefCell<VecDeque<(String, String, Vec<u8>)>> = const { RefCell::new(VecDeque::new()) };
     }
 
     pub(super) fn record(msg: OutgoingMessage) -> String {
@@ -147,14 +147,14 @@ pub mod native {
             if p.len() == KEPT_MAX {
                 p.pop_front();
             }
-            p.push_back((msg.subject, msg.body));
+            p.push_back((id.clone(), msg.subject, msg.body));
         });
         id
     }
 
-    /// The (subject, body) of the messages this thread published since the last call, oldest
-    /// first.
-    pub fn take_published() -> Vec<(String, Vec<u8>)> {
+    /// The (id, subject, body) of the messages this thread published since the last call,
+    /// oldest first.
+    pub fn take_published() -> Vec<(String, String, Vec<u8>)> {
         PUBLISHED.with(|p| p.borrow_mut().drain(..).collect())
     }
 }

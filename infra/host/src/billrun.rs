@@ -36,20 +36,27 @@ pub struct BillRunArgs {
 const BAR_WIDTH: usize = 40;
 const BASE: &str = "/tmf-api/customerBillManagement/v4/billRun";
 
-/// One line of progress: `[#####-----] 120/400 accounts, 2 failed, 3.1 s, ~7 s left`.
+/// One line of progress: `[#####-----] 120/400 accounts, 2 failed, 3.1 s, ~7 s left` — or, while
+/// a run over every account is still queueing them, `120/10000+ accounts` (those queued so far).
 pub fn bar(status: &serde_json::Value) -> String {
     let n = |f: &str| status.get(f).and_then(serde_json::Value::as_u64).unwrap_or(0);
-    let total = n("accountsTotal");
+    let queueing = status.get("accountsTotal").is_none();
+    let total = if queueing { n("accountsQueued") } else { n("accountsTotal") };
     let finished = n("accountsDone") + n("accountsSkipped") + n("accountsFailed");
-    let filled = if total == 0 { BAR_WIDTH } else { (finished.min(total) as usize * BAR_WIDTH) / total as usize };
+    let filled = match total {
+        0 if queueing => 0,
+        0 => BAR_WIDTH,
+        _ => (finished.min(total) as usize * BAR_WIDTH) / total as usize,
+    };
     let left = match status.get("estimatedRemainingMs").and_then(serde_json::Value::as_u64) {
         Some(ms) => format!(", ~{:.0} s left", ms as f64 / 1000.0),
         None => String::new(),
     };
     format!(
-        "[{}{}] {finished}/{total} accounts, {} failed, {:.1} s{left}",
+        "[{}{}] {finished}/{total}{} accounts, {} failed, {:.1} s{left}",
         "#".repeat(filled),
         "-".repeat(BAR_WIDTH - filled),
+        if queueing { "+" } else { "" },
         n("accountsFailed"),
         n("elapsedMs") as f64 / 1000.0,
     )
@@ -112,5 +119,16 @@ mod tests {
         );
         let empty = json!({"accountsTotal": 0});
         assert!(bar(&empty).starts_with(&format!("[{}]", "#".repeat(BAR_WIDTH))));
+        let queueing = json!({"accountsQueued": 20000, "accountsDone": 5000, "elapsedMs": 1000});
+        assert_eq!(
+            bar(&queueing),
+            format!("[{}{}] 5000/20000+ accounts, 0 failed, 1.0 s", "#".repeat(10), "-".repeat(30))
+        );
+        let starting = json!({"accountsQueued": 0});
+        assert!(
+            bar(&starting).starts_with(&format!("[{}] 0/0+ accounts", "-".repeat(BAR_WIDTH))),
+            "{}",
+            bar(&starting)
+        );
     }
 }

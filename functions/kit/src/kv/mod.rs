@@ -380,15 +380,26 @@ impl<B: KvBackend> Store<B> {
     /// it did not hand out (Spin's wasi:keyvalue answers "cursor not supported") is scanned from
     /// the start instead, without assuming any key order.
     pub fn list_keys(&self, prefix: &str, max: usize) -> Result<Vec<String>, StoreError> {
-        let first = match self.kv.list_keys(Some(prefix)) {
+        self.list_keys_after(prefix, None, max)
+    }
+
+    /// Up to `max` keys starting with `prefix` and greater than `after` (none: from the first),
+    /// ascending: one page of a listing too long to hold at once, the next page starting after
+    /// the last key of this one. On a backend that cannot seek, each page scans every key.
+    pub fn list_keys_after(&self, prefix: &str, after: Option<&str>, max: usize) -> Result<Vec<String>, StoreError> {
+        let start = match after {
+            Some(a) if a > prefix => a,
+            _ => prefix,
+        };
+        let first = match self.kv.list_keys(Some(start)) {
             Ok(page) => page,
             Err(e) => {
                 eprintln!("bss: list_keys cannot seek ({e}); scanning every key");
-                return self.scan_keys(prefix, max);
+                return self.scan_keys(prefix, start, max);
             }
         };
         let mut out = Vec::new();
-        let mut cursor = Some(prefix.to_string());
+        let mut cursor = Some(start.to_string());
         let mut next_page = Some(first);
         'pages: while out.len() < max {
             let page = match next_page.take() {
@@ -397,9 +408,11 @@ impl<B: KvBackend> Store<B> {
             };
             for key in page.keys {
                 if key.starts_with(prefix) {
-                    out.push(key);
-                    if out.len() >= max {
-                        break 'pages;
+                    if key.as_str() > start {
+                        out.push(key);
+                        if out.len() >= max {
+                            break 'pages;
+                        }
                     }
                 } else if key.as_str() > prefix {
                     break 'pages;
@@ -413,13 +426,19 @@ impl<B: KvBackend> Store<B> {
         Ok(out)
     }
 
-    /// Every key from the start (following the backend's own cursors), filtered and sorted.
-    fn scan_keys(&self, prefix: &str, max: usize) -> Result<Vec<String>, StoreError> {
+    /// Every key from the start (following the backend's own cursors), filtered to those with
+    /// `prefix` greater than `after`, sorted.
+    fn scan_keys(&self, prefix: &str, after: &str, max: usize) -> Result<Vec<String>, StoreError> {
         let mut out = Vec::new();
         let mut cursor: Option<String> = None;
         loop {
             let page = self.kv.list_keys(cursor.as_deref())?;
-            out.extend(page.keys.into_iter().filter(|k| k.starts_with(prefix)));
+            out.extend(page.keys.into_iter().filter(|k| k.starts_with(prefix) && k.as_str() > after));
+            // Holds the smallest `max` keys so far, not every key of the store.
+            if out.len() > max.saturating_mul(2).max(1024) {
+                out.sort_unstable();
+                out.truncate(max);
+            }
             match page.cursor {
                 Some(next) if Some(&next) != cursor.as_ref() => cursor = Some(next),
                 _ => break,
@@ -734,6 +753,42 @@ mod tests {
         assert_eq!(store.list_keys("t/t/docs/", 100).unwrap(), ["t/t/docs/a", "t/t/docs/b", "t/t/docs/c"]);
         assert_eq!(store.list_keys("t/t/docs/", 2).unwrap(), ["t/t/docs/a", "t/t/docs/b"]);
         assert_eq!(store.tenant("u").list::<Doc>("docs", 100).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_long_listing_pages_after_the_last_key_seeking_or_scanning() {
+        for spin_like in [false, true] {
+            let kv = MemKv::new();
+            kv.set_page_size(7);
+            let store = Store::new(&kv);
+            for i in (0..2_500).rev() {
+                kv.set(&format!("t/a/acct/{i:05}"), b"1").unwrap();
+            }
+            kv.set("t/a/acctx", b"1").unwrap();
+            kv.set("t/b/acct/00000", b"1").unwrap();
+            if spin_like {
+                kv.list_like_spin();
+            }
+            let (mut all, mut after, mut pages) = (Vec::new(), None::<String>, 0);
+            loop {
+                let page = store.list_keys_after("t/a/acct/", after.as_deref(), 1_000).unwrap();
+                assert!(page.len() <= 1_000);
+                all.extend(page.iter().cloned());
+                pages += 1;
+                match page.last() {
+                    Some(last) if page.len() == 1_000 => after = Some(last.clone()),
+                    _ => break,
+                }
+            }
+            let want: Vec<String> = (0..2_500).map(|i| format!("t/a/acct/{i:05}")).collect();
+            assert_eq!((all, pages), (want, 3), "spin-like: {spin_like}");
+            // A key before the prefix as `after` starts from the first key.
+            assert_eq!(
+                store.list_keys_after("t/a/acct/", Some("t/a/"), 2).unwrap(),
+                ["t/a/acct/00000", "t/a/acct/00001"]
+            );
+            assert!(store.list_keys_after("t/a/acct/", Some("t/a/acct/02499"), 10).unwrap().is_empty());
+        }
     }
 
     #[test]
