@@ -1,4 +1,5 @@
-# Sourced by the benchmark scripts: starts and stops the release-lto bss-host on free ports.
+# Sourced by the benchmark scripts: starts and stops the release-lto bss-host (or $host_bin) on
+# free ports.
 # start_host DATA OUT_PREFIX — serves spin.toml from DATA, logs to OUT_PREFIX.out/.log; sets
 # host_pid, url, admin (the admin API; /metrics under it). stop_host — SIGTERM, then SIGKILL
 # after 30 s. admin_key — the admin key the host was started with.
@@ -6,9 +7,10 @@ host_pid=
 url=
 admin=
 admin_key="bench-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
+host_bin=${host_bin:-./target/release-lto/bss-host}
 
 start_host() { # data out_prefix
-    BSS_VAR_ADMIN_KEY=$admin_key BSS_LOG=${BSS_LOG:-info} ./target/release-lto/bss-host up --no-build --manifest spin.toml \
+    BSS_VAR_ADMIN_KEY=$admin_key BSS_LOG=${BSS_LOG:-info} "$host_bin" up --no-build --manifest spin.toml \
         --data "$1" --cache-dir target/bss-bench-cache --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
         >"$2.out" 2>"$2.log" &
     host_pid=$!
