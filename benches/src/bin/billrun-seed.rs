@@ -18,7 +18,8 @@
 //!   the sample tariff with allowance buckets, store `usage/<id>` and
 //!   `usageProduct/<product>/records/<period>/<id>` plus the period's buckets) in batches of 10,000.
 //!   Writes are buffered and committed in one SQLite transaction per batch with the database's
-//!   own version counter (`SqliteDb::next_kv_version`), so the host restarts consistent. The
+//!   own version counter (`SqliteDb::next_kv_version`) and its high mark raised
+//!   (`db::raise_version_high`), so the host restarts consistent. The
 //!   first account (the probe) also gets 5 records in the current month (for the on-demand check).
 //! - `verify --url URL --state FILE`: API GETs: the probe account, its product and charges, its
 //!   usage records and the catalog read back as the components wrote them (same attributes as the
@@ -487,10 +488,15 @@ impl SeedKv {
         let db = &self.db;
         db.write(|tx| {
             let mut up = tx.prepare_cached(UPSERT)?;
+            let mut high = 0;
             for (k, v) in &pending {
                 if let Some(v) = v {
-                    up.execute(rusqlite::params!["default", k, v, db.next_kv_version() as i64])?;
+                    high = db.next_kv_version();
+                    up.execute(rusqlite::params!["default", k, v, high as i64])?;
                 }
+            }
+            if high > 0 {
+                bss_host::db::raise_version_high(tx, high)?;
             }
             Ok(())
         })
