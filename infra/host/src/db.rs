@@ -63,10 +63,11 @@ const WRITER_CACHE_KIB: i64 = 64 * 1024;
 /// compile-time limit, 2 GiB in the bundled build; pages past it are read one by one with
 /// `pread`). Not the whole file: mapping all of a 30 GB database of 1,000,000 accounts on a
 /// machine of 23 GB made every page fault read around it as far as the disk's readahead goes
-/// (8 MB here): the native bill run's reads reached 623 GB from disk in 11 minutes before it had
-/// listed the accounts (90 s with this map) — while a `pread` reads its page. (At 100,000 accounts, 3.3 GB, mapping it all cut the bytes read an
-/// account from ~930 KB to ~270 KB and host CPU an account by 4–14%: a database that fits in
-/// memory gains, one that does not thrashes.)
+/// (8 MB here): the native bill run's reads reached 623 GB from disk in 11 minutes before it
+/// had listed the accounts (90 s with this map), where a `pread` reads its one page. At 100,000
+/// accounts (3.3 GB) mapping it all cut the bytes read an account from ~930 KB to ~270 KB and
+/// the host's CPU an account by 4–14%: a database that fits in memory gains, one that does not
+/// thrashes.
 const WRITER_MMAP_BYTES: i64 = 1 << 31;
 
 /// Whether each commit waits for fsync.
@@ -275,7 +276,7 @@ fn apply_kv<'a>(
 
 /// Where key-value versions go on from: above every version in use and every deleted one. Read
 /// from `kv_meta` — one row, where scanning the kv table for its highest version read the whole
-/// database file (30 GB and 100 s at 1,000,000 accounts) on every start; a database written
+/// database file (30 GB and about 110 s at 1,000,000 accounts) on every start; a database written
 /// before the high mark was kept is scanned once, and the mark recorded.
 fn kv_version_start(conn: &mut Connection) -> rusqlite::Result<u64> {
     let meta = |conn: &Connection, name: &str| -> rusqlite::Result<Option<i64>> {
