@@ -25,11 +25,7 @@ fn handle(msg: Message) -> Result<(), String> {
         }
     };
     let store = bss_kit::wasi_kv::open_store().map_err(|e| e.message)?;
-    let tenant_id = match &work {
-        Work::Plan(p) => p.template.tenant_id.clone(),
-        Work::Batch(b) => b.tenant_id.clone(),
-    };
-    let tenant = Tenant { tenant_id, key_id: "billing-worker".into() };
+    let tenant = Tenant { tenant_id: work.tenant_id().to_string(), key_id: "billing-worker".into() };
     let env = Env::new(&store, &tenant);
     billing::run::work(&env, &work, &msg.id).map_err(|e| format!("{} ({})", e.message, e.detail().unwrap_or_default()))
 }

@@ -116,6 +116,16 @@ pub enum Work {
     Batch(Batch),
 }
 
+impl Work {
+    /// The tenant whose run this is.
+    pub fn tenant_id(&self) -> &str {
+        match self {
+            Work::Plan(plan) => &plan.template.tenant_id,
+            Work::Batch(batch) => &batch.tenant_id,
+        }
+    }
+}
+
 /// Does a message of the run's subject (the worker's job); `message_id` is its queue id.
 pub fn work<B: KvBackend>(env: &Env<'_, B>, work: &Work, message_id: &str) -> Result<(), ApiError> {
     match work {
