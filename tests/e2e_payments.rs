@@ -290,10 +290,19 @@ fn payments_refunds_and_credit_notes_keep_the_balance_equation() {
     assert_eq!(api.get(&format!("{BM}/billingAccountBalance/nope")).status, 404);
 }
 
+/// A dunning run over every account, queued: started, then followed until it is through.
 fn dunning_run(api: &Client, now: &str) -> Value {
-    let a = api.post(&format!("{BM}/dunningRun"), json!({"now": now}));
-    assert_eq!(a.status, 200, "{}", a.body);
-    a.json()
+    let started = api.post(&format!("{BM}/dunningRun"), json!({"now": now}));
+    assert_eq!(started.status, 201, "{}", started.body);
+    let run = started.json();
+    assert_eq!((&run["@type"], &run["state"]), (&json!("DunningRun"), &json!("inProgress")), "{run:#}");
+    let id = run["id"].as_str().unwrap().to_string();
+    eventually(WAIT, "the dunning run through", || {
+        let s = api.get(&format!("{BM}/dunningRun/{id}"));
+        assert_eq!(s.status, 200, "{}", s.body);
+        let s = s.json();
+        (s["state"] != "inProgress").then_some(s)
+    })
 }
 
 /// The actions of a run (`kind`, the action) for the one account.
@@ -314,16 +323,19 @@ fn dunning_reminds_suspends_by_order_and_payment_resumes() {
     let run = dunning_run(api, &noon_after(&due, 6));
     assert_eq!((run["accountsChecked"].as_u64(), run["actionsTaken"].as_u64()), (Some(1), Some(0)), "{run:#}");
 
-    // Due + 8: one reminder, as an event.
-    let published = published_by(&host, "billing");
+    // Due + 8: one reminder, as an event. A queued run's worker publishes its batch (one account)
+    // and the events of its actions: every publish is counted, even one the queue drops as a
+    // repeated message id.
+    let published = published_by(&host, "billing-worker");
     let run = dunning_run(api, &noon_after(&due, 8));
     let a = actions(&run);
     assert_eq!(a.len(), 1, "{run:#}");
     assert_eq!((a[0]["kind"].as_str(), a[0]["afterDays"].as_u64()), (Some("reminder"), Some(7)), "{run:#}");
     assert_eq!(cents(&a[0]["overdue"]), total);
     assert_eq!(a[0]["event"]["eventType"], "DunningReminderEvent");
-    eventually(WAIT, "the reminder event", || (published_by(&host, "billing") > published).then_some(()));
+    assert_eq!(published_by(&host, "billing-worker"), published + 2, "the batch and the reminder");
     assert_eq!(dunning_run(api, &noon_after(&due, 9))["actionsTaken"], 0, "a reminder is sent once");
+    assert_eq!(published_by(&host, "billing-worker"), published + 3, "the next run's batch alone");
 
     // Due + 22: a suspension order, fulfilled by the (simulated) OSS.
     let orders = api.count(&format!("{PO}/productOrder"));
@@ -340,13 +352,21 @@ fn dunning_reminds_suspends_by_order_and_payment_resumes() {
     assert_eq!(api.count(&format!("{PO}/productOrder")), orders + 1);
 
     // A rerun, the same day or later, changes nothing: no second order, no second event.
-    let published = published_by(&host, "billing");
+    let published = (published_by(&host, "billing"), published_by(&host, "billing-worker"));
     for day in [22, 30] {
         let run = dunning_run(api, &noon_after(&due, day));
         assert_eq!(run["actionsTaken"], 0, "{run:#}");
     }
+    // Named accounts are dunned in the call, with the same rules: nothing due either.
+    let named = api.post(&format!("{BM}/dunningRun"), json!({"now": noon_after(&due, 30), "accounts": [f.account]}));
+    assert_eq!(named.status, 200, "{}", named.body);
+    assert_eq!((named.json()["accountsChecked"].as_u64(), named.json()["actionsTaken"].as_u64()), (Some(1), Some(0)));
     assert_eq!(api.count(&format!("{PO}/productOrder")), orders + 1);
-    assert_eq!(published_by(&host, "billing"), published);
+    // Each queued run published its first step (billing) and its one batch (the worker); nothing else.
+    assert_eq!(
+        (published_by(&host, "billing"), published_by(&host, "billing-worker")),
+        (published.0 + 2, published.1 + 2)
+    );
     assert_eq!(api.get(&format!("{PI}/product/{}", f.product)).json()["status"], "suspended");
 
     // Paying the debt stops dunning and resumes the product, by order.

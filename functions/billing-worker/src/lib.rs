@@ -1,10 +1,11 @@
-//! `billing-worker`: the queue consumer of bill runs (`billing.run`): queues the batches of a run
-//! over every account a page at a time (`billing::run::plan_step`), and bills every account of a
-//! batch with `billing::run::bill_batch` — exactly once per account, failures recorded on the run
-//! and never blocking the batch, the batch counted on the run once; a store failure asks the
-//! queue for a retry (the batch then finds the bills it made and counts them once). Build with
+//! `billing-worker`: the queue consumer of bill runs and dunning runs (`billing.run`): queues the
+//! batches of a run over every account a page at a time (`billing::run::plan_step`), and bills
+//! every account of a batch with `billing::run::bill_batch` (or duns it, `billing::dunning::
+//! dun_batch`) — exactly once per account, failures recorded on the run and never blocking the
+//! batch, the batch counted on the run once; a store failure asks the queue for a retry (the
+//! batch then finds what it did and counts it once). Build with
 //! `cargo build --target wasm32-wasip2 --profile release-lto -p billing-worker`; tested by
-//! `cargo test -p bss-host --test e2e_billing`.
+//! `cargo test -p bss-host --test e2e_billing` and `--test e2e_payments`.
 
 use billing::run::Work;
 use bss_kit::Tenant;

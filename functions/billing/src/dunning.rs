@@ -4,15 +4,24 @@
 //! tests: `cargo test -p billing --no-default-features --lib`; end to end: `cargo test -p
 //! bss-host --test e2e_payments`.
 //!
-//! Route (tenant API key required; honours `Idempotency-Key`):
-//! `POST /tmf-api/customerBillManagement/v4/dunningRun` `{now?, accounts?, policy?}` → 200 a
-//! summary: `accountsChecked`, `actionsTaken`, `failures` and, per account with an action or a
-//! failure, the actions taken (kind, bill, event, product orders, products).
+//! Routes under `/tmf-api/customerBillManagement/v4` (tenant API key required; the POST honours
+//! `Idempotency-Key`): `POST dunningRun` `{now?, accounts?, policy?}`.
 //! - `now` (RFC 3339; default the clock): the time the run acts at (tests, replays of a missed
-//!   day). `accounts`: only these billing accounts (default: every account with a ledger, a
-//!   prefix scan of the `ledger` collection). `policy`: a `DunningPolicy`
-//!   (`{steps: [{afterDays, action: reminder|suspend|terminate}], minimumAmount}`, checked;
-//!   default the domain's default policy).
+//!   day). `policy`: a `DunningPolicy` (`{steps: [{afterDays, action:
+//!   reminder|suspend|terminate}], minimumAmount}`, checked; default the domain's default policy).
+//! - **Every account** (no `accounts`): → 201 a `DunningRun` resource, at once. The run goes
+//!   through every account with a ledger on the queue, as a bill run does ([`crate::run`]): a
+//!   plan step lists [`crate::run::PLAN_PAGE`] ledgers at a time and queues batches of
+//!   [`crate::run::ACCOUNTS_PER_MESSAGE`] accounts, which `billing-worker` duns ([`dun_batch`]);
+//!   each batch is counted once on the run's tallies. `GET dunningRun/{id}`: `state`
+//!   (`inProgress`, `completed`, `completedWithErrors`), `accountsQueued` / `accountsTotal`,
+//!   `accountsChecked`, `actionsTaken`, `failures`, elapsed and estimated remaining time, and
+//!   `accounts`: each account with an action or a failure (the first [`LISTED_MAX`] by id; each
+//!   is also `dunningRunAccount/<runId>.<accountId>` in the store). `GET dunningRun`: the runs.
+//! - **Named accounts** (`accounts`, at most [`NAMED_ACCOUNTS_MAX`]): done in the call → 200 a
+//!   summary: `accountsChecked`, `actionsTaken`, `failures` and, per account with an action or a
+//!   failure, the actions taken (kind, bill, event, product orders, products) — what support
+//!   staff use for one customer.
 //! - **The operator calls it once a day** (a cron job or a scheduled `curl -X POST` with the
 //!   tenant's key). Running it more often or again is harmless: it only does what is due and
 //!   not done yet; a day missed is caught up by the next run (one reminder, not a burst).
@@ -32,8 +41,11 @@
 //!   orders of at most 100 items.
 //!
 //! A refusal for one account (4xx: e.g. its order cannot be placed) is reported in the summary
-//! and retried by the next run; a store or queue failure (5xx) ends the run with that error (a
-//! rerun continues where it stopped).
+//! and retried by the next run. A store or queue failure (5xx) ends a named run with that error
+//! (a rerun continues where it stopped); in a queued run it makes the queue redeliver the batch,
+//! which goes on where it stopped — the actions already recorded are not due any more, and the
+//! account's entry keeps the ones the failed delivery took (written before the error is
+//! returned, when the store takes it; the account's `dunningState` has them all in any case).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -54,11 +66,33 @@ use serde_json::{Value, json};
 
 use crate::bills::{self, BILL};
 use crate::payments::LEDGER;
+use crate::run::{Batch, Counts};
 
 /// The per-account record of the actions done.
 pub const STATE: &str = "dunningState";
-/// Most accounts one run scans.
-pub const RUN_ACCOUNTS_MAX: usize = 1_000_000;
+/// Dunning runs over every account (BSS extension).
+pub const RUN: bss_kit::resource::Kind = bss_kit::resource::Kind {
+    collection: "dunningRun",
+    type_name: "DunningRun",
+    base_path: bills::BASE,
+    domain: "billing",
+};
+/// A queued run's outcome for one account with an action or a failure (`<runId>.<accountId>`).
+pub const RUN_ACCOUNT: &str = "dunningRunAccount";
+/// Most accounts a run done in the call names (a run over more goes on the queue).
+pub const NAMED_ACCOUNTS_MAX: usize = 1_000;
+/// Most accounts a queued run's status lists.
+pub const LISTED_MAX: usize = 1_000;
+
+/// What a queued dunning run's batches act on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DunningSpec {
+    /// The time the run acts at.
+    pub now: DateTime<Utc>,
+    /// The policy (checked when the run started).
+    pub policy: DunningPolicy,
+}
 
 /// `POST dunningRun` body.
 #[derive(Debug, Default, Deserialize)]
@@ -135,23 +169,39 @@ fn text<'a>(v: &'a Value, pointer: &str) -> &'a str {
     v.pointer(pointer).and_then(Value::as_str).unwrap_or_default()
 }
 
-/// Runs dunning (see the module doc) at `clock` unless the request names its `now`.
+/// The request's time (`clock` unless it names one) and its policy, checked.
+fn time_and_policy(req: &RunRequest, clock: DateTime<Utc>) -> Result<(DateTime<Utc>, DunningPolicy), ApiError> {
+    let policy = req.policy.clone().unwrap_or_default();
+    policy.check().map_err(|e| ApiError::unprocessable(format!("policy: {e}")))?;
+    Ok((req.now.unwrap_or(clock), policy))
+}
+
+/// An account's entry in a run's answer: the actions it took, and why it failed if it did.
+fn outcome(account: &str, actions: &[Value], failure: Option<&ApiError>) -> Value {
+    let mut v = json!({"billingAccount": {"id": account}, "actions": actions});
+    if let Some(e) = failure {
+        v["failure"] = json!({"code": e.code, "message": e.message});
+    }
+    v
+}
+
+/// Runs dunning over the accounts the request names (see the module doc), at `clock` unless the
+/// request names its `now`; answers the summary.
 pub fn run<B: KvBackend>(
     env: &Env<'_, B>,
     outbox: &dyn Outbox,
     req: RunRequest,
     clock: DateTime<Utc>,
 ) -> Result<Value, ApiError> {
-    let now = req.now.unwrap_or(clock);
-    let policy = req.policy.unwrap_or_default();
-    policy.check().map_err(|e| ApiError::unprocessable(format!("policy: {e}")))?;
-    let accounts: Vec<String> = match req.accounts {
-        Some(a) => a,
-        None => {
-            let prefix = format!("t/{}/{LEDGER}/", env.tenant.tenant_id);
-            env.store.list_keys(&prefix, RUN_ACCOUNTS_MAX)?.into_iter().map(|k| k[prefix.len()..].to_string()).collect()
-        }
-    };
+    let (now, policy) = time_and_policy(&req, clock)?;
+    let accounts = req.accounts.ok_or_else(|| {
+        ApiError::unprocessable("accounts: a run done in the call names its accounts (a run over all is queued)")
+    })?;
+    if accounts.len() > NAMED_ACCOUNTS_MAX {
+        return Err(ApiError::payload_too_large(format!(
+            "accounts: at most {NAMED_ACCOUNTS_MAX} named; leave them out to run over every account on the queue"
+        )));
+    }
     let mut listed = Vec::new();
     let (mut actions, mut failures) = (0, 0);
     for account in &accounts {
@@ -160,13 +210,12 @@ pub fn run<B: KvBackend>(
             Ok(()) if done.is_empty() => {}
             Ok(()) => {
                 actions += done.len();
-                listed.push(json!({"billingAccount": {"id": account}, "actions": done}));
+                listed.push(outcome(account, &done, None));
             }
             Err(e) if e.status < 500 => {
                 actions += done.len();
                 failures += 1;
-                listed.push(json!({"billingAccount": {"id": account}, "actions": done,
-                                   "failure": {"code": e.code, "message": e.message}}));
+                listed.push(outcome(account, &done, Some(&e)));
             }
             Err(e) => return Err(e),
         }
@@ -180,6 +229,100 @@ pub fn run<B: KvBackend>(
         "failures": failures,
         "accounts": listed,
     }))
+}
+
+/// Starts a run over every account with a ledger on the queue (see the module doc), at `clock`
+/// unless the request names its `now`; answers the run.
+pub fn start<B: KvBackend>(env: &Env<'_, B>, req: RunRequest, clock: DateTime<Utc>) -> Result<Value, ApiError> {
+    let (now, policy) = time_and_policy(&req, clock)?;
+    let run_id = bss_kit::ids::new_id();
+    let body = json!({
+        "state": "inProgress",
+        "now": now.to_rfc3339_opts(SecondsFormat::Millis, true),
+        "policy": policy,
+        "startedAt": clock.to_rfc3339_opts(SecondsFormat::Millis, true),
+    });
+    let template = Batch {
+        tenant_id: env.tenant.tenant_id.clone(),
+        run_id,
+        at: now,
+        period_start: None,
+        bill_cycle_day: None,
+        validate: false,
+        accounts: Vec::new(),
+        dunning: Some(DunningSpec { now, policy }),
+    };
+    crate::run::start_plan(env, body, template)
+}
+
+/// Duns the accounts of a queued run's batch (the worker's job; `batch_id`: its queue message
+/// id): each account's outcome goes to its `dunningRunAccount` entry when it took an action or
+/// failed, then the batch's counts to the run's tally, once. A redelivery adds what it does to
+/// the entries the delivery before left, and counts from them.
+pub fn dun_batch<B: KvBackend>(
+    env: &Env<'_, B>,
+    batch: &Batch,
+    spec: &DunningSpec,
+    batch_id: &str,
+) -> Result<(), ApiError> {
+    let Some(tally) = crate::run::uncounted(env, batch, batch_id)? else { return Ok(()) };
+    let docs = env.store.tenant(&env.tenant.tenant_id);
+    let entry_id = |account: &str| format!("{}.{account}", batch.run_id);
+    let ids: Vec<String> = batch.accounts.iter().map(|a| entry_id(a)).collect();
+    // Per account: the actions an earlier delivery took, and whether it failed.
+    let mut earlier: BTreeMap<String, (Vec<Value>, bool)> = docs
+        .get_docs::<Value>(RUN_ACCOUNT, &ids)?
+        .into_iter()
+        .map(|d| {
+            let account = text(&d.data, "/billingAccount/id").to_string();
+            let actions = d.data.get("actions").and_then(Value::as_array).cloned().unwrap_or_default();
+            (account, (actions, d.data.get("failure").is_some()))
+        })
+        .collect();
+    let outbox = QueueOutbox { tenant: env.tenant };
+    let mut counts = Counts::default();
+    for account in &batch.accounts {
+        let (mut done, failed_before) = earlier.remove(account).unwrap_or_default();
+        let had = done.len();
+        let result = dun_account(env, &outbox, &spec.policy, account, spec.now, &mut done);
+        let failure = result.as_ref().err();
+        if done.len() > had || failure.is_some() || failed_before {
+            // Also when the account failed at the store: the redelivery starts from this entry.
+            docs.put(RUN_ACCOUNT, &entry_id(account), outcome(account, &done, failure))?;
+        }
+        counts.actions += done.len() as u64;
+        match result {
+            Ok(()) => counts.done += 1,
+            Err(e) if e.status >= 500 => return Err(e),
+            Err(_) => counts.failed += 1,
+        }
+    }
+    debug_assert_eq!(counts.done + counts.failed as u64, batch.accounts.len() as u64, "every account counted once");
+    tally.add(env, counts)
+}
+
+/// A queued run's status (see the module doc).
+pub fn status<B: KvBackend>(env: &Env<'_, B>, id: &str, now: DateTime<Utc>) -> Result<Value, ApiError> {
+    let mut doc = env.resources(RUN).get(id)?.data;
+    let c = crate::run::progress(env, id, &mut doc, now)?;
+    let prefix = env
+        .store
+        .tenant(&env.tenant.tenant_id)
+        .prefix(RUN_ACCOUNT)
+        .ok_or_else(|| ApiError::bad_request("invalid tenant"))?;
+    let keys = env.store.list_keys(&format!("{prefix}{id}."), LISTED_MAX)?;
+    let mut listed = Vec::with_capacity(keys.len());
+    for (_, v) in env.store.backend().get_many(&keys)? {
+        if let Some(d) = v.and_then(|b| serde_json::from_slice::<bss_kit::Versioned<Value>>(&b).ok()) {
+            listed.push(d.data);
+        }
+    }
+    let failed = c.failed.max(0) as u64;
+    doc["accountsChecked"] = json!(c.done + failed);
+    doc["actionsTaken"] = json!(c.actions);
+    doc["failures"] = json!(failed);
+    doc["accounts"] = Value::Array(listed);
+    Ok(doc)
 }
 
 /// Dunning of one account: the actions taken are added to `taken` (none without a ledger or
@@ -434,13 +577,12 @@ fn record_done<B: KvBackend>(
 }
 
 /// The queue: events through `bss_kit::events` (deterministic message ids).
-#[cfg(feature = "component")]
-struct Queue<'a> {
-    tenant: &'a bss_kit::Tenant,
+pub struct QueueOutbox<'a> {
+    /// The tenant whose events they are.
+    pub tenant: &'a bss_kit::Tenant,
 }
 
-#[cfg(feature = "component")]
-impl Outbox for Queue<'_> {
+impl Outbox for QueueOutbox<'_> {
     fn event(&self, event_type: &str, event_id: &str, key: &str, payload: &Value) -> Result<(), ApiError> {
         use bss_kit::events::{envelope, event_subject, publish};
         let env = envelope(
@@ -475,12 +617,12 @@ impl Outbox for Queue<'_> {
     }
 }
 
-/// Registers `POST dunningRun`.
+/// Registers `POST dunningRun`, `GET dunningRun` and `GET dunningRun/{id}`.
 #[cfg(feature = "component")]
 pub fn register(r: &mut bss_kit::http::Router) {
-    use bss_kit::http::{Reply, handler};
+    use bss_kit::http::{Reply, handler, param};
     use bss_kit::idempotency::{idempotent, tenant_scope};
-    use bss_kit::resource::with_env;
+    use bss_kit::resource::{routes, with_env};
     r.post(
         &format!("{}/dunningRun", bills::BASE),
         handler(|ctx, _| {
@@ -488,11 +630,19 @@ pub fn register(r: &mut bss_kit::http::Router) {
                 idempotent(env.store.backend(), &tenant_scope(&env.tenant.tenant_id), ctx, || {
                     let req: RunRequest =
                         if ctx.body.iter().all(u8::is_ascii_whitespace) { RunRequest::default() } else { ctx.json()? };
-                    let summary = run(env, &Queue { tenant: env.tenant }, req, Utc::now())?;
+                    if req.accounts.is_none() {
+                        return Reply::json(201, &start(env, req, Utc::now())?);
+                    }
+                    let summary = run(env, &QueueOutbox { tenant: env.tenant }, req, Utc::now())?;
                     Reply::json(200, &summary)
                 })
             })
         }),
+    );
+    r.get(&format!("{}/dunningRun", bills::BASE), handler(|ctx, _| with_env(ctx, |env| routes::list(env, RUN, ctx))));
+    r.get(
+        &format!("{}/dunningRun/:id", bills::BASE),
+        handler(|ctx, p| with_env(ctx, |env| Reply::json(200, &status(env, &param(p, "id")?, Utc::now())?))),
     );
 }
 
@@ -552,7 +702,7 @@ mod tests {
         let tenant = Tenant { tenant_id: "t1".into(), key_id: "k".into() };
         let env = Env::new(&store, &tenant);
         let out = Recorder::default();
-        let req = |now: &str| RunRequest { now: Some(at(now)), ..RunRequest::default() };
+        let req = |now: &str| RunRequest { now: Some(at(now)), accounts: Some(vec!["a1".into()]), policy: None };
         let s = run(&env, &out, req("2026-03-21T12:00:00Z"), Utc::now()).unwrap();
         assert_eq!((s["accountsChecked"].as_u64(), s["actionsTaken"].as_u64()), (Some(1), Some(0)), "{s}");
         let s = run(&env, &out, req("2026-03-23T12:00:00Z"), Utc::now()).unwrap();
@@ -571,6 +721,124 @@ mod tests {
         assert_eq!(state.records[0].kind, DunningActionKind::Reminder);
     }
 
+    /// Runs the queued run's messages to the end, each plan step delivered twice, and the first
+    /// batch again after its count is lost (a crash between its work and its count); answers the
+    /// domain events published.
+    fn drain(env: &Env<'_, &MemKv>, kv: &MemKv) -> Vec<(String, String)> {
+        let mut events = Vec::new();
+        let mut pending: std::collections::VecDeque<_> = bss_kit::events::native::take_published().into();
+        let mut first_batch = true;
+        while let Some((msg_id, subject, body)) = pending.pop_front() {
+            if subject != crate::run::SUBJECT {
+                events.push((subject, msg_id));
+                continue;
+            }
+            let work: crate::run::Work = serde_json::from_slice(&body).unwrap();
+            crate::run::work(env, &work, &msg_id).unwrap();
+            let is_batch = matches!(work, crate::run::Work::Batch(_));
+            if !is_batch || first_batch {
+                if is_batch {
+                    first_batch = false;
+                    for k in kv.keys().into_iter().filter(|k| k.starts_with("t/t1/billRunTally/")) {
+                        kv.delete(&k).unwrap();
+                    }
+                }
+                pending.extend(bss_kit::events::native::take_published());
+                crate::run::work(env, &work, &msg_id).unwrap();
+            }
+            pending.extend(bss_kit::events::native::take_published());
+        }
+        events
+    }
+
+    #[test]
+    fn a_queued_run_duns_every_account_with_a_ledger_once_and_counts_each_once() {
+        const N: usize = crate::run::PLAN_PAGE + 60;
+        let kv = MemKv::new();
+        let store = Store::new(&kv);
+        let tenant = Tenant { tenant_id: "t1".into(), key_id: "k".into() };
+        let env = Env::new(&store, &tenant);
+        let docs = store.tenant("t1");
+        let eur = Currency::new("EUR").unwrap();
+        let ledger = |id: &str, owes: bool| {
+            let mut l = Ledger::new(id, eur);
+            if owes {
+                let due = "2026-03-15".parse().unwrap();
+                l.post_bill(
+                    &format!("b-{id}"),
+                    Money::new("30.00".parse().unwrap(), eur),
+                    at("2026-03-01T06:00:00Z"),
+                    due,
+                )
+                .unwrap();
+            }
+            l
+        };
+        // Every 13th account owes a bill due on 15 March; a ledger whose account is gone fails;
+        // an account without a ledger owes nothing and is not checked.
+        let owing = (0..N).filter(|i| i % 13 == 0).count();
+        for i in 0..N {
+            let id = format!("a{i:05}");
+            docs.create(
+                "billingAccount",
+                &id,
+                json!({"id": id, "currency": "EUR", "timeZone": "UTC", "billCycleDay": 1}),
+            )
+            .unwrap();
+            docs.create(LEDGER, &id, ledger(&id, i % 13 == 0)).unwrap();
+        }
+        docs.create(LEDGER, "gone", ledger("gone", true)).unwrap();
+        docs.create("billingAccount", "new", json!({"id": "new", "currency": "EUR", "timeZone": "UTC"})).unwrap();
+        bss_kit::events::native::take_published();
+
+        let req = RunRequest { now: Some(at("2026-03-23T12:00:00Z")), accounts: None, policy: None };
+        let run = start(&env, req, Utc::now()).unwrap();
+        let id = run["id"].as_str().unwrap().to_string();
+        assert_eq!(
+            (&run["state"], &run["accountsQueued"], run.get("accountsTotal")),
+            (&json!("inProgress"), &json!(0), None)
+        );
+        let events = drain(&env, &kv);
+
+        let s = status(&env, &id, Utc::now()).unwrap();
+        assert_eq!(
+            (&s["state"], &s["accountsTotal"], &s["accountsChecked"], &s["actionsTaken"], &s["failures"]),
+            (&json!("completedWithErrors"), &json!(N + 1), &json!(N + 1), &json!(owing), &json!(1))
+        );
+        let listed = s["accounts"].as_array().unwrap();
+        assert_eq!(listed.len(), owing + 1);
+        for entry in listed {
+            if entry["billingAccount"]["id"] == "gone" {
+                assert_eq!(entry["failure"]["code"], "UNPROCESSABLE_ENTITY", "{entry}");
+            } else {
+                assert_eq!(entry["actions"].as_array().unwrap().len(), 1, "{entry}");
+                assert_eq!(entry["actions"][0]["kind"], "reminder", "{entry}");
+                assert!(entry.get("failure").is_none(), "{entry}");
+            }
+        }
+        // One reminder event per owing account, published once.
+        assert_eq!(events.len(), owing);
+        assert!(events.iter().all(|(subject, _)| subject == "billing.DunningReminderEvent"));
+        assert_eq!(events.iter().map(|(_, id)| id).collect::<BTreeSet<_>>().len(), owing);
+
+        // The next day's run finds nothing due but the failing ledger.
+        let req = RunRequest { now: Some(at("2026-03-24T12:00:00Z")), accounts: None, policy: None };
+        let again = start(&env, req, Utc::now()).unwrap();
+        assert!(drain(&env, &kv).is_empty());
+        let s = status(&env, again["id"].as_str().unwrap(), Utc::now()).unwrap();
+        assert_eq!((&s["actionsTaken"], &s["failures"], &s["accountsChecked"]), (&json!(0), &json!(1), &json!(N + 1)));
+    }
+
+    #[test]
+    fn a_named_run_is_bounded() {
+        let store = Store::new(MemKv::new());
+        let tenant = Tenant { tenant_id: "t1".into(), key_id: "k".into() };
+        let env = Env::new(&store, &tenant);
+        let accounts = Some((0..=NAMED_ACCOUNTS_MAX).map(|i| format!("a{i}")).collect());
+        let req = RunRequest { accounts, ..RunRequest::default() };
+        assert_eq!(run(&env, &Recorder::default(), req, Utc::now()).unwrap_err().status, 413);
+    }
+
     #[test]
     fn a_bad_policy_is_refused() {
         let store = Store::new(MemKv::new());
@@ -578,8 +846,10 @@ mod tests {
         let env = Env::new(&store, &tenant);
         let policy: DunningPolicy =
             serde_json::from_value(json!({"steps": [{"afterDays": 5, "action": "resume"}]})).unwrap();
-        let req = RunRequest { policy: Some(policy), ..RunRequest::default() };
+        let req = RunRequest { policy: Some(policy.clone()), accounts: Some(Vec::new()), now: None };
         assert_eq!(run(&env, &Recorder::default(), req, Utc::now()).unwrap_err().status, 422);
+        let req = RunRequest { policy: Some(policy), ..RunRequest::default() };
+        assert_eq!(start(&env, req, Utc::now()).unwrap_err().status, 422);
     }
 
     #[test]

@@ -16,8 +16,9 @@
 //! - `POST customerBillOnDemand` `{billingAccount: {id}}` → 201 the bill of the account's current
 //!   period up to now (e.g. on termination); the cycle run later finds it and bills nothing twice.
 //! - `GET customerBill/{id}/document[?format=html|pdf]`: presentment ([`present`]).
-//! - `POST creditNote`, `GET creditNote[/{id}]`, `GET billingAccountBalance/{accountId}` and
-//!   `POST dunningRun` (daily, by cron): see [`payments`] and [`dunning`].
+//! - `POST creditNote`, `GET creditNote[/{id}]`, `GET billingAccountBalance/{accountId}`: see
+//!   [`payments`]; `POST dunningRun` (daily, by cron; over every account it is queued like a bill
+//!   run), `GET dunningRun[/{id}]`: see [`dunning`].
 //!
 //! Under `/tmf-api/paymentManagement/v4` (TMF676): `POST payment`, `POST refund`, `GET
 //! payment[/{id}]`, `GET refund[/{id}]` — allocated by the account's ledger ([`payments`]).

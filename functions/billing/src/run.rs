@@ -19,6 +19,10 @@
 //! (`billRunFailure/<run>.<account>`), which a redelivery skips; the run's status answers accounts
 //! done / total, failures, elapsed time and an estimate of the remaining time;
 //! `POST billRun/{id}/retry` re-bills the failed accounts alone.
+//!
+//! A dunning run over every account ([`crate::dunning`]) goes the same way: its template batch
+//! carries a [`DunningSpec`](crate::dunning::DunningSpec), its plan lists the accounts with a
+//! ledger, and its batches are dunned instead of billed, counted in the same tallies.
 
 use bss_domain::billing::period::BillPeriod;
 use bss_kit::ApiError;
@@ -88,6 +92,23 @@ pub struct Batch {
     pub validate: bool,
     /// The accounts.
     pub accounts: Vec<String>,
+    /// Set on a dunning run's batches: what they act on (a bill run's batches have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dunning: Option<crate::dunning::DunningSpec>,
+}
+
+impl Batch {
+    /// The resource the batch's run is: a bill run or a dunning run.
+    fn run_kind(&self) -> Kind {
+        if self.dunning.is_some() { crate::dunning::RUN } else { RUN }
+    }
+
+    /// The collection whose ids are the accounts a run over every account goes through: every
+    /// billing account for a bill run; for a dunning run, those with a ledger (only they can
+    /// owe anything).
+    fn accounts_collection(&self) -> &'static str {
+        if self.dunning.is_some() { crate::payments::LEDGER } else { "billingAccount" }
+    }
 }
 
 /// One step of queueing a run over every account: the next [`PLAN_PAGE`] accounts after
@@ -130,7 +151,10 @@ impl Work {
 pub fn work<B: KvBackend>(env: &Env<'_, B>, work: &Work, message_id: &str) -> Result<(), ApiError> {
     match work {
         Work::Plan(plan) => plan_step(env, plan),
-        Work::Batch(batch) => bill_batch(env, batch, message_id),
+        Work::Batch(batch) => match &batch.dunning {
+            Some(spec) => crate::dunning::dun_batch(env, batch, spec, message_id),
+            None => bill_batch(env, batch, message_id),
+        },
     }
 }
 
@@ -148,16 +172,24 @@ struct Tally {
     skipped: u64,
     /// Signed: a retry takes its accounts off the failures before their batches count them again.
     failed: i64,
+    /// Dunning runs: the actions their accounts took.
+    #[serde(default)]
+    actions: u64,
     /// The batches (queue message ids, shortened by the run id) counted here.
     batches: std::collections::BTreeSet<String>,
 }
 
-/// A batch's counts.
+/// A batch's counts, or a run's (the sum of its batches').
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct Counts {
-    done: u64,
-    skipped: u64,
-    failed: i64,
+pub(crate) struct Counts {
+    /// Accounts billed (dunned, for a dunning run).
+    pub done: u64,
+    /// Accounts the run does not bill (another cycle day, rolled up).
+    pub skipped: u64,
+    /// Accounts that failed.
+    pub failed: i64,
+    /// Dunning actions taken.
+    pub actions: u64,
 }
 
 /// Starts a run: stores it and queues its batches. Answers the run document.
@@ -177,6 +209,7 @@ pub fn start<B: KvBackend>(env: &Env<'_, B>, req: RunRequest, now: DateTime<Utc>
         bill_cycle_day: req.bill_cycle_day,
         validate,
         accounts: Vec::new(),
+        dunning: None,
     };
     let mut body = json!({
         "state": "inProgress",
@@ -186,12 +219,7 @@ pub fn start<B: KvBackend>(env: &Env<'_, B>, req: RunRequest, now: DateTime<Utc>
         "startedAt": now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
     });
     let Some(named) = req.accounts else {
-        // Every account: the worker lists them a page at a time.
-        body["accountsQueued"] = json!(0);
-        let change = env.resources(RUN).create_with_id(env, &bss_kit::resource::NoHooks, &run_id, body)?;
-        let plan = Plan { plan_step: 0, after: None, accounts_before: 0, template };
-        publish(&plan, &format!("{run_id}.plan.0"))?;
-        return Ok(change.after.unwrap_or_default());
+        return start_plan(env, body, template);
     };
     if named.len() > RUN_ACCOUNTS_MAX {
         return Err(ApiError::payload_too_large(format!("at most {RUN_ACCOUNTS_MAX} accounts per run")));
@@ -208,6 +236,18 @@ pub fn start<B: KvBackend>(env: &Env<'_, B>, req: RunRequest, now: DateTime<Utc>
     Ok(change.after.unwrap_or_default())
 }
 
+/// Stores the run `body` (a bill run's or a dunning run's, as `template` says) and queues the
+/// first step of going through every account; the worker lists them a page at a time. Answers
+/// the run document.
+pub(crate) fn start_plan<B: KvBackend>(env: &Env<'_, B>, mut body: Value, template: Batch) -> Result<Value, ApiError> {
+    body["accountsQueued"] = json!(0);
+    let run_id = template.run_id.clone();
+    let change = env.resources(template.run_kind()).create_with_id(env, &bss_kit::resource::NoHooks, &run_id, body)?;
+    let plan = Plan { plan_step: 0, after: None, accounts_before: 0, template };
+    publish(&plan, &format!("{run_id}.plan.0"))?;
+    Ok(change.after.unwrap_or_default())
+}
+
 /// One step of a run over every account (see the module doc): queues the batches of the next
 /// page of accounts, records how many are queued on the run, then queues the next step — or,
 /// when the accounts are through, records the run's total. Run again for the same step (a
@@ -215,7 +255,7 @@ pub fn start<B: KvBackend>(env: &Env<'_, B>, req: RunRequest, now: DateTime<Utc>
 pub fn plan_step<B: KvBackend>(env: &Env<'_, B>, plan: &Plan) -> Result<(), ApiError> {
     assert!(plan.accounts_before.is_multiple_of(ACCOUNTS_PER_MESSAGE as u64), "a step starts on a whole batch");
     let run_id = &plan.template.run_id;
-    let prefix = format!("t/{}/billingAccount/", plan.template.tenant_id);
+    let prefix = format!("t/{}/{}/", plan.template.tenant_id, plan.template.accounts_collection());
     let room = RUN_ACCOUNTS_MAX.saturating_sub(plan.accounts_before as usize);
     let keys = env.store.list_keys_after(&prefix, plan.after.as_deref(), PLAN_PAGE.min(room))?;
     let first = plan.accounts_before / ACCOUNTS_PER_MESSAGE as u64;
@@ -226,9 +266,9 @@ pub fn plan_step<B: KvBackend>(env: &Env<'_, B>, plan: &Plan) -> Result<(), ApiE
     let queued = plan.accounts_before + keys.len() as u64;
     let through = keys.len() < PLAN_PAGE || queued as usize >= RUN_ACCOUNTS_MAX;
     if through && queued as usize >= RUN_ACCOUNTS_MAX {
-        eprintln!("billing: bill run {run_id} stops at {RUN_ACCOUNTS_MAX} accounts; run the rest by cycle day");
+        eprintln!("billing: run {run_id} stops at {RUN_ACCOUNTS_MAX} accounts; run the rest by cycle day or by name");
     }
-    env.resources(RUN).modify(env, &bss_kit::resource::NoHooks, run_id, |doc| {
+    env.resources(plan.template.run_kind()).modify(env, &bss_kit::resource::NoHooks, run_id, |doc| {
         let mut doc = doc.clone();
         let before = doc.get("accountsQueued").and_then(Value::as_u64).unwrap_or(0);
         doc["accountsQueued"] = json!(before.max(queued));
@@ -268,12 +308,7 @@ fn publish<T: Serialize>(message: &T, id: &str) -> Result<(), ApiError> {
 /// stops at once.
 pub fn bill_batch<B: KvBackend>(env: &Env<'_, B>, batch: &Batch, batch_id: &str) -> Result<(), ApiError> {
     let docs = env.store.tenant(&env.tenant.tenant_id);
-    let batch_key = batch_id.strip_prefix(&format!("{}.", batch.run_id)).unwrap_or(batch_id);
-    let shard = bss_domain::usage::mediation::shard_of(batch_key, TALLY_SHARDS);
-    let tally_id = format!("{}.{shard}", batch.run_id);
-    if docs.get::<Tally>(TALLY, &tally_id)?.is_some_and(|t| t.data.batches.contains(batch_key)) {
-        return Ok(());
-    }
+    let Some(tally) = uncounted(env, batch, batch_id)? else { return Ok(()) };
     let mut counts = Counts::default();
     // Failed on an earlier delivery: counted with this batch, not billed again.
     let marked: Vec<String> = batch.accounts.iter().map(|a| format!("{}.{a}", batch.run_id)).collect();
@@ -346,7 +381,37 @@ pub fn bill_batch<B: KvBackend>(env: &Env<'_, B>, batch: &Batch, batch_id: &str)
         batch.accounts.len() as u64,
         "every account of the batch counted once"
     );
-    add_to_tally(env, &tally_id, batch_key, counts)
+    tally.add(env, counts)
+}
+
+/// Where a batch is counted: its tally document and its key there.
+pub(crate) struct BatchTally {
+    tally_id: String,
+    batch_key: String,
+}
+
+impl BatchTally {
+    /// Adds the batch's counts to its tally, once (see [`add_to_tally`]).
+    pub(crate) fn add<B: KvBackend>(&self, env: &Env<'_, B>, counts: Counts) -> Result<(), ApiError> {
+        add_to_tally(env, &self.tally_id, &self.batch_key, counts)
+    }
+}
+
+/// The batch `batch_id` (its queue message id) of `batch`'s run, where it is to be counted; `None`
+/// when it is counted already (a redelivery of a batch done before: nothing is left to do).
+pub(crate) fn uncounted<B: KvBackend>(
+    env: &Env<'_, B>,
+    batch: &Batch,
+    batch_id: &str,
+) -> Result<Option<BatchTally>, ApiError> {
+    let batch_key = batch_id.strip_prefix(&format!("{}.", batch.run_id)).unwrap_or(batch_id);
+    let shard = bss_domain::usage::mediation::shard_of(batch_key, TALLY_SHARDS);
+    let tally_id = format!("{}.{shard}", batch.run_id);
+    let docs = env.store.tenant(&env.tenant.tenant_id);
+    if docs.get::<Tally>(TALLY, &tally_id)?.is_some_and(|t| t.data.batches.contains(batch_key)) {
+        return Ok(None);
+    }
+    Ok(Some(BatchTally { tally_id, batch_key: batch_key.to_string() }))
 }
 
 /// The account a failure mark names.
@@ -387,6 +452,7 @@ fn add_to_tally<B: KvBackend>(
             t.done += counts.done;
             t.skipped += counts.skipped;
             t.failed += counts.failed;
+            t.actions += counts.actions;
         }
         Ok(())
     });
@@ -430,17 +496,19 @@ fn legacy_count<B: KvBackend>(env: &Env<'_, B>, run: &str, what: &str) -> Result
 }
 
 /// The run's counts: its tallies, plus what a worker of before them counted.
-fn counts<B: KvBackend>(env: &Env<'_, B>, run: &str) -> Result<Counts, ApiError> {
+pub(crate) fn counts<B: KvBackend>(env: &Env<'_, B>, run: &str) -> Result<Counts, ApiError> {
     let ids: Vec<String> = (0..TALLY_SHARDS).map(|n| format!("{run}.{n}")).collect();
     let mut c = Counts {
         done: legacy_count(env, run, "done")?.max(0) as u64,
         skipped: legacy_count(env, run, "skipped")?.max(0) as u64,
         failed: legacy_count(env, run, "failed")?,
+        actions: 0,
     };
     for t in env.store.tenant(&env.tenant.tenant_id).get_docs::<Tally>(TALLY, &ids)? {
         c.done += t.data.done;
         c.skipped += t.data.skipped;
         c.failed += t.data.failed;
+        c.actions += t.data.actions;
     }
     Ok(c)
 }
@@ -448,15 +516,8 @@ fn counts<B: KvBackend>(env: &Env<'_, B>, run: &str) -> Result<Counts, ApiError>
 /// The run's status: counts, failures with reasons, elapsed and estimated remaining time.
 pub fn status<B: KvBackend>(env: &Env<'_, B>, id: &str, now: DateTime<Utc>) -> Result<Value, ApiError> {
     let mut doc = env.resources(RUN).get(id)?.data;
-    // Absent while a run over every account is still queueing them.
-    let total = doc.get("accountsTotal").and_then(Value::as_u64);
-    let Counts { done, skipped, failed } = counts(env, id)?;
+    let Counts { done, skipped, failed, .. } = progress(env, id, &mut doc, now)?;
     let failed = failed.max(0) as u64;
-    let finished = done + skipped + failed;
-    let started = doc.get("startedAt").and_then(Value::as_str).and_then(|s| DateTime::parse_from_rfc3339(s).ok());
-    let elapsed_ms = started.map(|s| (now - s.to_utc()).num_milliseconds().max(0) as u64).unwrap_or(0);
-    let remaining_ms =
-        total.filter(|&total| finished > 0 && finished < total).map(|total| elapsed_ms * (total - finished) / finished);
     let failures: Vec<Value> = env
         .store
         .tenant(&env.tenant.tenant_id)
@@ -477,6 +538,27 @@ pub fn status<B: KvBackend>(env: &Env<'_, B>, id: &str, now: DateTime<Utc>) -> R
     doc["accountsSkipped"] = json!(skipped);
     doc["accountsFailed"] = json!(failed);
     doc["failure"] = Value::Array(failures);
+    Ok(doc)
+}
+
+/// The counts of the run `id` (a bill run or a dunning run; `doc`: its stored document), with
+/// its progress set on `doc`: `state` (`inProgress` until every account is counted, then
+/// `completed` or `completedWithErrors`), `elapsedMs` and `estimatedRemainingMs`.
+pub(crate) fn progress<B: KvBackend>(
+    env: &Env<'_, B>,
+    id: &str,
+    doc: &mut Value,
+    now: DateTime<Utc>,
+) -> Result<Counts, ApiError> {
+    // Absent while a run over every account is still queueing them.
+    let total = doc.get("accountsTotal").and_then(Value::as_u64);
+    let c = counts(env, id)?;
+    let failed = c.failed.max(0) as u64;
+    let finished = c.done + c.skipped + failed;
+    let started = doc.get("startedAt").and_then(Value::as_str).and_then(|s| DateTime::parse_from_rfc3339(s).ok());
+    let elapsed_ms = started.map(|s| (now - s.to_utc()).num_milliseconds().max(0) as u64).unwrap_or(0);
+    let remaining_ms =
+        total.filter(|&total| finished > 0 && finished < total).map(|total| elapsed_ms * (total - finished) / finished);
     doc["elapsedMs"] = json!(elapsed_ms);
     doc["estimatedRemainingMs"] = json!(remaining_ms);
     doc["state"] = json!(if total.is_some_and(|total| finished >= total) {
@@ -484,7 +566,7 @@ pub fn status<B: KvBackend>(env: &Env<'_, B>, id: &str, now: DateTime<Utc>) -> R
     } else {
         "inProgress"
     });
-    Ok(doc)
+    Ok(c)
 }
 
 /// Re-queues the failed accounts of a run: their failure marks are cleared and they are taken
@@ -509,6 +591,7 @@ pub fn retry<B: KvBackend>(env: &Env<'_, B>, id: &str) -> Result<Value, ApiError
         bill_cycle_day: run.get("billCycleDay").and_then(Value::as_u64).map(|d| d as u32),
         validate: run.get("validate").and_then(Value::as_bool).unwrap_or(true),
         accounts: Vec::new(),
+        dunning: None,
     };
     let retry_no = bss_kit::ids::new_id();
     let (mut retried, mut after) = (0, None);
@@ -610,7 +693,7 @@ mod tests {
         let store = Store::new(MemKv::default());
         let tenant = Tenant { tenant_id: "t1".into(), key_id: "k".into() };
         let env = Env::new(&store, &tenant);
-        let c = |done, skipped, failed| Counts { done, skipped, failed };
+        let c = |done, skipped, failed| Counts { done, skipped, failed, actions: 0 };
         add_to_tally(&env, "r.3", "0", c(40, 8, 2)).unwrap();
         // Redelivered after it was counted, or counted again after a crash: no change.
         add_to_tally(&env, "r.3", "0", c(40, 8, 2)).unwrap();
