@@ -277,6 +277,10 @@ pub fn plan_step<B: KvBackend>(env: &Env<'_, B>, plan: &Plan) -> Result<(), ApiE
         }
         Ok(doc)
     })?;
+    // The next step after the page's batches, not ahead of them: ahead, the steps queue the
+    // whole run within seconds (its total known early), but the queue then holds every batch at
+    // once and a run of 100,000 accounts billed 4–5% fewer accounts a second (four runs each,
+    // alternating, 2026-11-28: 2,273–2,381 against 2,439–2,703).
     if !through && let Some(last) = keys.last() {
         let next = Plan {
             plan_step: plan.plan_step + 1,
