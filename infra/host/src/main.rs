@@ -25,6 +25,9 @@ enum Command {
     Up(UpArgs),
     /// Start a bill run on a running host (or follow one) and show its progress bar.
     BillRun(bss_host::billrun::BillRunArgs),
+    /// Start a dunning run over every account on a running host (or follow one) and show its
+    /// progress bar.
+    DunningRun(bss_host::billrun::DunningRunArgs),
     /// Run the components' build commands only.
     Build {
         /// The application manifest.
@@ -116,6 +119,7 @@ fn main() -> anyhow::Result<()> {
     let _flush = log.flush_on_drop();
     match Cli::parse().command {
         Command::BillRun(a) => bss_host::billrun::run(a).map(drop),
+        Command::DunningRun(a) => bss_host::billrun::dunning(a).map(drop),
         Command::Build { manifest } => bss_host::app::build_components(&bss_host::manifest::Manifest::load(&manifest)?),
         Command::Up(a) => {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
