@@ -10,6 +10,9 @@
 //! memory, answers at once, and a crash in the middle of queueing redelivers the step, which
 //! publishes the same message ids again. The run's `accountsTotal` appears when the last step
 //! is through (until then `accountsQueued` counts); a run naming its accounts knows it at once.
+//! The first step, once its page is queued, also counts the accounts there are then
+//! (`accountsEstimated`, key listing only), so that the status estimates the time left from the
+//! start instead of from the last page on.
 //!
 //! Progress is counted per batch, once: when a worker has been through every account of a batch
 //! it adds the batch's counts (done, skipped, failed) to one of the run's [`TALLY_SHARDS`] tally
@@ -268,12 +271,20 @@ pub fn plan_step<B: KvBackend>(env: &Env<'_, B>, plan: &Plan) -> Result<(), ApiE
     if through && queued as usize >= RUN_ACCOUNTS_MAX {
         eprintln!("billing: run {run_id} stops at {RUN_ACCOUNTS_MAX} accounts; run the rest by cycle day or by name");
     }
+    // The first step counts the accounts for the estimate (the total is known only at the last).
+    let estimated = match (plan.plan_step, through) {
+        (0, false) => Some(count_keys_after(env, &prefix, keys.last().map(String::as_str))? + queued),
+        _ => None,
+    };
     env.resources(plan.template.run_kind()).modify(env, &bss_kit::resource::NoHooks, run_id, |doc| {
         let mut doc = doc.clone();
         let before = doc.get("accountsQueued").and_then(Value::as_u64).unwrap_or(0);
         doc["accountsQueued"] = json!(before.max(queued));
         if through {
             doc["accountsTotal"] = json!(queued);
+        }
+        if let Some(e) = estimated {
+            doc["accountsEstimated"] = json!(e);
         }
         Ok(doc)
     })?;
@@ -291,6 +302,21 @@ pub fn plan_step<B: KvBackend>(env: &Env<'_, B>, plan: &Plan) -> Result<(), ApiE
         publish(&next, &format!("{run_id}.plan.{}", next.plan_step))?;
     }
     Ok(())
+}
+
+/// How many keys under `prefix` come after `after`, up to the run's limit: listed a page at a
+/// time (memory stays bounded), nothing read.
+fn count_keys_after<B: KvBackend>(env: &Env<'_, B>, prefix: &str, after: Option<&str>) -> Result<u64, ApiError> {
+    let (mut count, mut after) = (0usize, after.map(str::to_string));
+    while count < RUN_ACCOUNTS_MAX {
+        let keys = env.store.list_keys_after(prefix, after.as_deref(), PLAN_PAGE)?;
+        count += keys.len();
+        match keys.into_iter().last() {
+            Some(last) if count % PLAN_PAGE == 0 => after = Some(last),
+            _ => break,
+        }
+    }
+    Ok(count.min(RUN_ACCOUNTS_MAX) as u64)
 }
 
 /// Publishes a message of the run's subject under its deterministic id.
@@ -554,15 +580,19 @@ pub(crate) fn progress<B: KvBackend>(
     doc: &mut Value,
     now: DateTime<Utc>,
 ) -> Result<Counts, ApiError> {
-    // Absent while a run over every account is still queueing them.
+    // Absent while a run over every account is still queueing them; the estimate stands in for
+    // the time left (never below what is queued already).
     let total = doc.get("accountsTotal").and_then(Value::as_u64);
+    let n = |f: &str| doc.get(f).and_then(Value::as_u64);
+    let expected = total.or_else(|| Some(n("accountsEstimated")?.max(n("accountsQueued").unwrap_or(0))));
     let c = counts(env, id)?;
     let failed = c.failed.max(0) as u64;
     let finished = c.done + c.skipped + failed;
     let started = doc.get("startedAt").and_then(Value::as_str).and_then(|s| DateTime::parse_from_rfc3339(s).ok());
     let elapsed_ms = started.map(|s| (now - s.to_utc()).num_milliseconds().max(0) as u64).unwrap_or(0);
-    let remaining_ms =
-        total.filter(|&total| finished > 0 && finished < total).map(|total| elapsed_ms * (total - finished) / finished);
+    let remaining_ms = expected
+        .filter(|&total| finished > 0 && finished < total)
+        .map(|total| elapsed_ms * (total - finished) / finished);
     doc["elapsedMs"] = json!(elapsed_ms);
     doc["estimatedRemainingMs"] = json!(remaining_ms);
     doc["state"] = json!(if total.is_some_and(|total| finished >= total) {
@@ -657,9 +687,17 @@ mod tests {
             assert_eq!(subject, SUBJECT);
             match serde_json::from_slice::<Work>(&body).unwrap() {
                 Work::Plan(plan) => {
-                    // Before the last step, the run is in progress with no total.
+                    // Before the last step, the run is in progress with no total; after the
+                    // first, it has the estimate, and the time left is estimated from it.
                     let s = status(&env, &id, now).unwrap();
                     assert_eq!((s.get("accountsTotal"), &s["state"]), (None, &json!("inProgress")), "{s}");
+                    if plan.plan_step == 1 {
+                        assert_eq!(s["accountsEstimated"], json!(N), "{s}");
+                        add_to_tally(&env, &format!("{id}.0"), "test", Counts { done: 75, ..Counts::default() })
+                            .unwrap();
+                        let later = status(&env, &id, now + chrono::Duration::seconds(10)).unwrap();
+                        assert_eq!(later["estimatedRemainingMs"], json!(10_000 * (N as u64 - 75) / 75), "{later}");
+                    }
                     plan_step(&env, &plan).unwrap();
                     // Redelivered: the same messages again, and the same counts.
                     let first = bss_kit::events::native::take_published();

@@ -66,12 +66,18 @@ const BAR_WIDTH: usize = 40;
 const BASE: &str = "/tmf-api/customerBillManagement/v4";
 
 /// One line of progress: `[#####-----] 120/400 accounts, 2 failed, 3.1 s, ~7 s left` — or, while
-/// a run over every account is still queueing them, `120/10000+ accounts` (those queued so far).
+/// a run over every account is still queueing them, `120/~400 accounts` (the run's estimate, once
+/// its first step counted them) or `120/10000+ accounts` (those queued so far).
 /// A dunning run's status (it counts `accountsChecked`) adds its actions: `…, 7 actions, 2 failed, …`.
 pub fn bar(status: &serde_json::Value) -> String {
     let n = |f: &str| status.get(f).and_then(serde_json::Value::as_u64).unwrap_or(0);
     let queueing = status.get("accountsTotal").is_none();
-    let total = if queueing { n("accountsQueued") } else { n("accountsTotal") };
+    let estimated = queueing && status.get("accountsEstimated").is_some();
+    let total = match (queueing, estimated) {
+        (false, _) => n("accountsTotal"),
+        (true, true) => n("accountsEstimated").max(n("accountsQueued")),
+        (true, false) => n("accountsQueued"),
+    };
     let dunning = status.get("accountsChecked").is_some();
     let (finished, failed) = if dunning {
         (n("accountsChecked"), n("failures"))
@@ -89,10 +95,11 @@ pub fn bar(status: &serde_json::Value) -> String {
         None => String::new(),
     };
     format!(
-        "[{}{}] {finished}/{total}{} accounts{actions}, {failed} failed, {:.1} s{left}",
+        "[{}{}] {finished}/{}{total}{} accounts{actions}, {failed} failed, {:.1} s{left}",
         "#".repeat(filled),
         "-".repeat(BAR_WIDTH - filled),
-        if queueing { "+" } else { "" },
+        if estimated { "~" } else { "" },
+        if queueing && !estimated { "+" } else { "" },
         n("elapsedMs") as f64 / 1000.0,
     )
 }
@@ -205,6 +212,12 @@ mod tests {
         assert_eq!(
             bar(&dunning),
             format!("[{}{}] 200/400 accounts, 7 actions, 2 failed, 1.0 s, ~1 s left", "#".repeat(20), "-".repeat(20))
+        );
+        let estimated = json!({"accountsQueued": 20000, "accountsEstimated": 40000, "accountsDone": 10000,
+                               "elapsedMs": 1000, "estimatedRemainingMs": 3000});
+        assert_eq!(
+            bar(&estimated),
+            format!("[{}{}] 10000/~40000 accounts, 0 failed, 1.0 s, ~3 s left", "#".repeat(10), "-".repeat(30))
         );
         let starting = json!({"accountsQueued": 0});
         assert!(
