@@ -209,14 +209,7 @@ fn a_month_is_billed_line_by_line_and_presented() {
     });
     assert_eq!(counts(&status), (json!(2), json!(1), json!(1), json!("completedWithErrors")), "{status}");
     // The operator's command: starts a run and shows its progress bar to the end.
-    let key = api.auth.trim_start_matches("Bearer ").to_string();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_bss-host"))
-        .args(["bill-run", "--url", &host.url(""), "--api-key", &key, "--period-start", &start.to_string()])
-        .args(["--interval-secs", "0.2", "--timeout-secs", "60"])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{err}");
+    let err = run_command(&host, &api, "bill-run", &["--period-start", &start.to_string()]);
     assert!(err.contains(&format!("[{}] 1/1 accounts, 0 failed", "#".repeat(40))), "{err}");
     assert!(err.trim_end().ends_with("completed"), "{err}");
     assert_eq!(api.get(&format!("{CB}/customerBill")).json().as_array().unwrap().len(), 1);

@@ -335,14 +335,7 @@ fn dunning_reminds_suspends_by_order_and_payment_resumes() {
     assert_eq!(a[0]["event"]["eventType"], "DunningReminderEvent");
     assert_eq!(published_by(&host, "billing-worker"), published + 2, "the batch and the reminder");
     // The next day, by the operator's command (the cron job's): nothing more, and it says so.
-    let key = api.auth.trim_start_matches("Bearer ").to_string();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_bss-host"))
-        .args(["dunning-run", "--url", &host.url(""), "--api-key", &key, "--now", &noon_after(&due, 9)])
-        .args(["--interval-secs", "0.2", "--timeout-secs", "60"])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{err}");
+    let err = run_command(&host, api, "dunning-run", &["--now", &noon_after(&due, 9)]);
     assert!(err.contains(&format!("[{}] 1/1 accounts, 0 actions, 0 failed", "#".repeat(40))), "{err}");
     assert!(err.trim_end().ends_with("completed"), "{err}");
     assert_eq!(

@@ -506,6 +506,22 @@ pub fn metric_value(text: &str, series: &str) -> Option<u64> {
 
 /// Messages a component published so far (`bss_queue_published_total{component=...}` on the
 /// host's admin port).
+/// Runs an operator's run command (`bss-host bill-run` or `dunning-run`, with `args` after it)
+/// against `host` as `client`'s tenant, following the run every 0.2 s for at most 60 s; asserts
+/// that it succeeded, and answers what it printed (its progress bar and its end).
+pub fn run_command(host: &Host, client: &Client, command: &str, args: &[&str]) -> String {
+    let key = client.auth.trim_start_matches("Bearer ").to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_bss-host"))
+        .args([command, "--url", &host.url(""), "--api-key", &key])
+        .args(args)
+        .args(["--interval-secs", "0.2", "--timeout-secs", "60"])
+        .output()
+        .expect("running bss-host");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "bss-host {command} failed: {err}");
+    err
+}
+
 pub fn published_by(host: &Host, component: &str) -> u64 {
     let text = get(&host.admin("/metrics")).body;
     metric_value(&text, &format!("bss_queue_published_total{{component=\"{component}\"}}")).unwrap_or(0)

@@ -9,21 +9,15 @@
 use std::io::Write as _;
 use std::time::Duration;
 
-/// Arguments of `bill-run`.
+/// What `bill-run` and `dunning-run` share: where the host is, whose run, and how to follow it.
 #[derive(clap::Args, Debug)]
-pub struct BillRunArgs {
+pub struct Follow {
     /// The host's HTTP address.
     #[arg(long, default_value = "http://127.0.0.1:3000", env = "BSS_URL")]
     pub url: String,
     /// The tenant's API key.
     #[arg(long, env = "BSS_API_KEY")]
     pub api_key: String,
-    /// Bill the accounts of this cycle day only (default: every account, each on its own cycle).
-    #[arg(long)]
-    pub cycle_day: Option<u32>,
-    /// Start of the period to bill (YYYY-MM-DD; default: each account's last closed period).
-    #[arg(long)]
-    pub period_start: Option<String>,
     /// Follow this run instead of starting one.
     #[arg(long)]
     pub watch: Option<String>,
@@ -35,15 +29,24 @@ pub struct BillRunArgs {
     pub timeout_secs: u64,
 }
 
+/// Arguments of `bill-run`.
+#[derive(clap::Args, Debug)]
+pub struct BillRunArgs {
+    #[command(flatten)]
+    pub follow: Follow,
+    /// Bill the accounts of this cycle day only (default: every account, each on its own cycle).
+    #[arg(long)]
+    pub cycle_day: Option<u32>,
+    /// Start of the period to bill (YYYY-MM-DD; default: each account's last closed period).
+    #[arg(long)]
+    pub period_start: Option<String>,
+}
+
 /// Arguments of `dunning-run`.
 #[derive(clap::Args, Debug)]
 pub struct DunningRunArgs {
-    /// The host's HTTP address.
-    #[arg(long, default_value = "http://127.0.0.1:3000", env = "BSS_URL")]
-    pub url: String,
-    /// The tenant's API key.
-    #[arg(long, env = "BSS_API_KEY")]
-    pub api_key: String,
+    #[command(flatten)]
+    pub follow: Follow,
     /// The time the run acts at (RFC 3339; default: now).
     #[arg(long)]
     pub now: Option<String>,
@@ -51,15 +54,6 @@ pub struct DunningRunArgs {
     /// default: the built-in policy).
     #[arg(long)]
     pub policy: Option<std::path::PathBuf>,
-    /// Follow this run instead of starting one.
-    #[arg(long)]
-    pub watch: Option<String>,
-    /// Seconds between two looks at the progress.
-    #[arg(long, default_value_t = 1.0)]
-    pub interval_secs: f64,
-    /// Give up watching after this many seconds (the run goes on).
-    #[arg(long, default_value_t = 86_400)]
-    pub timeout_secs: u64,
 }
 
 const BAR_WIDTH: usize = 40;
@@ -106,49 +100,52 @@ pub fn bar(status: &serde_json::Value) -> String {
 
 /// Runs `bill-run`; the run's final status on success.
 pub fn run(a: BillRunArgs) -> anyhow::Result<serde_json::Value> {
-    let auth = format!("Bearer {}", a.api_key);
-    let base = format!("{}{BASE}/billRun", a.url.trim_end_matches('/'));
-    let id = match a.watch {
-        Some(id) => id,
-        None => {
-            let mut body = serde_json::json!({});
-            if let Some(d) = a.cycle_day {
-                body["billCycleDay"] = d.into();
-            }
-            if let Some(p) = &a.period_start {
-                body["periodStart"] = p.clone().into();
-            }
-            let run: serde_json::Value = ureq::post(&base).set("Authorization", &auth).send_json(body)?.into_json()?;
-            run.get("id").and_then(serde_json::Value::as_str).unwrap_or_default().to_string()
-        }
-    };
-    eprintln!("bill run {id}");
-    follow(&base, &id, &auth, a.interval_secs, a.timeout_secs)
+    let mut body = serde_json::json!({});
+    if let Some(d) = a.cycle_day {
+        body["billCycleDay"] = d.into();
+    }
+    if let Some(p) = &a.period_start {
+        body["periodStart"] = p.clone().into();
+    }
+    a.follow.start_and_follow("billRun", "bill run", body)
 }
 
 /// Runs `dunning-run` (a run over every account with a ledger); the run's final status on
 /// success.
 pub fn dunning(a: DunningRunArgs) -> anyhow::Result<serde_json::Value> {
-    let auth = format!("Bearer {}", a.api_key);
-    let base = format!("{}{BASE}/dunningRun", a.url.trim_end_matches('/'));
-    let id = match a.watch {
-        Some(id) => id,
-        None => {
-            let mut body = serde_json::json!({});
-            if let Some(now) = &a.now {
-                body["now"] = now.clone().into();
+    let mut body = serde_json::json!({});
+    if let Some(now) = &a.now {
+        body["now"] = now.clone().into();
+    }
+    if let Some(path) = &a.policy {
+        let text = std::fs::read_to_string(path)?;
+        body["policy"] = serde_json::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("the policy in {} is not JSON: {e}", path.display()))?;
+    }
+    a.follow.start_and_follow("dunningRun", "dunning run", body)
+}
+
+impl Follow {
+    /// Starts a run (`POST <collection>` with `body`) unless `--watch` names one, then follows it.
+    fn start_and_follow(
+        &self,
+        collection: &str,
+        what: &str,
+        body: serde_json::Value,
+    ) -> anyhow::Result<serde_json::Value> {
+        let auth = format!("Bearer {}", self.api_key);
+        let base = format!("{}{BASE}/{collection}", self.url.trim_end_matches('/'));
+        let id = match &self.watch {
+            Some(id) => id.clone(),
+            None => {
+                let run: serde_json::Value =
+                    ureq::post(&base).set("Authorization", &auth).send_json(body)?.into_json()?;
+                run.get("id").and_then(serde_json::Value::as_str).unwrap_or_default().to_string()
             }
-            if let Some(path) = &a.policy {
-                let text = std::fs::read_to_string(path)?;
-                body["policy"] = serde_json::from_str(&text)
-                    .map_err(|e| anyhow::anyhow!("the policy in {} is not JSON: {e}", path.display()))?;
-            }
-            let run: serde_json::Value = ureq::post(&base).set("Authorization", &auth).send_json(body)?.into_json()?;
-            run.get("id").and_then(serde_json::Value::as_str).unwrap_or_default().to_string()
-        }
-    };
-    eprintln!("dunning run {id}");
-    follow(&base, &id, &auth, a.interval_secs, a.timeout_secs)
+        };
+        eprintln!("{what} {id}");
+        follow(&base, &id, &auth, self.interval_secs, self.timeout_secs)
+    }
 }
 
 /// Shows the progress of the run `base/id` until it ends; its final status.
