@@ -333,6 +333,13 @@ fn dunning_reminds_suspends_by_order_and_payment_resumes() {
     assert_eq!((a[0]["kind"].as_str(), a[0]["afterDays"].as_u64()), (Some("reminder"), Some(7)), "{run:#}");
     assert_eq!(cents(&a[0]["overdue"]), total);
     assert_eq!(a[0]["event"]["eventType"], "DunningReminderEvent");
+    // The run's accounts a page at a time; a bad page size is refused.
+    let id = run["id"].as_str().unwrap();
+    let first = api.get(&format!("{BM}/dunningRun/{id}?limit=1")).json();
+    assert_eq!((first["accounts"].as_array().map(Vec::len), &first["accountsNext"]), (Some(1), &json!(f.account)));
+    let rest = api.get(&format!("{BM}/dunningRun/{id}?limit=1&accountsAfter={}", f.account)).json();
+    assert_eq!((rest["accounts"].as_array().map(Vec::len), rest.get("accountsNext")), (Some(0), None), "{rest}");
+    assert_error(&api.get(&format!("{BM}/dunningRun/{id}?limit=0")), 400, &["limit"]);
     assert_eq!(published_by(&host, "billing-worker"), published + 2, "the batch and the reminder");
     // The next day, by the operator's command (the cron job's): nothing more, and it says so.
     let err = run_command(&host, api, "dunning-run", &["--now", &noon_after(&due, 9)]);

@@ -16,8 +16,9 @@
 //!   each batch is counted once on the run's tallies. `GET dunningRun/{id}`: `state`
 //!   (`inProgress`, `completed`, `completedWithErrors`), `accountsQueued` / `accountsTotal`,
 //!   `accountsChecked`, `actionsTaken`, `failures`, elapsed and estimated remaining time, and
-//!   `accounts`: each account with an action or a failure (the first [`LISTED_MAX`] by id; each
-//!   is also `dunningRunAccount/<runId>.<accountId>` in the store). `GET dunningRun`: the runs.
+//!   `accounts`: each account with an action or a failure, by id, a page at a time — `limit`
+//!   (default and most [`LISTED_MAX`]) after `accountsAfter` (an account id; the answer's
+//!   `accountsNext` when there may be more). `GET dunningRun`: the runs.
 //! - **Named accounts** (`accounts`, at most [`NAMED_ACCOUNTS_MAX`]): done in the call → 200 a
 //!   summary: `accountsChecked`, `actionsTaken`, `failures` and, per account with an action or a
 //!   failure, the actions taken (kind, bill, event, product orders, products) — what support
@@ -301,8 +302,34 @@ pub fn dun_batch<B: KvBackend>(
     tally.add(env, counts)
 }
 
-/// A queued run's status (see the module doc).
-pub fn status<B: KvBackend>(env: &Env<'_, B>, id: &str, now: DateTime<Utc>) -> Result<Value, ApiError> {
+/// A page of a queued run's account entries: at most `limit` (capped at [`LISTED_MAX`]), after
+/// the account `after`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Page {
+    /// The last account of the page before (none: from the first).
+    pub after: Option<String>,
+    /// How many (none: [`LISTED_MAX`]).
+    pub limit: Option<usize>,
+}
+
+impl Page {
+    /// From the query parameters `accountsAfter` and `limit` (a positive number).
+    pub fn from_query(after: Option<String>, limit: Option<String>) -> Result<Page, ApiError> {
+        let limit = match limit {
+            None => None,
+            Some(l) => Some(
+                l.parse::<usize>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| ApiError::bad_request(format!("limit: {l:?} is not a positive number")))?,
+            ),
+        };
+        Ok(Page { after, limit })
+    }
+}
+
+/// A queued run's status (see the module doc), with the page `page` of its account entries.
+pub fn status<B: KvBackend>(env: &Env<'_, B>, id: &str, now: DateTime<Utc>, page: &Page) -> Result<Value, ApiError> {
     let mut doc = env.resources(RUN).get(id)?.data;
     let c = crate::run::progress(env, id, &mut doc, now)?;
     let prefix = env
@@ -310,7 +337,15 @@ pub fn status<B: KvBackend>(env: &Env<'_, B>, id: &str, now: DateTime<Utc>) -> R
         .tenant(&env.tenant.tenant_id)
         .prefix(RUN_ACCOUNT)
         .ok_or_else(|| ApiError::bad_request("invalid tenant"))?;
-    let keys = env.store.list_keys(&format!("{prefix}{id}."), LISTED_MAX)?;
+    let prefix = format!("{prefix}{id}.");
+    let limit = page.limit.unwrap_or(LISTED_MAX).min(LISTED_MAX);
+    let after = page.after.as_ref().map(|a| format!("{prefix}{a}"));
+    let keys = env.store.list_keys_after(&prefix, after.as_deref(), limit)?;
+    if keys.len() == limit
+        && let Some(last) = keys.last()
+    {
+        doc["accountsNext"] = json!(&last[prefix.len()..]);
+    }
     let mut listed = Vec::with_capacity(keys.len());
     for (_, v) in env.store.backend().get_many(&keys)? {
         if let Some(d) = v.and_then(|b| serde_json::from_slice::<bss_kit::Versioned<Value>>(&b).ok()) {
@@ -642,7 +677,12 @@ pub fn register(r: &mut bss_kit::http::Router) {
     r.get(&format!("{}/dunningRun", bills::BASE), handler(|ctx, _| with_env(ctx, |env| routes::list(env, RUN, ctx))));
     r.get(
         &format!("{}/dunningRun/:id", bills::BASE),
-        handler(|ctx, p| with_env(ctx, |env| Reply::json(200, &status(env, &param(p, "id")?, Utc::now())?))),
+        handler(|ctx, p| {
+            with_env(ctx, |env| {
+                let page = Page::from_query(ctx.query_param("accountsAfter"), ctx.query_param("limit"))?;
+                Reply::json(200, &status(env, &param(p, "id")?, Utc::now(), &page)?)
+            })
+        }),
     );
 }
 
@@ -800,7 +840,7 @@ mod tests {
         );
         let events = drain(&env, &kv);
 
-        let s = status(&env, &id, Utc::now()).unwrap();
+        let s = status(&env, &id, Utc::now(), &Page::default()).unwrap();
         assert_eq!(
             (&s["state"], &s["accountsTotal"], &s["accountsChecked"], &s["actionsTaken"], &s["failures"]),
             (&json!("completedWithErrors"), &json!(N + 1), &json!(N + 1), &json!(owing), &json!(1))
@@ -816,6 +856,21 @@ mod tests {
                 assert!(entry.get("failure").is_none(), "{entry}");
             }
         }
+        // The entries a page at a time: the same, in order, each once.
+        let (mut paged, mut after) = (Vec::new(), None);
+        loop {
+            let page = Page { after: after.take(), limit: Some(100) };
+            let s = status(&env, &id, Utc::now(), &page).unwrap();
+            paged.extend(s["accounts"].as_array().unwrap().iter().cloned());
+            match s.get("accountsNext").and_then(Value::as_str) {
+                Some(next) => after = Some(next.to_string()),
+                None => break,
+            }
+        }
+        assert_eq!(&paged, listed);
+        assert_eq!(Page::from_query(None, Some("0".into())).unwrap_err().status, 400);
+        assert_eq!(Page::from_query(None, Some("x".into())).unwrap_err().status, 400);
+
         // One reminder event per owing account, published once.
         assert_eq!(events.len(), owing);
         assert!(events.iter().all(|(subject, _)| subject == "billing.DunningReminderEvent"));
@@ -825,7 +880,7 @@ mod tests {
         let req = RunRequest { now: Some(at("2026-03-24T12:00:00Z")), accounts: None, policy: None };
         let again = start(&env, req, Utc::now()).unwrap();
         assert!(drain(&env, &kv).is_empty());
-        let s = status(&env, again["id"].as_str().unwrap(), Utc::now()).unwrap();
+        let s = status(&env, again["id"].as_str().unwrap(), Utc::now(), &Page::default()).unwrap();
         assert_eq!((&s["actionsTaken"], &s["failures"], &s["accountsChecked"]), (&json!(0), &json!(1), &json!(N + 1)));
     }
 
