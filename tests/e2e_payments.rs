@@ -312,7 +312,7 @@ fn actions(run: &Value) -> Vec<Value> {
 
 #[test]
 fn dunning_reminds_suspends_by_order_and_payment_resumes() {
-    let (host, _dir) = Host::start(HostOptions::default());
+    let (host, dir) = Host::start(HostOptions::default());
     let f = setup(&host);
     let api = &f.api;
     let b = bill_on_demand(&f);
@@ -343,6 +343,17 @@ fn dunning_reminds_suspends_by_order_and_payment_resumes() {
     assert_eq!(published_by(&host, "billing-worker"), published + 2, "the batch and the reminder");
     // The next day, by the operator's command (the cron job's): nothing more, and it says so.
     let err = run_command(&host, api, "dunning-run", &["--now", &noon_after(&due, 9)]);
+    // A policy the API refuses: the command fails and says why.
+    let policy = dir.path().join("bad-policy.json");
+    std::fs::write(&policy, r#"{"steps": [{"afterDays": 5, "action": "resume"}]}"#).unwrap();
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_bss-host"))
+        .args(["dunning-run", "--url", &host.url(""), "--api-key", api.auth.trim_start_matches("Bearer ")])
+        .arg("--policy")
+        .arg(&policy)
+        .output()
+        .unwrap();
+    let why = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success() && why.contains("answered 422") && why.contains("policy"), "{why}");
     assert!(err.contains(&format!("[{}] 1/1 accounts, 0 actions, 0 failed", "#".repeat(40))), "{err}");
     assert!(err.trim_end().ends_with("completed"), "{err}");
     assert_eq!(

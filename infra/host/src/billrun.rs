@@ -139,12 +139,26 @@ impl Follow {
             Some(id) => id.clone(),
             None => {
                 let run: serde_json::Value =
-                    ureq::post(&base).set("Authorization", &auth).send_json(body)?.into_json()?;
+                    ureq::post(&base).set("Authorization", &auth).send_json(body).map_err(refused)?.into_json()?;
                 run.get("id").and_then(serde_json::Value::as_str).unwrap_or_default().to_string()
             }
         };
         eprintln!("{what} {id}");
         follow(&base, &id, &auth, self.interval_secs, self.timeout_secs)
+    }
+}
+
+/// An API's refusal as the operator should read it: the status and the error body's message
+/// (`bad policy` rather than `status code 422`); other failures as they are.
+fn refused(e: ureq::Error) -> anyhow::Error {
+    match e {
+        ureq::Error::Status(code, response) => {
+            let url = response.get_url().to_string();
+            let body: serde_json::Value = response.into_json().unwrap_or_default();
+            let message = body.get("message").and_then(serde_json::Value::as_str).unwrap_or("no message");
+            anyhow::anyhow!("{url} answered {code}: {message}")
+        }
+        other => other.into(),
     }
 }
 
@@ -159,7 +173,7 @@ fn follow(
     let deadline = std::time::Instant::now() + Duration::from_secs(timeout_secs);
     loop {
         let status: serde_json::Value =
-            ureq::get(&format!("{base}/{id}")).set("Authorization", auth).call()?.into_json()?;
+            ureq::get(&format!("{base}/{id}")).set("Authorization", auth).call().map_err(refused)?.into_json()?;
         eprint!("\r{}", bar(&status));
         let _ = std::io::stderr().flush();
         let state = status.get("state").and_then(serde_json::Value::as_str).unwrap_or_default();
