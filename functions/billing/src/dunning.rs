@@ -346,12 +346,7 @@ pub fn status<B: KvBackend>(env: &Env<'_, B>, id: &str, now: DateTime<Utc>, page
     {
         doc["accountsNext"] = json!(&last[prefix.len()..]);
     }
-    let mut listed = Vec::with_capacity(keys.len());
-    for (_, v) in env.store.backend().get_many(&keys)? {
-        if let Some(d) = v.and_then(|b| serde_json::from_slice::<bss_kit::Versioned<Value>>(&b).ok()) {
-            listed.push(d.data);
-        }
-    }
+    let listed: Vec<Value> = env.store.get_docs::<Value>(&keys)?.into_iter().map(|(_, d)| d.data).collect();
     let failed = c.failed.max(0) as u64;
     doc["accountsChecked"] = json!(c.done + failed);
     doc["actionsTaken"] = json!(c.actions);

@@ -10,9 +10,10 @@
 //! memory, answers at once, and a crash in the middle of queueing redelivers the step, which
 //! publishes the same message ids again. The run's `accountsTotal` appears when the last step
 //! is through (until then `accountsQueued` counts); a run naming its accounts knows it at once.
-//! The first step, once its page is queued, also counts the accounts there are then
-//! (`accountsEstimated`, key listing only), so that the status estimates the time left from the
-//! start instead of from the last page on.
+//! The first step also queues a [`Count`] of the accounts there are then, which goes through the
+//! keys [`COUNT_PAGE`] a delivery (listing only, nothing read, beside the plan) and records
+//! `accountsEstimated`, so that the status estimates the time left from the start instead of
+//! from the last page on.
 //!
 //! Progress is counted per batch, once: when a worker has been through every account of a batch
 //! it adds the batch's counts (done, skipped, failed) to one of the run's [`TALLY_SHARDS`] tally
@@ -130,12 +131,33 @@ pub struct Plan {
     pub template: Batch,
 }
 
-/// A message of the run's subject: a step of queueing, or a batch to bill.
+/// Account keys one delivery of a [`Count`] lists (a page of [`PLAN_PAGE`] at a time): a
+/// delivery stays far inside the queue's time limit however many accounts there are.
+pub const COUNT_PAGE: usize = 10 * PLAN_PAGE;
+
+/// One step of counting a run's accounts for its estimate: the next [`COUNT_PAGE`] keys after
+/// `after`, added to `counted`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Count {
+    /// The step's number (its message id is `<runId>.count.<step>`).
+    pub count_step: u64,
+    /// The last key counted before.
+    pub after: Option<String>,
+    /// Keys counted before.
+    pub counted: u64,
+    /// The run's batch template (its tenant, run and kind).
+    pub template: Batch,
+}
+
+/// A message of the run's subject: a step of queueing, a step of counting, or a batch to bill.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum Work {
     /// Queue the next page of accounts (only a plan has `planStep`).
     Plan(Plan),
+    /// Count the next keys for the estimate (only a count has `countStep`).
+    Count(Count),
     /// Bill these accounts.
     Batch(Batch),
 }
@@ -145,6 +167,7 @@ impl Work {
     pub fn tenant_id(&self) -> &str {
         match self {
             Work::Plan(plan) => &plan.template.tenant_id,
+            Work::Count(count) => &count.template.tenant_id,
             Work::Batch(batch) => &batch.tenant_id,
         }
     }
@@ -154,6 +177,7 @@ impl Work {
 pub fn work<B: KvBackend>(env: &Env<'_, B>, work: &Work, message_id: &str) -> Result<(), ApiError> {
     match work {
         Work::Plan(plan) => plan_step(env, plan),
+        Work::Count(count) => count_step(env, count),
         Work::Batch(batch) => match &batch.dunning {
             Some(spec) => crate::dunning::dun_batch(env, batch, spec, message_id),
             None => bill_batch(env, batch, message_id),
@@ -271,20 +295,12 @@ pub fn plan_step<B: KvBackend>(env: &Env<'_, B>, plan: &Plan) -> Result<(), ApiE
     if through && queued as usize >= RUN_ACCOUNTS_MAX {
         eprintln!("billing: run {run_id} stops at {RUN_ACCOUNTS_MAX} accounts; run the rest by cycle day or by name");
     }
-    // The first step counts the accounts for the estimate (the total is known only at the last).
-    let estimated = match (plan.plan_step, through) {
-        (0, false) => Some(count_keys_after(env, &prefix, keys.last().map(String::as_str))? + queued),
-        _ => None,
-    };
     env.resources(plan.template.run_kind()).modify(env, &bss_kit::resource::NoHooks, run_id, |doc| {
         let mut doc = doc.clone();
         let before = doc.get("accountsQueued").and_then(Value::as_u64).unwrap_or(0);
         doc["accountsQueued"] = json!(before.max(queued));
         if through {
             doc["accountsTotal"] = json!(queued);
-        }
-        if let Some(e) = estimated {
-            doc["accountsEstimated"] = json!(e);
         }
         Ok(doc)
     })?;
@@ -300,23 +316,43 @@ pub fn plan_step<B: KvBackend>(env: &Env<'_, B>, plan: &Plan) -> Result<(), ApiE
             template: plan.template.clone(),
         };
         publish(&next, &format!("{run_id}.plan.{}", next.plan_step))?;
+        if plan.plan_step == 0 {
+            // The total is known only at the last step: a count beside the plan estimates it.
+            let count =
+                Count { count_step: 0, after: Some(last.clone()), counted: queued, template: plan.template.clone() };
+            publish(&count, &format!("{run_id}.count.0"))?;
+        }
     }
     Ok(())
 }
 
-/// How many keys under `prefix` come after `after`, up to the run's limit: listed a page at a
-/// time (memory stays bounded), nothing read.
-fn count_keys_after<B: KvBackend>(env: &Env<'_, B>, prefix: &str, after: Option<&str>) -> Result<u64, ApiError> {
-    let (mut count, mut after) = (0usize, after.map(str::to_string));
-    while count < RUN_ACCOUNTS_MAX {
-        let keys = env.store.list_keys_after(prefix, after.as_deref(), PLAN_PAGE)?;
-        count += keys.len();
-        match keys.into_iter().last() {
-            Some(last) if count % PLAN_PAGE == 0 => after = Some(last),
-            _ => break,
+/// One step of counting a run's accounts (see the module doc): lists up to [`COUNT_PAGE`] keys
+/// after the last one counted, then queues the next step, or records the estimate when the keys
+/// (or the run's limit) are through. A redelivery lists the same keys and publishes the same id.
+pub fn count_step<B: KvBackend>(env: &Env<'_, B>, count: &Count) -> Result<(), ApiError> {
+    let prefix = format!("t/{}/{}/", count.template.tenant_id, count.template.accounts_collection());
+    let (mut counted, mut after, mut through) = (count.counted, count.after.clone(), false);
+    for _ in 0..COUNT_PAGE / PLAN_PAGE {
+        let keys = env.store.list_keys_after(&prefix, after.as_deref(), PLAN_PAGE)?;
+        counted += keys.len() as u64;
+        through = keys.len() < PLAN_PAGE || counted as usize >= RUN_ACCOUNTS_MAX;
+        after = keys.into_iter().last();
+        if through {
+            break;
         }
     }
-    Ok(count.min(RUN_ACCOUNTS_MAX) as u64)
+    let run_id = &count.template.run_id;
+    if !through {
+        let next = Count { count_step: count.count_step + 1, after, counted, template: count.template.clone() };
+        return publish(&next, &format!("{run_id}.count.{}", next.count_step));
+    }
+    let estimated = counted.min(RUN_ACCOUNTS_MAX as u64);
+    env.resources(count.template.run_kind()).modify(env, &bss_kit::resource::NoHooks, run_id, |doc| {
+        let mut doc = doc.clone();
+        doc["accountsEstimated"] = json!(estimated);
+        Ok(doc)
+    })?;
+    Ok(())
 }
 
 /// Publishes a message of the run's subject under its deterministic id.
@@ -662,6 +698,45 @@ mod tests {
     use bss_kit::kv::{MemKv, Store};
 
     #[test]
+    fn the_count_for_the_estimate_goes_a_bounded_page_a_delivery_and_records_every_key() {
+        const N: usize = 2 * COUNT_PAGE + 5;
+        let kv = MemKv::default();
+        let store = Store::new(&kv);
+        let tenant = Tenant { tenant_id: "t1".into(), key_id: "k".into() };
+        let env = Env::new(&store, &tenant);
+        for i in 0..N {
+            kv.set(&format!("t/t1/billingAccount/a{i:06}"), b"{}").unwrap();
+        }
+        env.resources(RUN).create_with_id(&env, &bss_kit::resource::NoHooks, "r1", json!({})).unwrap();
+        let template = Batch {
+            tenant_id: "t1".into(),
+            run_id: "r1".into(),
+            at: Utc::now(),
+            period_start: None,
+            bill_cycle_day: None,
+            validate: true,
+            accounts: Vec::new(),
+            dunning: None,
+        };
+        bss_kit::events::native::take_published();
+        let mut next = Some(Count { count_step: 0, after: None, counted: 0, template });
+        let mut deliveries = 0;
+        while let Some(count) = next.take() {
+            deliveries += 1;
+            assert_eq!(env.resources(RUN).get("r1").unwrap().data.get("accountsEstimated"), None);
+            count_step(&env, &count).unwrap();
+            let published = bss_kit::events::native::take_published();
+            assert!(published.len() <= 1);
+            if let Some((id, _, body)) = published.into_iter().next() {
+                assert_eq!(id, format!("r1.count.{deliveries}"));
+                next = Some(serde_json::from_slice(&body).unwrap());
+            }
+        }
+        assert_eq!(deliveries, 3, "{COUNT_PAGE} keys a delivery");
+        assert_eq!(env.resources(RUN).get("r1").unwrap().data["accountsEstimated"], json!(N));
+    }
+
+    #[test]
     fn a_run_over_every_account_queues_each_once_a_page_at_a_time_and_knows_its_total_at_the_end() {
         const N: usize = 2 * PLAN_PAGE + 75;
         let kv = MemKv::default();
@@ -705,6 +780,13 @@ mod tests {
                     let again = bss_kit::events::native::take_published();
                     assert_eq!(first, again);
                     steps.push(msg_id);
+                    pending.extend(first);
+                }
+                Work::Count(count) => {
+                    count_step(&env, &count).unwrap();
+                    let first = bss_kit::events::native::take_published();
+                    count_step(&env, &count).unwrap();
+                    assert_eq!(first, bss_kit::events::native::take_published());
                     pending.extend(first);
                 }
                 Work::Batch(b) => {
