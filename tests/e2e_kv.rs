@@ -4,6 +4,7 @@
 
 mod support;
 
+use std::process::Command;
 use std::sync::Arc;
 use support::*;
 
@@ -187,4 +188,56 @@ fn sqlite_data_survives_a_kill_9() {
     let out = run_to_exit(up_command(&test_manifest(), dir.path()).env("BSS_VAR_ADMIN_KEY", ADMIN_KEY));
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("in use by another bss-host"));
+}
+
+#[test]
+fn a_store_of_the_old_layout_is_rewritten_by_upgrade_store_and_keeps_every_key() {
+    let dir = tempfile::tempdir().unwrap();
+    // A data folder whose database was created before 2026-11-28 (key-value rows clustered).
+    rusqlite::Connection::open(dir.path().join("bss.sqlite"))
+        .unwrap()
+        .execute_batch(bss_host::db::KV_TABLE_CLUSTERED)
+        .unwrap();
+    let host = Host::start_in(dir.path(), HostOptions::default());
+    // Larger than a page: it spills to overflow pages in the old layout.
+    let big = "b".repeat(9_000);
+    for i in 0..40 {
+        assert_eq!(
+            send("PUT", &host.url(&format!("/kvtest/kv/old-{i}")), &[], Some(format!("{i}").as_bytes())).status,
+            200
+        );
+    }
+    assert_eq!(send("PUT", &host.url("/kvtest/kv/old-big"), &[], Some(big.as_bytes())).status, 200);
+    for _ in 0..5 {
+        assert_eq!(send("POST", &host.url("/kvtest/cas-incr/old-counter"), &[], None).status, 200);
+    }
+    assert!(host.log_text().contains("bss-host upgrade-store"), "the host says how to upgrade:\n{}", host.log_text());
+    let upgrade =
+        || run_to_exit(Command::new(env!("CARGO_BIN_EXE_bss-host")).arg("upgrade-store").arg("--data").arg(dir.path()));
+    // Never under a running host.
+    let refused = upgrade();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("in use by another bss-host"));
+    assert!(host.terminate().success());
+
+    let done = upgrade();
+    let said = String::from_utf8_lossy(&done.stdout).to_string();
+    assert!(done.status.success(), "{said}\n{}", String::from_utf8_lossy(&done.stderr));
+    assert!(said.contains("rewritten with the current layout"), "{said}");
+    let host = Host::start_in(dir.path(), HostOptions::default());
+    for i in 0..40 {
+        assert_eq!(get(&host.url(&format!("/kvtest/kv/old-{i}"))).body, format!("{i}"));
+    }
+    assert_eq!(get(&host.url("/kvtest/kv/old-big")).body, big);
+    assert_eq!(get(&host.url("/kvtest/kv/old-counter")).body, "5");
+    // Versions and compare-and-swap go on where they were.
+    assert_eq!(send("POST", &host.url("/kvtest/cas-incr/old-counter"), &[], None).status, 200);
+    assert_eq!(get(&host.url("/kvtest/kv/old-counter")).body, "6");
+    assert_eq!(send("PUT", &host.url("/kvtest/kv/new"), &[], Some(b"after")).status, 200);
+    assert_eq!(get(&host.url("/kvtest/kv/new")).body, "after");
+    assert!(!host.log_text().contains("upgrade-store"), "{}", host.log_text());
+    assert!(host.terminate().success());
+    let again = upgrade();
+    assert!(again.status.success());
+    assert!(String::from_utf8_lossy(&again.stdout).contains("nothing to do"));
 }

@@ -115,6 +115,18 @@ fn ensure_rust_target(target: &str, workdir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Rewrites the embedded database of the data folder `dir` with the current key-value layout
+/// (see [`crate::db::upgrade`]), holding the folder's lock so that no host starts meanwhile;
+/// refused while a host runs on it.
+pub fn upgrade_store(dir: &Path) -> anyhow::Result<crate::db::Upgraded> {
+    let path = dir.join("bss.sqlite");
+    if !path.exists() {
+        anyhow::bail!("no database in {} (no {})", dir.display(), path.display());
+    }
+    let _lock = lock_data_dir(dir)?;
+    crate::db::upgrade(&path)
+}
+
 /// Holds the data folder for this process, so two hosts never share one SQLite file.
 fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating data folder {}", dir.display()))?;
@@ -151,6 +163,14 @@ impl<F: Fn(&Path) -> anyhow::Result<SqliteDb>> Databases<F> {
             return Ok(db.clone());
         }
         let db = Arc::new((self.open)(path)?);
+        if db.kv_layout() == crate::db::KvLayout::Clustered {
+            tracing::warn!(
+                database = %path.display(),
+                "the key-value table has the layout of databases created before 2026-11-28 (WITHOUT ROWID), \
+                 which reads several times more pages a lookup; stop the host and run \
+                 `bss-host upgrade-store --data <folder>` to rewrite it"
+            );
+        }
         self.by_path.insert(key, db.clone());
         Ok(db)
     }

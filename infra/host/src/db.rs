@@ -4,6 +4,10 @@
 //! reads take the writer connection when it is idle (its page cache survives commits; see
 //! [`SqliteDb::read`]).
 //!
+//! Key-value rows are kept in a rowid table found through a unique index on `(store, key)`
+//! ([`KvLayout::Indexed`]); databases created before 2026-11-28 clustered them in a
+//! `WITHOUT ROWID` table, still served, and rewritten by [`upgrade`] (`bss-host upgrade-store`).
+//!
 //! The connections use SQLite's `unix-excl` VFS: the process holds the file exclusively and its
 //! connections share the WAL index in heap memory, instead of taking and releasing file locks
 //! (`fcntl`) on every transaction — 4% of a KV round-trip's CPU in a profile. Another process
@@ -80,15 +84,63 @@ pub enum SyncMode {
     Full,
 }
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS kv (
+/// The key-value table of a new database: rows in a rowid table, found through a unique index on
+/// `(store, key)` ([`KvLayout::Indexed`], with [`kv_index`]).
+const KV_TABLE: &str = "
+CREATE TABLE kv (
+    store   TEXT    NOT NULL,
+    key     TEXT    NOT NULL,
+    value   BLOB    NOT NULL,
+    version INTEGER NOT NULL
+);
+";
+
+/// The statement creating [`KV_TABLE`]'s index in the database `schema` (`main`, or an attached
+/// one).
+fn kv_index(schema: &str) -> String {
+    format!("CREATE UNIQUE INDEX {schema}.kv_key ON kv (store, key)")
+}
+
+/// The key-value table of databases created before 2026-11-28 ([`KvLayout::Clustered`]): kept
+/// so that tests can make one; such a database still works, and `bss-host upgrade-store`
+/// rewrites it ([`upgrade`]).
+pub const KV_TABLE_CLUSTERED: &str = "
+CREATE TABLE kv (
     store   TEXT    NOT NULL,
     key     TEXT    NOT NULL,
     value   BLOB    NOT NULL,
     version INTEGER NOT NULL,
     PRIMARY KEY (store, key)
 ) WITHOUT ROWID;
+";
 
+/// How a database keeps its key-value rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KvLayout {
+    /// A rowid table beside a unique index on `(store, key)`: how a database is created. A
+    /// lookup walks the index, whose interior pages hold only keys (about 80 a page) and stay
+    /// in the page cache, then reads the row; values up to a page stay in their leaf.
+    Indexed,
+    /// A `WITHOUT ROWID` table clustered on `(store, key)`: every interior page of its b-tree
+    /// holds whole rows (SQLite's advice is rows under a twentieth of a page; a rated usage
+    /// record is about 530 bytes, a bill 4.5 KB), so the tree is deep and wide, each lookup
+    /// read 6–10 pages from the kernel (~950 KB an account in a bill run of 100,000 accounts
+    /// against ~80 KB indexed), and values over ~2 KB spilled to overflow pages.
+    Clustered,
+}
+
+/// The layout of the key-value table of `conn`'s database, `None` before it has one.
+pub fn kv_layout(conn: &Connection) -> rusqlite::Result<Option<KvLayout>> {
+    let sql: Option<String> = conn
+        .query_row("SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = 'kv'", [], |r| r.get(0))
+        .optional()?;
+    Ok(sql.map(
+        |s| if s.to_ascii_uppercase().contains("WITHOUT ROWID") { KvLayout::Clustered } else { KvLayout::Indexed },
+    ))
+}
+
+/// Every table but the key-value one ([`KV_TABLE`], created on a new database).
+const SCHEMA: &str = "
 -- version_floor: the highest version a deleted key had; versions restart above it.
 -- version_high: at least the highest version any key has had (raised by every write), so that
 -- opening the database finds where versions go on without scanning the kv table.
@@ -155,6 +207,7 @@ pub fn raise_version_high(tx: &rusqlite::Transaction<'_>, version: u64) -> rusql
 /// it is dropped).
 pub struct SqliteDb {
     shared: Arc<Shared>,
+    layout: KvLayout,
     // Dropped in this order: the last flush before the last checkpoint.
     _flusher: Periodic,
     _checkpointer: Periodic,
@@ -329,6 +382,18 @@ impl SqliteDb {
         writer.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)?;
         writer.pragma_update(None, "mmap_size", WRITER_MMAP_BYTES)?;
         writer.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)?;
+        let layout = match kv_layout(&writer)? {
+            Some(layout) => layout,
+            None => {
+                // One transaction: a table without its index would refuse every upsert.
+                in_transaction(&mut writer, |tx| {
+                    tx.execute_batch(KV_TABLE)?;
+                    tx.execute_batch(&kv_index("main"))
+                })
+                .context("creating the key-value table")?;
+                KvLayout::Indexed
+            }
+        };
         writer.execute_batch(SCHEMA).context("creating the schema")?;
         // What the key-value log holds and SQLite may not: before anything reads.
         let (frames, generation) = writeback::read_logs(path)?;
@@ -376,8 +441,144 @@ impl SqliteDb {
                 report_once(&failed, "Flushing key-value writes into SQLite (they stay logged)", r);
             })?
         };
-        Ok(SqliteDb { shared, _flusher: flusher, _checkpointer: checkpointer })
+        Ok(SqliteDb { shared, layout, _flusher: flusher, _checkpointer: checkpointer })
     }
+
+    /// How this database keeps its key-value rows.
+    pub fn kv_layout(&self) -> KvLayout {
+        self.layout
+    }
+}
+
+/// What [`upgrade`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Upgraded {
+    /// The database had the current layout already: nothing was written.
+    Current,
+    /// The database was rewritten with the current layout, every row kept.
+    Rewritten {
+        /// Key-value rows copied.
+        kv_rows: u64,
+        /// Rows of the other tables (the queue's, the key-value metadata) copied.
+        other_rows: u64,
+    },
+}
+
+/// Rewrites the database at `path` with the current key-value layout ([`KvLayout::Indexed`]),
+/// keeping every row of every table (key-value versions, the queue's messages and deliveries,
+/// the sequence their order comes from), or changes nothing when it has that layout already.
+/// No host may have it open: [`SqliteDb::open`] refuses a database open elsewhere, and the
+/// caller holds the data folder's lock so that none starts meanwhile.
+///
+/// Crash-safe at every point: the new file is built beside the database (`<name>.upgrade`, a
+/// leftover of an interrupted run is deleted first), synced, checked (row counts equal), and
+/// only then renamed over it — an atomic replace, so the database is the old one whole or the
+/// new one whole. It needs the database's size again in free disk, and reads and writes it once
+/// (about 20 s for a database of 3 GB here).
+pub fn upgrade(path: &Path) -> anyhow::Result<Upgraded> {
+    let name = path.file_name().and_then(|n| n.to_str()).context("the database path names no file")?;
+    let next = path.with_file_name(format!("{name}.upgrade"));
+    // Opening replays the key-value log, so the copy has every write.
+    let db = SqliteDb::open_with(path, SyncMode::Normal, None)?;
+    if db.kv_layout() == KvLayout::Indexed {
+        return Ok(Upgraded::Current);
+    }
+    db.flush_kv()?;
+    match std::fs::remove_file(&next) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(e).with_context(|| format!("removing {}", next.display()));
+        }
+        _ => {}
+    }
+    {
+        // Created here, not by the ATTACH below: the page size must be set before any table.
+        let c = Connection::open(&next).with_context(|| format!("creating {}", next.display()))?;
+        c.pragma_update(None, "page_size", PAGE_SIZE_BYTES)?;
+        c.execute_batch(SCHEMA)?;
+        // The table without its index: indexing rows loaded in key order is one sorted pass.
+        c.execute_batch(KV_TABLE)?;
+    }
+    let copied = db.with_writer(|w| -> anyhow::Result<Upgraded> {
+        w.execute("ATTACH DATABASE ?1 AS up", [next.to_str().context("the database path is not UTF-8")?])?;
+        let copied = copy_into_attached(w);
+        w.execute("DETACH DATABASE up", [])?;
+        copied
+    });
+    let copied = match copied {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = std::fs::remove_file(&next);
+            return Err(e.context("copying into the upgraded database (the database is unchanged)"));
+        }
+    };
+    // Closing checkpoints the WAL into the database and removes it (and the key-value log).
+    drop(db);
+    let wal = path.with_file_name(format!("{name}-wal"));
+    if std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0) || !writeback::read_logs(path)?.0.is_empty() {
+        let _ = std::fs::remove_file(&next);
+        anyhow::bail!(
+            "{} still has a WAL or key-value log after closing (was it opened meanwhile?); left unchanged",
+            path.display()
+        );
+    }
+    let _ = std::fs::remove_file(&wal);
+    std::fs::File::open(&next)?.sync_all()?;
+    std::fs::rename(&next, path).with_context(|| format!("replacing {} with {}", path.display(), next.display()))?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(copied)
+}
+
+/// [`upgrade`]'s copy, on a connection with the new file attached as `up`: every table, the
+/// key-value rows in key order, then the index; row counts checked before it commits.
+fn copy_into_attached(w: &mut Connection) -> anyhow::Result<Upgraded> {
+    // A file nobody uses yet: a crash leaves it to be deleted, so no journal is needed.
+    w.execute_batch("PRAGMA up.journal_mode = OFF; PRAGMA up.synchronous = OFF;")?;
+    let tx = w.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let tables: Vec<String> = tx
+        .prepare("SELECT name FROM main.sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let (mut kv_rows, mut other_rows) = (0, 0);
+    for table in &tables {
+        let columns: Vec<String> = tx
+            .prepare(&format!("PRAGMA main.table_info(\"{table}\")"))?
+            .query_map([], |r| r.get::<_, String>(1))?
+            .collect::<rusqlite::Result<_>>()?;
+        let columns = columns.iter().map(|c| format!("\"{c}\"")).collect::<Vec<_>>().join(", ");
+        let order = if table == "kv" { " ORDER BY store, key" } else { "" };
+        let copied = tx.execute(
+            &format!("INSERT INTO up.\"{table}\" ({columns}) SELECT {columns} FROM main.\"{table}\"{order}"),
+            [],
+        )?;
+        let count = |schema: &str| -> rusqlite::Result<usize> {
+            tx.query_row(&format!("SELECT count(*) FROM {schema}.\"{table}\""), [], |r| r.get(0))
+        };
+        let (from, to) = (count("main")?, count("up")?);
+        anyhow::ensure!(
+            from == copied && to == copied,
+            "table {table}: {from} rows, {copied} copied, {to} in the copy"
+        );
+        if table == "kv" {
+            kv_rows = copied as u64;
+        } else {
+            other_rows += copied as u64;
+        }
+    }
+    // AUTOINCREMENT's high marks (the queue's message order goes on above them).
+    let has_sequence = |schema: &str| -> rusqlite::Result<bool> {
+        tx.query_row(&format!("SELECT count(*) FROM {schema}.sqlite_schema WHERE name = 'sqlite_sequence'"), [], |r| {
+            r.get::<_, i64>(0).map(|n| n > 0)
+        })
+    };
+    if has_sequence("main")? && has_sequence("up")? {
+        tx.execute("DELETE FROM up.sqlite_sequence", [])?;
+        tx.execute("INSERT INTO up.sqlite_sequence (name, seq) SELECT name, seq FROM main.sqlite_sequence", [])?;
+    }
+    tx.execute_batch(&kv_index("up"))?;
+    tx.commit()?;
+    Ok(Upgraded::Rewritten { kv_rows, other_rows })
 }
 
 impl Shared {
@@ -539,6 +740,172 @@ mod tests {
         drop(db);
         let db = SqliteDb::open(&path, SyncMode::Normal).unwrap();
         assert_eq!(db.next_kv_version(), 7_001);
+    }
+
+    /// The query plan of `sql` on `db`'s writer, one line per step.
+    fn plan(db: &SqliteDb, sql: &str) -> String {
+        db.with_writer(|c| {
+            let mut stmt = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let steps: Vec<String> =
+                stmt.query_map([], |r| r.get::<_, String>(3)).unwrap().map(Result::unwrap).collect();
+            steps.join("\n")
+        })
+    }
+
+    #[test]
+    fn a_new_database_finds_a_key_through_its_index_and_lists_keys_from_the_index_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = SqliteDb::open(&dir.path().join("bss.sqlite"), SyncMode::Normal).unwrap();
+        assert_eq!(db.kv_layout(), KvLayout::Indexed);
+        let get = plan(&db, "SELECT value, version FROM kv WHERE store = 's' AND key = 'k'");
+        assert!(get.contains("USING INDEX kv_key (store=? AND key=?)"), "{get}");
+        let list = plan(&db, "SELECT key FROM kv WHERE store = 's' AND key > 'a' ORDER BY key LIMIT 10");
+        assert!(list.contains("USING COVERING INDEX kv_key"), "{list}");
+        assert!(!list.contains("TEMP B-TREE"), "listed in index order, not sorted: {list}");
+        // Upserts find their row through the index too: a second write replaces, never adds.
+        db.write(|tx| apply_kv(tx, [("s", "k", Some(b"1".as_slice()), 1), ("s", "k", Some(b"2".as_slice()), 2)]))
+            .unwrap();
+        let rows: Vec<(Vec<u8>, i64)> = db
+            .read(|c| {
+                c.prepare("SELECT value, version FROM kv")?.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect()
+            })
+            .unwrap();
+        assert_eq!(rows, [(b"2".to_vec(), 2)]);
+    }
+
+    /// Every row of every table of the database at `path` (the key-value rows by key), as text.
+    fn dump(path: &Path) -> Vec<String> {
+        let c = Connection::open(path).unwrap();
+        let tables: Vec<String> = c
+            .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let mut out = Vec::new();
+        for t in tables {
+            let n = c.prepare(&format!("SELECT * FROM \"{t}\"")).unwrap().column_count();
+            let order = (1..=n).map(|i| i.to_string()).collect::<Vec<_>>().join(", ");
+            let mut stmt = c.prepare(&format!("SELECT * FROM \"{t}\" ORDER BY {order}")).unwrap();
+            let rows = stmt
+                .query_map([], |r| {
+                    let cells: Vec<String> =
+                        (0..n).map(|i| format!("{:?}", r.get::<_, rusqlite::types::Value>(i).unwrap())).collect();
+                    Ok(format!("{t}: {}", cells.join(" | ")))
+                })
+                .unwrap();
+            out.extend(rows.map(Result::unwrap));
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn a_database_of_the_clustered_layout_works_and_upgrade_rewrites_it_keeping_every_row() {
+        use crate::queue::{NewMessage, sqlite::SqliteQueue};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bss.sqlite");
+        // A database as created before 2026-11-28 (and at SQLite's old default page size).
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(&format!("PRAGMA page_size = 4096; {KV_TABLE_CLUSTERED}"))
+            .unwrap();
+        let db = Arc::new(SqliteDb::open(&path, SyncMode::Normal).unwrap());
+        assert_eq!(db.kv_layout(), KvLayout::Clustered);
+        // Written through the host's own paths: values of every size (over a page too), two
+        // labels, a deleted key (it raises the version floor), and queued messages, one of them
+        // delivered and done.
+        let kv = crate::kv::sqlite::SqliteKv::new(db.clone(), "default");
+        let other = crate::kv::sqlite::SqliteKv::new(db.clone(), "other");
+        for i in 0..300usize {
+            kv.set(&format!("k/{i:04}"), &vec![b'a' + (i % 26) as u8; i * 37]).await.unwrap();
+        }
+        other.set("k/0001", b"elsewhere").await.unwrap();
+        kv.delete("k/0007").await.unwrap();
+        let queue = SqliteQueue::new(db.clone());
+        let consumers = ["worker".to_string()];
+        for i in 0..5 {
+            let msg = NewMessage {
+                id: format!("m{i}"),
+                subject: "s".into(),
+                body: vec![i as u8; 10],
+                ordering_key: Some("o".into()),
+            };
+            assert!(queue.publish(&msg, &consumers).await.unwrap());
+        }
+        let first = queue.claim("worker", 1, Duration::from_secs(60)).await.unwrap();
+        queue.complete(&first[0], &crate::queue::Outcome::Ack).await.unwrap();
+        db.flush_kv().unwrap();
+        let in_use: i64 = db.read(|c| c.query_row("SELECT max(version) FROM kv", [], |r| r.get(0))).unwrap();
+        drop((kv, other, queue));
+        let db = Arc::into_inner(db).expect("the only handle");
+        drop(db);
+        let before = dump(&path);
+        assert!(before.len() > 300, "{}", before.len());
+
+        // A leftover of an interrupted upgrade is replaced, not trusted.
+        std::fs::write(dir.path().join("bss.sqlite.upgrade"), b"half a file").unwrap();
+        let done = upgrade(&path).unwrap();
+        assert!(matches!(done, Upgraded::Rewritten { kv_rows: 300, .. }), "{done:?}");
+        assert!(!dir.path().join("bss.sqlite.upgrade").exists());
+        assert_eq!(dump(&path), before, "every row of every table, as it was");
+
+        let db = Arc::new(SqliteDb::open(&path, SyncMode::Normal).unwrap());
+        assert_eq!(db.kv_layout(), KvLayout::Indexed);
+        let get = plan(&db, "SELECT value, version FROM kv WHERE store = 's' AND key = 'k'");
+        assert!(get.contains("USING INDEX kv_key (store=? AND key=?)"), "{get}");
+        let page_size: i64 = db.read(|c| c.query_row("PRAGMA page_size", [], |r| r.get(0))).unwrap();
+        assert_eq!(page_size, PAGE_SIZE_BYTES);
+        assert!(db.next_kv_version() > in_use as u64 + 1, "versions go on above every one in use and deleted");
+        let kv = crate::kv::sqlite::SqliteKv::new(db.clone(), "default");
+        assert_eq!(kv.get("k/0299").await.unwrap(), Some(vec![b'a' + (299 % 26) as u8; 299 * 37]));
+        assert_eq!(kv.get("k/0007").await.unwrap(), None);
+        // The queue goes on where it was: the next message of the key, then one published now
+        // after it (its sequence above the copied ones).
+        let queue = SqliteQueue::new(db.clone());
+        let late =
+            NewMessage { id: "m5".into(), subject: "s".into(), body: Vec::new(), ordering_key: Some("o".into()) };
+        assert!(queue.publish(&late, &consumers).await.unwrap());
+        assert!(!queue.publish(&first_message(&first), &consumers).await.unwrap(), "still remembered as published");
+        let mut order = Vec::new();
+        while let Some(d) = queue.claim("worker", 1, Duration::from_secs(60)).await.unwrap().pop() {
+            order.push(d.message_id.clone());
+            queue.complete(&d, &crate::queue::Outcome::Ack).await.unwrap();
+        }
+        assert_eq!(order, ["m1", "m2", "m3", "m4", "m5"]);
+        drop((kv, queue));
+        drop(Arc::into_inner(db).expect("the only handle"));
+        assert_eq!(upgrade(&path).unwrap(), Upgraded::Current, "a second upgrade finds nothing to do");
+    }
+
+    /// The message a delivery came from, to publish again.
+    fn first_message(d: &[crate::queue::Delivery]) -> crate::queue::NewMessage {
+        crate::queue::NewMessage {
+            id: d[0].message_id.clone(),
+            subject: d[0].subject.clone(),
+            body: d[0].body.clone(),
+            ordering_key: d[0].ordering_key.clone(),
+        }
+    }
+
+    #[test]
+    fn an_upgrade_that_cannot_copy_a_table_leaves_the_database_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bss.sqlite");
+        Connection::open(&path).unwrap().execute_batch(KV_TABLE_CLUSTERED).unwrap();
+        let db = SqliteDb::open(&path, SyncMode::Normal).unwrap();
+        db.write(|tx| apply_kv(tx, [("s", "k", Some(b"v".as_slice()), 1)])).unwrap();
+        // A table this version does not know: the copy has nowhere to put it.
+        db.write_one(|c| c.execute_batch("CREATE TABLE extra (x); INSERT INTO extra VALUES (1);")).unwrap();
+        drop(db);
+        let before = dump(&path);
+        let e = upgrade(&path).unwrap_err();
+        assert!(format!("{e:#}").contains("extra"), "{e:#}");
+        assert!(format!("{e:#}").contains("the database is unchanged"), "{e:#}");
+        assert_eq!(dump(&path), before);
+        assert!(!dir.path().join("bss.sqlite.upgrade").exists());
+        let db = SqliteDb::open(&path, SyncMode::Normal).unwrap();
+        assert_eq!(db.kv_layout(), KvLayout::Clustered);
     }
 
     #[test]

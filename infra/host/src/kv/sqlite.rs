@@ -473,14 +473,14 @@ mod tests {
         };
         let fresh = dir.path().join("new.sqlite");
         let kv = SqliteKv::new(Arc::new(SqliteDb::open(&fresh, SyncMode::Normal).unwrap()), "default");
-        // A rated usage record (~1.2 KB) stays in its b-tree page: no overflow page of its own.
-        kv.set("u", &[b'x'; 1500]).await.unwrap();
+        // A bill (~4.5 KB) stays in its b-tree page: no overflow page of its own.
+        kv.set("u", &[b'x'; 5000]).await.unwrap();
         kv.db.flush_kv().unwrap();
         assert_eq!(page_size(&fresh), 8192);
         let old = dir.path().join("old.sqlite");
         rusqlite::Connection::open(&old).unwrap().execute_batch("PRAGMA page_size = 4096; VACUUM;").unwrap();
         let kv_old = SqliteKv::new(Arc::new(SqliteDb::open(&old, SyncMode::Normal).unwrap()), "default");
-        kv_old.set("u", &[b'x'; 1500]).await.unwrap();
+        kv_old.set("u", &[b'x'; 5000]).await.unwrap();
         kv_old.db.flush_kv().unwrap();
         assert_eq!(page_size(&old), 4096, "a database keeps the page size it was created with");
         let overflow_pages = |path: &std::path::Path| -> i64 {
