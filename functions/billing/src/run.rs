@@ -113,6 +113,15 @@ impl Batch {
     fn accounts_collection(&self) -> &'static str {
         if self.dunning.is_some() { crate::payments::LEDGER } else { "billingAccount" }
     }
+
+    /// The store prefix of [`Batch::accounts_collection`] for the batch's tenant (the kit's key
+    /// layout): a run's plan and count list the account keys under it.
+    fn accounts_prefix<B: KvBackend>(&self, env: &Env<'_, B>) -> Result<String, ApiError> {
+        env.store
+            .tenant(&self.tenant_id)
+            .prefix(self.accounts_collection())
+            .ok_or_else(|| ApiError::bad_request(format!("invalid tenant {:?}", self.tenant_id)))
+    }
 }
 
 /// One step of queueing a run over every account: the next [`PLAN_PAGE`] accounts after
@@ -282,7 +291,7 @@ pub(crate) fn start_plan<B: KvBackend>(env: &Env<'_, B>, mut body: Value, templa
 pub fn plan_step<B: KvBackend>(env: &Env<'_, B>, plan: &Plan) -> Result<(), ApiError> {
     assert!(plan.accounts_before.is_multiple_of(ACCOUNTS_PER_MESSAGE as u64), "a step starts on a whole batch");
     let run_id = &plan.template.run_id;
-    let prefix = format!("t/{}/{}/", plan.template.tenant_id, plan.template.accounts_collection());
+    let prefix = plan.template.accounts_prefix(env)?;
     let room = RUN_ACCOUNTS_MAX.saturating_sub(plan.accounts_before as usize);
     let keys = env.store.list_keys_after(&prefix, plan.after.as_deref(), PLAN_PAGE.min(room))?;
     let first = plan.accounts_before / ACCOUNTS_PER_MESSAGE as u64;
@@ -330,7 +339,7 @@ pub fn plan_step<B: KvBackend>(env: &Env<'_, B>, plan: &Plan) -> Result<(), ApiE
 /// after the last one counted, then queues the next step, or records the estimate when the keys
 /// (or the run's limit) are through. A redelivery lists the same keys and publishes the same id.
 pub fn count_step<B: KvBackend>(env: &Env<'_, B>, count: &Count) -> Result<(), ApiError> {
-    let prefix = format!("t/{}/{}/", count.template.tenant_id, count.template.accounts_collection());
+    let prefix = count.template.accounts_prefix(env)?;
     let (mut counted, mut after, mut through) = (count.counted, count.after.clone(), false);
     for _ in 0..COUNT_PAGE / PLAN_PAGE {
         let keys = env.store.list_keys_after(&prefix, after.as_deref(), PLAN_PAGE)?;

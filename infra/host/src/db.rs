@@ -483,7 +483,6 @@ pub fn upgrade(path: &Path) -> anyhow::Result<Upgraded> {
     if db.kv_layout() == KvLayout::Indexed {
         return Ok(Upgraded::Current);
     }
-    db.flush_kv()?;
     match std::fs::remove_file(&next) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
             return Err(e).with_context(|| format!("removing {}", next.display()));
