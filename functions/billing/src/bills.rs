@@ -8,12 +8,15 @@
 //! Exactly once, whatever crashes or reruns: the bill's id is `bill:<account>:<periodStart>` and
 //! it is created with compare-and-swap, so a second run finds it and only finishes what the first
 //! left undone (numbering, posting). Each step is idempotent and checks its own mark:
-//! 1. create the draft (`new`) — absent → created; present → kept as it is;
-//! 2. number it (gap-free): the tenant's counter document keeps each reservation of numbers open
-//!    until its bills are seen numbered; a bill of an open reservation found unnumbered gets
-//!    the reserved number from its own redelivered batch, or from the next reservation once the
-//!    reservation is old enough for its worker to have crashed between the two writes, so
-//!    numbers are never skipped nor given twice;
+//! 1. draft it: the stored bill if there is one, else built in memory (fresh, see [`prepare`]);
+//! 2. number it (gap-free) and store it: a fresh bill validated at once is written once, with
+//!    its number (`CustomerBillCreateEvent`, state `validated`); one left for review is stored
+//!    `new` and numbered in place when it is validated. The tenant's counter document keeps each
+//!    reservation of numbers open until its bills are seen stored with their numbers: a bill of
+//!    an open reservation takes the reserved number when it is drafted again (a redelivered
+//!    batch, a duplicate request), and once the reservation is old enough for its worker to
+//!    have crashed before writing, the next reservation writes it itself (a fresh one built
+//!    again from the reservation's origin), so numbers are never skipped nor given twice;
 //! 3. post it to the account's ledger (a bill already posted is not posted again);
 //! 4. mark its one-time charges billed and clear its corrections from the pending index.
 //!
@@ -91,6 +94,11 @@ struct Reservation {
     /// When it was taken (ms since the epoch); 0 for one of an older counter.
     at_ms: i64,
     bills: Vec<Assigned>,
+    /// Set when it reserved numbers for fresh bills (written only once numbered): their origin,
+    /// to build them again if their worker never writes them. A bill of such a reservation
+    /// that is not stored is not written yet; of another, it counts as done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    fresh: Option<Origin>,
 }
 
 impl Counter {
@@ -104,7 +112,7 @@ impl Counter {
             _ => self.last.clone(),
         };
         if !old.is_empty() {
-            open.insert(0, Reservation { at_ms: 0, bills: old });
+            open.insert(0, Reservation { at_ms: 0, bills: old, fresh: None });
         }
         open
     }
@@ -627,7 +635,7 @@ pub fn bill_doc(bill: &Bill, run_id: Option<&str>, on_demand: bool) -> Value {
 /// Bills `account` for `period` (see the module doc); answers the stored bill document. A bill
 /// outside a run (`run_id` absent) is on demand (`category: onDemand`). `catalog`: the tenant's
 /// catalog when the caller has it (a run loads it once per batch: reading it was 78% of the time
-/// of a bill); loaded here otherwise.
+/// of a bill); loaded here otherwise. Validated now, a new bill is written once, numbered.
 pub fn bill_account<B: KvBackend>(
     env: &Env<'_, B>,
     account_id: &str,
@@ -638,32 +646,75 @@ pub fn bill_account<B: KvBackend>(
     catalog: Option<&Snapshot>,
 ) -> Result<Value, ApiError> {
     let acct = account(env, account_id)?;
-    let draft = draft(env, &acct, period, now, run_id, catalog)?;
-    let doc = if validate_now { issue(env, &acct, &draft.id, now)? } else { draft.doc.clone() };
+    let mut draft = prepare(env, &acct, period, now, run_id, catalog)?;
+    let doc = if validate_now {
+        issue_draft(env, &acct, &mut draft, now)?
+    } else {
+        store_draft(env, &mut draft)?;
+        draft.stored.take().map(|s| s.data).unwrap_or_default()
+    };
     finish(env, &draft.bill, &draft.one_time, &draft.corrections)?;
     Ok(doc)
 }
 
-/// A stored bill before numbering, with what step 4 of the module doc clears once it is issued.
+/// Where a bill built by a draft comes from: the run (none: on demand) and the time it is
+/// issued at. A reservation of numbers keeps it for its fresh bills, so that a repair can build
+/// a bill whose worker crashed again (see [`take_numbers`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Origin {
+    /// The bill run, if the bill is a run's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    /// The issue time (the run's, or the request's).
+    pub issued_at: DateTime<Utc>,
+}
+
+/// A bill of an account for a period: the stored one, or one just built and not stored yet
+/// (fresh). A fresh bill is stored once: numbered by [`number_bills`] when it is validated at
+/// once, or as a draft by [`store_draft`].
 #[derive(Debug)]
 pub struct Draft {
     /// The bill's id.
     pub id: String,
-    /// The stored document.
-    pub doc: Value,
-    /// Its stored version.
-    pub version: u64,
-    /// The domain bill of the document.
+    /// The domain bill.
     pub bill: Bill,
+    /// The stored document at its version; `None` while the bill is fresh.
+    pub stored: Option<Versioned<Value>>,
+    /// What its document holds besides the bill.
+    pub fresh: Fresh,
     /// One-time charges it bills (empty when the bill existed already).
     pub one_time: Vec<String>,
     /// Correction index keys it bills (empty when the bill existed already).
     pub corrections: Vec<String>,
 }
 
-/// Step 1 of the module doc: the bill of `acct` for `period` (default: its last closed one)
-/// stored as a draft, or the stored bill as it is.
-pub fn draft<B: KvBackend>(
+impl Draft {
+    /// The draft to number, its stored document moved into it (numbering answers it numbered).
+    pub fn unnumbered(&mut self) -> Unnumbered {
+        let fresh = self.stored.is_none().then(|| self.fresh.clone());
+        Unnumbered { id: self.id.clone(), bill: self.bill.clone(), known: self.stored.take(), fresh }
+    }
+
+    /// Takes in the document numbering answered for it (see [`NumberedBill`]).
+    pub fn numbered(&mut self, n: NumberedBill) -> Result<(), ApiError> {
+        if n.foreign {
+            // Another worker wrote this bill (a duplicate delivery, or a repair): its lines are
+            // the stored ones, and billing its charges is that worker's step 4.
+            self.bill = domain_bill(&n.doc)?;
+            self.one_time.clear();
+            self.corrections.clear();
+        } else {
+            sync_numbered(&mut self.bill, &n.doc)?;
+        }
+        self.stored = Some(Versioned { version: n.version, data: n.doc });
+        Ok(())
+    }
+}
+
+/// Step 1 of the module doc: the bill of `acct` for `period` (default: its last closed one) as
+/// stored, or built fresh (not stored: see [`Draft`]).
+pub fn prepare<B: KvBackend>(
     env: &Env<'_, B>,
     acct: &AccountFacts,
     period: Option<BillPeriod>,
@@ -671,7 +722,6 @@ pub fn draft<B: KvBackend>(
     run_id: Option<&str>,
     catalog: Option<&Snapshot>,
 ) -> Result<Draft, ApiError> {
-    let on_demand = run_id.is_none();
     let account_id = acct.id.as_str();
     if let Some(payer) = rolls_up_into(acct) {
         return Err(ApiError::conflict(format!(
@@ -681,48 +731,68 @@ pub fn draft<B: KvBackend>(
     }
     let period = period.unwrap_or_else(|| BillPeriod::last_closed(now, acct.bill_cycle_day, acct.tz));
     let id = bill_id(&acct.id, &period);
+    let origin = Origin { run_id: run_id.map(str::to_string), issued_at: now };
+    let fresh = |roll_up| Fresh { origin: origin.clone(), roll_up };
     let docs = env.store.tenant(&env.tenant.tenant_id);
-    let existing = docs.get::<Value>(BILL.collection, &id)?;
-    let (stored, bill, one_time, corrections) = match existing {
-        Some(d) => {
-            let bill = domain_bill(&d.data)?;
-            (d, bill, Vec::new(), Vec::new())
-        }
+    if let Some(d) = docs.get::<Value>(BILL.collection, &id)? {
+        let bill = domain_bill(&d.data)?;
+        return Ok(Draft {
+            id,
+            bill,
+            stored: Some(d),
+            fresh: fresh(None),
+            one_time: Vec::new(),
+            corrections: Vec::new(),
+        });
+    }
+    let ledger = load_ledger(env, acct)?;
+    let loaded;
+    let snap = match catalog {
+        Some(s) => s,
         None => {
-            let ledger = load_ledger(env, acct)?;
-            let loaded;
-            let snap = match catalog {
-                Some(s) => s,
-                None => {
-                    loaded = bss_kit::catalog::snapshot(env)?;
-                    &loaded
-                }
-            };
-            let Gathered { input, one_time, corrections, owner } = gather_in(env, acct, period, now, &ledger, snap)?;
-            let bill = build_bill(&input).map_err(bad)?;
-            debug_assert!(bill.adds_up());
-            let mut doc = bill_doc(&bill, run_id, on_demand);
-            if owner.values().any(|a| *a != acct.id) {
-                doc["rollUp"] = roll_up_breakdown(&bill, &owner);
-            }
-            match env.resources(BILL).create_with_id(env, &bss_kit::resource::NoHooks, &id, doc) {
-                Ok(c) => {
-                    // `billing.CustomerBillCreateEvent` (and later state changes) for subscribers.
-                    bss_kit::resource::emit(env.tenant, &c);
-                    (Versioned { version: c.version, data: c.after.unwrap_or_default() }, bill, one_time, corrections)
-                }
-                Err(e) if e.code == "ALREADY_EXISTS" => {
-                    let d = docs
-                        .get::<Value>(BILL.collection, &id)?
-                        .ok_or_else(|| ApiError::internal(format!("customerBill {id} vanished")))?;
-                    let bill = domain_bill(&d.data)?;
-                    (d, bill, Vec::new(), Vec::new())
-                }
-                Err(e) => return Err(e),
-            }
+            loaded = bss_kit::catalog::snapshot(env)?;
+            &loaded
         }
     };
-    Ok(Draft { id, doc: stored.data, version: stored.version, bill, one_time, corrections })
+    let Gathered { input, one_time, corrections, owner } = gather_in(env, acct, period, now, &ledger, snap)?;
+    let bill = build_bill(&input).map_err(bad)?;
+    debug_assert!(bill.adds_up());
+    let roll_up = owner.values().any(|a| *a != acct.id).then(|| roll_up_breakdown(&bill, &owner));
+    Ok(Draft { id, bill, stored: None, fresh: fresh(roll_up), one_time, corrections })
+}
+
+/// Stores a fresh draft as it is (`new`, unnumbered: a bill left for review); a stored one is
+/// left as it is. A bill another writer stored first is taken as stored (billing its charges is
+/// that writer's step 4).
+pub fn store_draft<B: KvBackend>(env: &Env<'_, B>, draft: &mut Draft) -> Result<(), ApiError> {
+    if draft.stored.is_some() {
+        return Ok(());
+    }
+    match env.resources(BILL).create_with_id(
+        env,
+        &bss_kit::resource::NoHooks,
+        &draft.id,
+        draft.fresh.document(&draft.bill),
+    ) {
+        Ok(c) => {
+            // `billing.CustomerBillCreateEvent` (and later state changes) for subscribers.
+            bss_kit::resource::emit(env.tenant, &c);
+            draft.stored = Some(Versioned { version: c.version, data: c.after.unwrap_or_default() });
+        }
+        Err(e) if e.code == "ALREADY_EXISTS" => {
+            let d = env
+                .store
+                .tenant(&env.tenant.tenant_id)
+                .get::<Value>(BILL.collection, &draft.id)?
+                .ok_or_else(|| ApiError::internal(format!("customerBill {} vanished", draft.id)))?;
+            draft.bill = domain_bill(&d.data)?;
+            draft.one_time.clear();
+            draft.corrections.clear();
+            draft.stored = Some(d);
+        }
+        Err(e) => return Err(e),
+    }
+    Ok(())
 }
 
 /// The payer an account's bills roll up into, if they do (`billRollUp` with a parent).
@@ -834,12 +904,33 @@ pub fn issue_known<B: KvBackend>(
     if bill.bill_no.is_some() {
         return post(env, acct, doc, bill, now);
     }
-    let doc = number_bills(env, vec![Unnumbered { id: bill.id.clone(), bill: bill.clone(), known: None }])?
+    let n = number_bills(env, vec![Unnumbered { id: bill.id.clone(), bill: bill.clone(), known: None, fresh: None }])?
         .pop()
-        .map(|(_, doc)| doc)
-        .unwrap_or_default();
-    let bill = domain_bill(&doc)?;
-    post(env, acct, doc, &bill, now)
+        .ok_or_else(|| ApiError::internal(format!("customerBill {}: numbering answered nothing", bill.id)))?;
+    let bill = domain_bill(&n.doc)?;
+    post(env, acct, n.doc, &bill, now)
+}
+
+/// [`issue`] of a draft: a fresh bill is numbered and written once (one on hold is stored as it
+/// is); a stored one goes as in [`issue_known`]. Answers the stored bill, moved out of the draft.
+pub fn issue_draft<B: KvBackend>(
+    env: &Env<'_, B>,
+    acct: &AccountFacts,
+    draft: &mut Draft,
+    now: DateTime<Utc>,
+) -> Result<Value, ApiError> {
+    if draft.stored.is_none() {
+        if draft.bill.state == BillState::OnHold {
+            store_draft(env, draft)?;
+        } else {
+            let n = number_bills(env, vec![draft.unnumbered()])?
+                .pop()
+                .ok_or_else(|| ApiError::internal(format!("customerBill {}: numbering answered nothing", draft.id)))?;
+            draft.numbered(n)?;
+        }
+    }
+    let doc = draft.stored.take().map(|s| s.data).unwrap_or_default();
+    issue_known(env, acct, doc, &draft.bill, now)
 }
 
 /// Brings the domain bill `bill` of a draft up to its numbered document `doc`: numbering changes
@@ -858,8 +949,29 @@ pub fn sync_numbered(bill: &mut Bill, doc: &Value) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// What a fresh bill's document holds besides the bill (see [`Draft`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fresh {
+    /// Where the bill comes from.
+    pub origin: Origin,
+    /// A consolidated bill's breakdown per account (`rollUp`).
+    pub roll_up: Option<Value>,
+}
+
+impl Fresh {
+    /// The TMF document of `bill`.
+    fn document(&self, bill: &Bill) -> Value {
+        let mut doc = bill_doc(bill, self.origin.run_id.as_deref(), self.origin.run_id.is_none());
+        if let Some(roll_up) = &self.roll_up {
+            doc["rollUp"] = roll_up.clone();
+        }
+        doc
+    }
+}
+
 /// A draft bill to number: its id, its domain bill, and the stored document with its version
-/// when the caller holds it (numbering then changes it without reading it back).
+/// when the caller holds it (numbering then changes it without reading it back), or what a
+/// fresh bill's document holds (numbering then writes it, numbered).
 #[derive(Debug, Clone)]
 pub struct Unnumbered {
     /// The bill's id.
@@ -868,14 +980,31 @@ pub struct Unnumbered {
     pub bill: Bill,
     /// The stored document, if the caller has it.
     pub known: Option<Versioned<Value>>,
+    /// Set when the bill is not stored yet.
+    pub fresh: Option<Fresh>,
+}
+
+/// A bill [`number_bills`] answers, as stored.
+#[derive(Debug)]
+pub struct NumberedBill {
+    /// The bill's id.
+    pub id: String,
+    /// The stored document.
+    pub doc: Value,
+    /// Its version.
+    pub version: u64,
+    /// The document is another writer's, not the draft's bill numbered: a fresh bill that a
+    /// duplicate delivery or a repair wrote first (see [`Draft::numbered`]).
+    pub foreign: bool,
 }
 
 /// Step 2 of the module doc for several drafts at once (a bill run's batch): one reservation of
-/// numbers on the tenant's counter for all of them, in order, then each bill takes its number.
-/// One compare-and-swap on the counter per batch instead of one per bill: bill-run workers
+/// numbers on the tenant's counter for all of them, in order, then each bill takes its number: a
+/// stored draft is numbered in place, a fresh bill is written once, numbered. One
+/// compare-and-swap on the counter per batch instead of one per bill: bill-run workers
 /// numbering bills one by one spent most of their time retrying on that one document.
-/// Answers each bill's document, numbered. Drafts must be unnumbered and not on hold.
-pub fn number_bills<B: KvBackend>(env: &Env<'_, B>, drafts: Vec<Unnumbered>) -> Result<Vec<(String, Value)>, ApiError> {
+/// Answers each bill as stored, in order. Drafts must be unnumbered and not on hold.
+pub fn number_bills<B: KvBackend>(env: &Env<'_, B>, drafts: Vec<Unnumbered>) -> Result<Vec<NumberedBill>, ApiError> {
     number_bills_at(env, drafts, Utc::now().timestamp_millis())
 }
 
@@ -884,30 +1013,101 @@ fn number_bills_at<B: KvBackend>(
     env: &Env<'_, B>,
     mut drafts: Vec<Unnumbered>,
     now_ms: i64,
-) -> Result<Vec<(String, Value)>, ApiError> {
+) -> Result<Vec<NumberedBill>, ApiError> {
     let docs = env.store.tenant(&env.tenant.tenant_id);
     let mut out = Vec::with_capacity(drafts.len());
-    for chunk in drafts.chunks_mut(RESERVATION_BILLS_MAX) {
-        let mut numbered: HashMap<String, Value> = HashMap::new();
-        for a in take_numbers(env, chunk, &mut numbered, now_ms)? {
-            let known = chunk.iter_mut().find(|d| d.id == a.bill_id).and_then(|d| d.known.take());
-            let change = set_number(env, &a.bill_id, &a.bill_no, known)?;
-            bss_kit::resource::emit(env.tenant, &change);
-            numbered.insert(a.bill_id, change.after.unwrap_or_default());
-        }
-        for Unnumbered { id, .. } in chunk.iter() {
-            // A bill numbered meanwhile (by a crashed attempt's repair) is answered as stored.
-            let doc = match numbered.remove(id) {
-                Some(doc) => doc,
-                None => docs
-                    .get::<Value>(BILL.collection, id)?
-                    .map(|d| d.data)
-                    .ok_or_else(|| ApiError::not_found(format!("customerBill {id} does not exist")))?,
-            };
-            out.push((id.clone(), doc));
+    // A reservation keeps one origin for its fresh bills.
+    let same_origin =
+        |a: &Unnumbered, b: &Unnumbered| a.fresh.as_ref().map(|f| &f.origin) == b.fresh.as_ref().map(|f| &f.origin);
+    for group in drafts.chunk_by_mut(same_origin) {
+        for chunk in group.chunks_mut(RESERVATION_BILLS_MAX) {
+            let mut numbered: HashMap<String, NumberedBill> = HashMap::new();
+            for a in take_numbers(env, chunk, now_ms)? {
+                let Some(d) = chunk.iter_mut().find(|d| d.id == a.bill_id) else { continue };
+                let n = match d.fresh.take() {
+                    Some(fresh) => write_fresh(env, &d.id, d.bill.clone(), &fresh, &a.bill_no)?,
+                    None => {
+                        let change = set_number(env, &a.bill_id, &a.bill_no, d.known.take())?;
+                        bss_kit::resource::emit(env.tenant, &change);
+                        let version = change.version;
+                        NumberedBill {
+                            id: a.bill_id.clone(),
+                            doc: change.after.unwrap_or_default(),
+                            version,
+                            foreign: false,
+                        }
+                    }
+                };
+                numbered.insert(a.bill_id, n);
+            }
+            for d in chunk.iter() {
+                // A bill numbered meanwhile (a repair, a duplicate) is answered as stored.
+                let n = match numbered.remove(&d.id) {
+                    Some(n) => n,
+                    None => {
+                        let stored = docs
+                            .get::<Value>(BILL.collection, &d.id)?
+                            .ok_or_else(|| ApiError::not_found(format!("customerBill {} does not exist", d.id)))?;
+                        NumberedBill {
+                            id: d.id.clone(),
+                            doc: stored.data,
+                            version: stored.version,
+                            foreign: d.fresh.is_some(),
+                        }
+                    }
+                };
+                out.push(n);
+            }
         }
     }
     Ok(out)
+}
+
+/// Writes the fresh bill `bill` (`id`; `fresh`: the rest of its document) with its number
+/// `number`: created validated, one write. A bill found stored there is another writer's (a
+/// duplicate delivery, a repair): answered as stored, given `number` if it has none yet (a draft
+/// stored meanwhile), so that the number is not lost.
+fn write_fresh<B: KvBackend>(
+    env: &Env<'_, B>,
+    id: &str,
+    mut bill: Bill,
+    fresh: &Fresh,
+    number: &str,
+) -> Result<NumberedBill, ApiError> {
+    use bss_domain::billing::number::Numbered as _;
+    bill.set_validated(number.to_string());
+    match env.resources(BILL).create_with_id(env, &bss_kit::resource::NoHooks, id, fresh.document(&bill)) {
+        Ok(c) => {
+            // `billing.CustomerBillCreateEvent`, the bill validated.
+            bss_kit::resource::emit(env.tenant, &c);
+            Ok(NumberedBill {
+                id: id.to_string(),
+                version: c.version,
+                doc: c.after.unwrap_or_default(),
+                foreign: false,
+            })
+        }
+        Err(e) if e.code == "ALREADY_EXISTS" => {
+            let stored = env
+                .store
+                .tenant(&env.tenant.tenant_id)
+                .get::<Value>(BILL.collection, id)?
+                .ok_or_else(|| ApiError::internal(format!("customerBill {id} vanished")))?;
+            if stored.data.pointer("/bill/billNo").is_some_and(|n| !n.is_null()) {
+                return Ok(NumberedBill {
+                    id: id.to_string(),
+                    doc: stored.data,
+                    version: stored.version,
+                    foreign: true,
+                });
+            }
+            let change = set_number(env, id, number, Some(stored))?;
+            bss_kit::resource::emit(env.tenant, &change);
+            let version = change.version;
+            Ok(NumberedBill { id: id.to_string(), doc: change.after.unwrap_or_default(), version, foreign: true })
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Step 3 of the module doc: posts the numbered bill `doc` (its domain bill: `bill`) to the
@@ -947,21 +1147,20 @@ fn post<B: KvBackend>(
     Ok(latest)
 }
 
-/// Reserves the next gap-free numbers for those of the draft bills `drafts` still stored without
-/// one, in order; answers them (the caller gives each its number). A number is reserved only for
-/// a bill that exists and has none, and no number is ever lost: the counter keeps each
-/// reservation open until all its bills are seen numbered, and gives a bill of an open
-/// reservation its number itself when the bill is one of `drafts` (a redelivered batch) or the
-/// reservation is older than [`RESERVATION_REPAIR_AFTER_MS`] (its worker crashed between the
-/// reservation and the bills). The bills it numbers itself go into `numbered` with their stored
-/// documents.
-fn take_numbers<B: KvBackend>(
-    env: &Env<'_, B>,
-    drafts: &[Unnumbered],
-    numbered: &mut HashMap<String, Value>,
-    now_ms: i64,
-) -> Result<Vec<Assigned>, ApiError> {
+/// Reserves the next gap-free numbers for the draft bills `drafts` that have none yet, in order
+/// (a fresh one is not stored yet, a stored one is stored without a number); answers the numbers
+/// the caller gives its drafts. No number is ever lost nor given twice: the counter keeps each
+/// reservation open until all its bills are seen stored with their numbers. A bill of an open
+/// reservation that is one of `drafts` (a redelivered batch, a duplicate request) takes the
+/// number reserved for it, so two workers drafting the same bill give it the same number.
+/// Another's bill is left to its worker until the reservation is older than
+/// [`RESERVATION_REPAIR_AFTER_MS`] (its worker crashed between the reservation and the bills):
+/// then this call gives it its number itself ([`repair`]). All fresh drafts of one call are of
+/// one [`Origin`], which the reservation keeps for a repair.
+fn take_numbers<B: KvBackend>(env: &Env<'_, B>, drafts: &[Unnumbered], now_ms: i64) -> Result<Vec<Assigned>, ApiError> {
     debug_assert!(drafts.len() <= RESERVATION_BILLS_MAX);
+    let origin = drafts.iter().find_map(|d| d.fresh.as_ref().map(|f| &f.origin));
+    debug_assert!(drafts.iter().filter_map(|d| d.fresh.as_ref()).all(|f| Some(&f.origin) == origin));
     let docs = env.store.tenant(&env.tenant.tenant_id);
     let series = NumberSeries::default();
     for _ in 0..32 {
@@ -973,44 +1172,73 @@ fn take_numbers<B: KvBackend>(
             .map(|d| d.id.as_str())
             .chain(open.iter().flat_map(|r| r.bills.iter().map(|a| a.bill_id.as_str())))
             .collect();
-        let mut has_number = stored_numbers(env, &ids)?;
+        // Read after the counter: a reservation closed there had its bills stored before.
+        let has_number = stored_numbers(env, &ids)?;
         // Room for the reservation this call adds.
         let overflow = (open.len() + 1).saturating_sub(OPEN_RESERVATIONS_MAX);
         let mut still_open = Vec::with_capacity(open.len() + 1);
-        for (n, r) in open.into_iter().enumerate() {
+        let mut own = Vec::new();
+        for (n, mut r) in open.into_iter().enumerate() {
             let abandoned = n < overflow || now_ms - r.at_ms >= RESERVATION_REPAIR_AFTER_MS;
-            let mut waiting = false;
+            let (mut waiting, mut repair_failed) = (false, false);
             for a in &r.bills {
-                if has_number.get(&a.bill_id) != Some(&false) {
+                let stored = has_number.get(&a.bill_id).copied();
+                // Numbered; or absent from a reservation of stored drafts only (bills are never
+                // deleted: it was numbered and is gone from this store's view).
+                if stored == Some(true) || (stored.is_none() && r.fresh.is_none()) {
                     continue;
                 }
-                if abandoned || drafts.iter().any(|d| d.id == a.bill_id) {
-                    let change = set_number(env, &a.bill_id, &a.bill_no, None)?;
-                    bss_kit::resource::emit(env.tenant, &change);
-                    numbered.insert(a.bill_id.clone(), change.after.unwrap_or_default());
-                    has_number.insert(a.bill_id.clone(), true);
+                let keep = if drafts.iter().any(|d| d.id == a.bill_id) {
+                    own.push(a.clone());
+                    true
+                } else if abandoned {
+                    match repair(env, a, stored.is_some(), r.fresh.as_ref()) {
+                        Ok(()) => false,
+                        Err(e) if e.status >= 500 => return Err(e),
+                        Err(e) => {
+                            eprintln!(
+                                "billing: bill {} of an abandoned reservation keeps its number {} \
+                                 reserved and cannot be written yet ({}); retried later",
+                                a.bill_id, a.bill_no, e.message
+                            );
+                            repair_failed = true;
+                            true
+                        }
+                    }
                 } else {
-                    waiting = true;
-                }
+                    true
+                };
+                waiting |= keep;
+            }
+            if repair_failed {
+                r.at_ms = now_ms;
             }
             if waiting {
                 still_open.push(r);
             }
         }
-        let pending: Vec<&Unnumbered> = drafts.iter().filter(|d| has_number.get(&d.id) == Some(&false)).collect();
+        let pending: Vec<&Unnumbered> = drafts
+            .iter()
+            .filter(|d| !own.iter().any(|a| a.bill_id == d.id))
+            .filter(|d| match has_number.get(&d.id) {
+                Some(numbered) => !numbered,
+                None => d.fresh.is_some(),
+            })
+            .collect();
         if pending.is_empty() {
             // Reservations seen complete are dropped by the next call that writes the counter.
-            return Ok(Vec::new());
+            return Ok(own);
         }
         let mut next = counter.counter.unwrap_or_default();
         let mut reserved = Vec::with_capacity(pending.len());
-        for Unnumbered { id, bill, .. } in pending {
+        for Unnumbered { id, bill, .. } in &pending {
             let mut b = bill.clone();
             b.state = BillState::New;
             next = validate(&mut b, &next, &series).map_err(|e| bad(format!("customerBill {id}: {e}")))?;
             reserved.push(Assigned { bill_id: id.clone(), bill_no: b.bill_no.unwrap_or_default() });
         }
-        still_open.push(Reservation { at_ms: now_ms, bills: reserved.clone() });
+        let fresh = pending.iter().any(|d| d.fresh.is_some()).then(|| origin.cloned()).flatten();
+        still_open.push(Reservation { at_ms: now_ms, bills: reserved.clone(), fresh });
         let doc = Counter { counter: Some(next), open: still_open, ..Counter::default() };
         let won = match current {
             None => docs.create(COUNTER, COUNTER_ID, doc).map(|_| true).or_else(|e| match e {
@@ -1020,10 +1248,48 @@ fn take_numbers<B: KvBackend>(
             Some(v) => docs.replace_if_version(COUNTER, COUNTER_ID, v.version, doc)?.is_some(),
         };
         if won {
-            return Ok(reserved);
+            own.extend(reserved);
+            return Ok(own);
         }
     }
     Err(ApiError::service_unavailable("bill numbering is busy; retry", "counter contention"))
+}
+
+/// Gives the bill `a.bill_id` of an abandoned reservation its number `a.bill_no`: a stored draft
+/// (`stored`) is numbered in place; a fresh bill its worker never wrote is built again from its
+/// reservation's `origin` (the same account, period, run and issue time) and written. It is then
+/// numbered but not posted: the batch that drafted it posts it when it is delivered again.
+fn repair<B: KvBackend>(env: &Env<'_, B>, a: &Assigned, stored: bool, origin: Option<&Origin>) -> Result<(), ApiError> {
+    if stored {
+        let change = set_number(env, &a.bill_id, &a.bill_no, None)?;
+        bss_kit::resource::emit(env.tenant, &change);
+        return Ok(());
+    }
+    let Some(origin) = origin else { return Ok(()) };
+    let (account_id, start) = a
+        .bill_id
+        .strip_prefix("bill:")
+        .and_then(|rest| rest.rsplit_once(':'))
+        .and_then(|(account, start)| Some((account, start.parse::<NaiveDate>().ok()?)))
+        .ok_or_else(|| ApiError::unprocessable(format!("reserved bill {} is not a bill id", a.bill_id)))?;
+    let acct = account(env, account_id)?;
+    let period = BillPeriod::containing(start, acct.bill_cycle_day);
+    let mut d = prepare(env, &acct, Some(period), origin.issued_at, origin.run_id.as_deref(), None)?;
+    if d.id != a.bill_id {
+        return Err(ApiError::unprocessable(format!(
+            "billingAccount {account_id} now bills a period starting {} (its bill cycle changed)",
+            period.start
+        )));
+    }
+    match d.stored.take() {
+        None => write_fresh(env, &d.id, d.bill, &d.fresh, &a.bill_no).map(drop),
+        Some(s) if s.data.pointer("/bill/billNo").is_none_or(Value::is_null) => {
+            let change = set_number(env, &a.bill_id, &a.bill_no, Some(s))?;
+            bss_kit::resource::emit(env.tenant, &change);
+            Ok(())
+        }
+        Some(_) => Ok(()),
+    }
 }
 
 /// Only whether a stored bill has its number (a bill document is large; this reads one field).
@@ -1125,7 +1391,7 @@ mod tests {
 
     /// An empty draft bill of account `a` for October 2026, stored (and held, as a bill run holds
     /// its drafts).
-    fn store_draft(env: &Env<'_, bss_kit::kv::MemKv>, a: &str) -> Unnumbered {
+    fn stored_draft(env: &Env<'_, bss_kit::kv::MemKv>, a: &str) -> Unnumbered {
         let period = BillPeriod::containing(NaiveDate::from_ymd_opt(2026, 10, 1).unwrap(), 1);
         let input = BillInput::new(
             a,
@@ -1141,7 +1407,7 @@ mod tests {
             .resources(BILL)
             .create_with_id(env, &bss_kit::resource::NoHooks, &id, bill_doc(&bill, Some("run"), false))
             .unwrap();
-        Unnumbered { id, bill, known: Some(Versioned { version: c.version, data: c.after.unwrap() }) }
+        Unnumbered { id, bill, known: Some(Versioned { version: c.version, data: c.after.unwrap() }), fresh: None }
     }
 
     fn number_of(env: &Env<'_, bss_kit::kv::MemKv>, id: &str) -> Option<String> {
@@ -1153,21 +1419,21 @@ mod tests {
         let store = bss_kit::kv::Store::new(bss_kit::kv::MemKv::default());
         let tenant = bss_kit::auth::Tenant { tenant_id: "t1".into(), key_id: "k".into() };
         let env = Env::new(&store, &tenant);
-        let batch: Vec<Unnumbered> = ["a", "b", "c"].iter().map(|a| store_draft(&env, a)).collect();
+        let batch: Vec<Unnumbered> = ["a", "b", "c"].iter().map(|a| stored_draft(&env, a)).collect();
         let batch_copy = batch.clone();
         let numbered = number_bills(&env, batch.clone()).unwrap();
-        let numbers: Vec<&str> = numbered.iter().map(|(_, d)| d["billNo"].as_str().unwrap()).collect();
+        let numbers: Vec<&str> = numbered.iter().map(|n| n.doc["billNo"].as_str().unwrap()).collect();
         assert_eq!(numbers, ["INV-2026-000001", "INV-2026-000002", "INV-2026-000003"]);
-        assert_eq!(numbered[1].1["state"], "validated");
+        assert_eq!(numbered[1].doc["state"], "validated");
         // Numbered in place, in the TMF document and in its domain bill alike, as stored.
-        let stored = env.resources(BILL).get(&numbered[1].0).unwrap();
+        let stored = env.resources(BILL).get(&numbered[1].id).unwrap();
         assert_eq!(stored.version, 2);
         let b = domain_bill(&stored.data).unwrap();
         assert_eq!((b.bill_no.as_deref(), b.state), (Some("INV-2026-000002"), BillState::Validated));
-        assert_eq!(stored.data, numbered[1].1);
+        assert_eq!(stored.data, numbered[1].doc);
         // The draft's domain bill brought up to its numbered document is that document's bill.
         let mut synced = batch[1].bill.clone();
-        sync_numbered(&mut synced, &numbered[1].1).unwrap();
+        sync_numbered(&mut synced, &numbered[1].doc).unwrap();
         assert_eq!(synced, b);
         let events = bss_kit::events::native::take_published();
         let changed: Vec<&str> = events.iter().map(|(_, subject, _)| subject.as_str()).collect();
@@ -1177,47 +1443,172 @@ mod tests {
         );
         // Numbering the same drafts again (a redelivered batch) gives them their own numbers.
         let again = number_bills(&env, batch).unwrap();
-        assert_eq!(again.iter().map(|(_, d)| d["billNo"].clone()).collect::<Vec<_>>(), numbers);
+        assert_eq!(again.iter().map(|n| n.doc["billNo"].clone()).collect::<Vec<_>>(), numbers);
 
         // A crash right after a reservation: the counter keeps it open; d and e lack their numbers.
         let t0 = Utc::now().timestamp_millis();
-        let crashed: Vec<Unnumbered> = ["d", "e"].iter().map(|a| store_draft(&env, a)).collect();
-        take_numbers(&env, &crashed, &mut HashMap::new(), t0).unwrap();
+        let crashed: Vec<Unnumbered> = ["d", "e"].iter().map(|a| stored_draft(&env, a)).collect();
+        take_numbers(&env, &crashed, t0).unwrap();
         assert_eq!(number_of(&env, &crashed[0].id), None);
         // Another batch meanwhile leaves them to their worker (it may just be writing them)...
-        let f = number_bills_at(&env, vec![store_draft(&env, "f")], t0 + 1_000).unwrap();
-        assert_eq!(f[0].1["billNo"], "INV-2026-000006");
+        let f = number_bills_at(&env, vec![stored_draft(&env, "f")], t0 + 1_000).unwrap();
+        assert_eq!(f[0].doc["billNo"], "INV-2026-000006");
         assert_eq!(number_of(&env, &crashed[0].id), None);
         // ... and the crashed batch, redelivered, gets the numbers reserved for it: no gap.
         let redelivered = number_bills_at(&env, crashed, t0 + 2_000).unwrap();
-        assert_eq!(redelivered[0].1["billNo"], "INV-2026-000004");
-        assert_eq!(redelivered[1].1["billNo"], "INV-2026-000005");
+        assert_eq!(redelivered[0].doc["billNo"], "INV-2026-000004");
+        assert_eq!(redelivered[1].doc["billNo"], "INV-2026-000005");
         // Drafts read before they were numbered (a slow redelivery) get no new numbers: the
         // next bill takes the next number, no gap.
         let stale = number_bills_at(&env, batch_copy, t0 + 3_000).unwrap();
-        assert_eq!(stale.iter().map(|(_, d)| d["billNo"].clone()).collect::<Vec<_>>(), numbers);
-        let g = number_bills_at(&env, vec![store_draft(&env, "g")], t0 + 4_000).unwrap();
-        assert_eq!(g[0].1["billNo"], "INV-2026-000007");
+        assert_eq!(stale.iter().map(|n| n.doc["billNo"].clone()).collect::<Vec<_>>(), numbers);
+        let g = number_bills_at(&env, vec![stored_draft(&env, "g")], t0 + 4_000).unwrap();
+        assert_eq!(g[0].doc["billNo"], "INV-2026-000007");
         // A crash whose batch never comes back: the first reservation after the repair time
         // gives its bills their numbers.
-        let lost: Vec<Unnumbered> = ["h", "i"].iter().map(|a| store_draft(&env, a)).collect();
-        take_numbers(&env, &lost, &mut HashMap::new(), t0 + 5_000).unwrap();
-        let j = number_bills_at(&env, vec![store_draft(&env, "j")], t0 + 6_000).unwrap();
-        assert_eq!((j[0].1["billNo"].as_str(), number_of(&env, &lost[0].id)), (Some("INV-2026-000010"), None));
-        let k = number_bills_at(&env, vec![store_draft(&env, "k")], t0 + 5_000 + RESERVATION_REPAIR_AFTER_MS).unwrap();
+        let lost: Vec<Unnumbered> = ["h", "i"].iter().map(|a| stored_draft(&env, a)).collect();
+        take_numbers(&env, &lost, t0 + 5_000).unwrap();
+        let j = number_bills_at(&env, vec![stored_draft(&env, "j")], t0 + 6_000).unwrap();
+        assert_eq!((j[0].doc["billNo"].as_str(), number_of(&env, &lost[0].id)), (Some("INV-2026-000010"), None));
+        let k = number_bills_at(&env, vec![stored_draft(&env, "k")], t0 + 5_000 + RESERVATION_REPAIR_AFTER_MS).unwrap();
         assert_eq!(number_of(&env, &lost[0].id).as_deref(), Some("INV-2026-000008"));
         assert_eq!(number_of(&env, &lost[1].id).as_deref(), Some("INV-2026-000009"));
-        assert_eq!(k[0].1["billNo"], "INV-2026-000011");
+        assert_eq!(k[0].doc["billNo"], "INV-2026-000011");
         // Reservations seen complete are closed: only k's is open now.
         let counter = env.store.tenant("t1").get::<Counter>(COUNTER, COUNTER_ID).unwrap().unwrap().data;
         assert_eq!(counter.open().iter().map(|r| r.bills.len()).collect::<Vec<_>>(), [1], "{counter:?}");
         // Counters of older versions: their last reservation is read as an open one, taken long ago.
         let old: Counter = serde_json::from_value(json!({"lastBillId": "x", "lastBillNo": "INV-2026-000009"})).unwrap();
         let x = Assigned { bill_id: "x".into(), bill_no: "INV-2026-000009".into() };
-        assert_eq!(old.open(), [Reservation { at_ms: 0, bills: vec![x.clone()] }]);
+        assert_eq!(old.open(), [Reservation { at_ms: 0, bills: vec![x.clone()], fresh: None }]);
         let old: Counter =
             serde_json::from_value(json!({"last": [{"billId": "x", "billNo": "INV-2026-000009"}]})).unwrap();
-        assert_eq!(old.open(), [Reservation { at_ms: 0, bills: vec![x] }]);
+        assert_eq!(old.open(), [Reservation { at_ms: 0, bills: vec![x], fresh: None }]);
+    }
+
+    /// A fresh bill of account `a` (stored, with no products) for October 2026 in run "run",
+    /// built as a worker builds it: not stored.
+    fn fresh_draft(env: &Env<'_, bss_kit::kv::MemKv>, a: &str) -> Draft {
+        let docs = env.store.tenant("t1");
+        if docs.get::<Value>("billingAccount", a).unwrap().is_none() {
+            docs.create("billingAccount", a, json!({"id": a, "currency": "EUR", "billCycleDay": 1})).unwrap();
+        }
+        let period = BillPeriod::containing(NaiveDate::from_ymd_opt(2026, 10, 1).unwrap(), 1);
+        let at = "2026-11-01T00:00:00Z".parse().unwrap();
+        let d = prepare(env, &account(env, a).unwrap(), Some(period), at, Some("run"), None).unwrap();
+        assert!(d.stored.is_none());
+        d
+    }
+
+    /// Every stored bill's number, sorted.
+    fn all_numbers(env: &Env<'_, bss_kit::kv::MemKv>) -> Vec<String> {
+        let keys = env.store.list_keys("t/t1/customerBill/", 1_000).unwrap();
+        let mut numbers: Vec<String> = env
+            .store
+            .backend()
+            .get_many(&keys)
+            .unwrap()
+            .into_iter()
+            .filter_map(|(_, v)| serde_json::from_slice::<Versioned<Value>>(&v?).ok())
+            .map(|d| d.data["billNo"].as_str().unwrap_or("none").to_string())
+            .collect();
+        numbers.sort();
+        numbers
+    }
+
+    #[test]
+    fn fresh_bills_are_written_once_numbered_and_no_crash_or_duplicate_loses_or_repeats_a_number() {
+        let store = bss_kit::kv::Store::new(bss_kit::kv::MemKv::default());
+        let tenant = bss_kit::auth::Tenant { tenant_id: "t1".into(), key_id: "k".into() };
+        let env = Env::new(&store, &tenant);
+        let number = |n: u32| format!("INV-2026-{n:06}");
+        let unnumbered = |accounts: &[&str]| -> Vec<Unnumbered> {
+            accounts.iter().map(|a| fresh_draft(&env, a).unnumbered()).collect()
+        };
+        bss_kit::events::native::take_published();
+        let numbered = number_bills(&env, unnumbered(&["a", "b", "c"])).unwrap();
+        assert_eq!(numbered.iter().map(|n| n.doc["billNo"].clone()).collect::<Vec<_>>(), [1, 2, 3].map(number));
+        // One write each: created validated, numbered in the TMF document and in its domain bill.
+        let stored = env.resources(BILL).get(&numbered[1].id).unwrap();
+        assert_eq!((stored.version, &stored.data), (1, &numbered[1].doc));
+        assert_eq!(
+            (stored.data["state"].as_str(), stored.data["billRun"]["id"].as_str()),
+            (Some("validated"), Some("run"))
+        );
+        let b = domain_bill(&stored.data).unwrap();
+        assert_eq!((b.bill_no, b.state), (Some(number(2)), BillState::Validated));
+        assert!(numbered.iter().all(|n| !n.foreign));
+        // One event a bill: its creation, validated.
+        let events = bss_kit::events::native::take_published();
+        let subjects: Vec<&str> = events.iter().map(|(_, subject, _)| subject.as_str()).collect();
+        assert_eq!(subjects, ["billing.CustomerBillCreateEvent"; 3], "{subjects:?}");
+        // Drafted again (a redelivered batch): the stored bills, as they are.
+        let again: Vec<Draft> = ["a", "b", "c"]
+            .iter()
+            .map(|a| {
+                let at = "2026-11-01T00:00:00Z".parse().unwrap();
+                let period = BillPeriod::containing(NaiveDate::from_ymd_opt(2026, 10, 1).unwrap(), 1);
+                prepare(&env, &account(&env, a).unwrap(), Some(period), at, Some("run"), None).unwrap()
+            })
+            .collect();
+        assert!(again.iter().all(|d| d.stored.is_some() && d.bill.bill_no.is_some()));
+
+        // A crash right after a reservation: d and e have their numbers reserved, nothing stored.
+        let t0 = Utc::now().timestamp_millis();
+        let reserved = take_numbers(&env, &unnumbered(&["d", "e"]), t0).unwrap();
+        assert_eq!(reserved.iter().map(|a| a.bill_no.clone()).collect::<Vec<_>>(), [4, 5].map(number));
+        assert_eq!(all_numbers(&env).len(), 3);
+        // Another batch meanwhile leaves them to their worker...
+        let f = number_bills_at(&env, unnumbered(&["f"]), t0 + 1_000).unwrap();
+        assert_eq!(f[0].doc["billNo"], number(6));
+        // ... and the batch, delivered again, builds them again and takes the numbers reserved.
+        let redelivered = number_bills_at(&env, unnumbered(&["d", "e"]), t0 + 2_000).unwrap();
+        assert_eq!(redelivered.iter().map(|n| n.doc["billNo"].clone()).collect::<Vec<_>>(), [4, 5].map(number));
+
+        // Two workers drafting the same bill (a duplicate delivery): the second takes the number
+        // reserved by the first; the first, writing after it, finds the bill and keeps its number.
+        let mut g1 = fresh_draft(&env, "g");
+        let g1_reserved = take_numbers(&env, &[g1.unnumbered()], t0 + 3_000).unwrap();
+        let g2 = number_bills_at(&env, unnumbered(&["g"]), t0 + 3_100).unwrap();
+        assert_eq!((g1_reserved[0].bill_no.clone(), g2[0].doc["billNo"].clone()), (number(7), json!(number(7))));
+        let late = write_fresh(&env, &g1.id, g1.bill.clone(), &g1.fresh, &g1_reserved[0].bill_no).unwrap();
+        assert!(late.foreign && late.doc == g2[0].doc);
+        // The foreign document replaces the draft's bill, and its charges are the writer's to mark.
+        g1.one_time = vec!["x".into()];
+        g1.numbered(late).unwrap();
+        assert_eq!((g1.bill.bill_no.as_deref(), g1.one_time.len()), (Some(number(7).as_str()), 0));
+
+        // A crash whose batch never comes back: once the repair time is past, the next
+        // reservation builds the bills again from the reservation's origin and writes them.
+        let slow = unnumbered(&["h", "i"]);
+        take_numbers(&env, &slow, t0 + 5_000).unwrap();
+        // i's account is unreadable for now: its repair fails, and its number stays reserved.
+        let i_account = env.store.tenant("t1").get::<Value>("billingAccount", "i").unwrap().unwrap().data;
+        env.store.backend().delete("t/t1/billingAccount/i").unwrap();
+        let j = number_bills_at(&env, unnumbered(&["j"]), t0 + 6_000).unwrap();
+        assert_eq!(j[0].doc["billNo"], number(10));
+        let k = number_bills_at(&env, unnumbered(&["k"]), t0 + 5_000 + RESERVATION_REPAIR_AFTER_MS).unwrap();
+        assert_eq!(k[0].doc["billNo"], number(11));
+        let h = env.resources(BILL).get(&bill_id("h", &again[0].bill.period)).unwrap().data;
+        assert_eq!(
+            (&h["billNo"], &h["state"], &h["billRun"]["id"]),
+            (&json!(number(8)), &json!("validated"), &json!("run"))
+        );
+        assert_eq!(h["billDate"], "2026-11-01");
+        assert_eq!(all_numbers(&env), (1..=11).filter(|n| *n != 9).map(number).collect::<Vec<_>>());
+        // Retried a repair time after its failure, the account back: i takes its number, 9.
+        env.store.tenant("t1").create("billingAccount", "i", i_account).unwrap();
+        let l = number_bills_at(&env, unnumbered(&["l"]), t0 + 5_000 + 2 * RESERVATION_REPAIR_AFTER_MS).unwrap();
+        assert_eq!(l[0].doc["billNo"], number(12));
+        assert_eq!(all_numbers(&env), (1..=12).map(number).collect::<Vec<_>>(), "gap-free, each number once");
+        // h's worker, writing at last, finds h written and keeps its number.
+        let h_late =
+            number_bills_at(&env, vec![slow[0].clone()], t0 + 5_000 + 3 * RESERVATION_REPAIR_AFTER_MS).unwrap();
+        assert_eq!((h_late[0].doc["billNo"].clone(), h_late[0].foreign), (json!(number(8)), true));
+        // Reservations seen complete are closed: only l's is open.
+        let counter = env.store.tenant("t1").get::<Counter>(COUNTER, COUNTER_ID).unwrap().unwrap().data;
+        assert_eq!(counter.open().iter().map(|r| r.bills.len()).collect::<Vec<_>>(), [1], "{counter:?}");
+        assert_eq!(all_numbers(&env), (1..=12).map(number).collect::<Vec<_>>());
     }
 
     fn voice(id: &str, net: &str) -> RatedRecord {

@@ -30,13 +30,13 @@
 
 use bss_domain::billing::period::BillPeriod;
 use bss_kit::ApiError;
-use bss_kit::kv::{KvBackend, StoreError, Versioned};
+use bss_kit::kv::{KvBackend, StoreError};
 use bss_kit::resource::{Env, Kind};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::bills::{AccountFacts, BASE, Draft, Unnumbered, finish, issue_known, number_bills, sync_numbered};
+use crate::bills::{AccountFacts, BASE, Draft, Unnumbered, finish, issue_draft, number_bills, store_draft};
 use bss_domain::billing::number::BillState;
 
 /// Bill runs (BSS extension).
@@ -373,14 +373,16 @@ fn publish<T: Serialize>(message: &T, id: &str) -> Result<(), ApiError> {
 }
 
 /// Bills a batch (the worker's job): each account once; failures recorded, never thrown, so
-/// one bad account does not hold the others back. In three passes: every account's draft bill,
-/// then one reservation of numbers for the batch's drafts, then each bill posted; then the
-/// batch's counts go to the run's tally, once. `batch_id`: the batch's queue message id.
+/// one bad account does not hold the others back. In three passes: every account's bill built
+/// (not stored), then one reservation of numbers for the batch's bills, each bill written once
+/// with its number, then each bill posted; then the batch's counts go to the run's tally, once.
+/// A run that does not validate stores its bills unnumbered instead. `batch_id`: the batch's
+/// queue message id.
 ///
-/// A redelivered batch (its worker crashed, or the store failed) bills its accounts again, which
-/// finds each bill already drafted, numbered and posted and changes nothing; accounts marked
-/// failed are not retried (`POST billRun/{id}/retry` does that), and a batch already counted
-/// stops at once.
+/// A redelivered batch (its worker crashed, or the store failed) bills its accounts again: a
+/// bill already written is found and only posted (once); one its worker had numbers reserved
+/// for but did not write takes the same numbers. Accounts marked failed are not retried
+/// (`POST billRun/{id}/retry` does that), and a batch already counted stops at once.
 pub fn bill_batch<B: KvBackend>(env: &Env<'_, B>, batch: &Batch, batch_id: &str) -> Result<(), ApiError> {
     let docs = env.store.tenant(&env.tenant.tenant_id);
     let Some(tally) = uncounted(env, batch, batch_id)? else { return Ok(()) };
@@ -406,33 +408,25 @@ pub fn bill_batch<B: KvBackend>(env: &Env<'_, B>, batch: &Batch, batch_id: &str)
             Err(e) => fail(env, batch, account, e, &mut counts)?,
         }
     }
+    // Each unnumbered draft moves into the numbering (a fresh bill is written there once,
+    // numbered), which answers its bill as stored.
+    let mut numbered = std::collections::HashMap::new();
     if batch.validate {
-        // Each draft's document moves into the numbering, which answers it numbered.
         let unnumbered: Vec<Unnumbered> = drafted
             .iter_mut()
             .filter(|(_, d)| d.bill.bill_no.is_none() && d.bill.state != BillState::OnHold)
-            .map(|(_, d)| Unnumbered {
-                id: d.id.clone(),
-                bill: d.bill.clone(),
-                known: Some(Versioned { version: d.version, data: std::mem::take(&mut d.doc) }),
-            })
+            .map(|(_, d)| d.unnumbered())
             .collect();
         match number_bills(env, unnumbered) {
-            Ok(numbered) => {
-                for (id, doc) in numbered {
-                    if let Some((_, d)) = drafted.iter_mut().find(|(_, d)| d.id == id) {
-                        d.doc = doc;
-                    }
-                }
-            }
+            Ok(bills) => numbered.extend(bills.into_iter().map(|n| (n.id.clone(), n))),
             Err(e) if e.status >= 500 => return Err(e),
             // A bill the series refuses: each is numbered on its own below, so the failure is
-            // that account's alone.
+            // that account's alone. A stored draft is read again (its document went into the
+            // numbering); a fresh one that is still not stored stays fresh.
             Err(e) => {
                 eprintln!("billing-worker: numbering the batch at once failed ({}); one by one", e.message);
-                for (_, d) in drafted.iter_mut().filter(|(_, d)| d.doc.is_null()) {
-                    d.doc =
-                        docs.get::<Value>(crate::bills::BILL.collection, &d.id)?.map(|v| v.data).unwrap_or_default();
+                for (_, d) in drafted.iter_mut().filter(|(_, d)| d.stored.is_none()) {
+                    d.stored = docs.get::<Value>(crate::bills::BILL.collection, &d.id)?;
                 }
             }
         }
@@ -440,8 +434,12 @@ pub fn bill_batch<B: KvBackend>(env: &Env<'_, B>, batch: &Batch, batch_id: &str)
     for (acct, mut d) in drafted {
         let outcome = (|| -> Result<(), ApiError> {
             if batch.validate {
-                sync_numbered(&mut d.bill, &d.doc)?;
-                issue_known(env, &acct, d.doc, &d.bill, batch.at)?;
+                if let Some(n) = numbered.remove(&d.id) {
+                    d.numbered(n)?;
+                }
+                issue_draft(env, &acct, &mut d, batch.at)?;
+            } else {
+                store_draft(env, &mut d)?;
             }
             finish(env, &d.bill, &d.one_time, &d.corrections)
         })();
@@ -541,7 +539,8 @@ fn add_to_tally<B: KvBackend>(
     }
 }
 
-/// Step 1 for one account of the batch: its draft bill, or `None` when the run does not bill it.
+/// Step 1 for one account of the batch: its bill as stored or built fresh, or `None` when the run
+/// does not bill it.
 fn draft_one<B: KvBackend>(
     env: &Env<'_, B>,
     batch: &Batch,
@@ -554,7 +553,7 @@ fn draft_one<B: KvBackend>(
         return Ok(None);
     }
     let period = batch.period_start.map(|start| BillPeriod::containing(start, acct.bill_cycle_day));
-    let draft = crate::bills::draft(env, &acct, period, batch.at, Some(&batch.run_id), catalog)?;
+    let draft = crate::bills::prepare(env, &acct, period, batch.at, Some(&batch.run_id), catalog)?;
     Ok(Some((acct, draft)))
 }
 
