@@ -1177,7 +1177,7 @@ fn bill_one<B: KvBackend>(
     id: &str,
     start: NaiveDate,
     at: DateTime<Utc>,
-    catalog: &bss_domain::catalog::Snapshot,
+    catalog: &bills::BillingCatalog,
 ) -> anyhow::Result<(bss_domain::billing::bill::Bill, [Duration; 3])> {
     let t0 = Instant::now();
     let acct = bills::account(env, id).map_err(api)?;
@@ -1222,7 +1222,7 @@ fn native(args: &Args) -> anyhow::Result<()> {
         // The catalog once per batch of accounts, as the billing worker reads it.
         if n % run::ACCOUNTS_PER_MESSAGE == 0 {
             let t = Instant::now();
-            catalog = Some(bss_kit::catalog::snapshot(&env).map_err(api)?);
+            catalog = Some(bills::BillingCatalog::load(&env).map_err(api)?);
             times[0] += t.elapsed();
         }
         let (bill, t) = bill_one(&env, id, start, at, catalog.as_ref().expect("read above"))?;

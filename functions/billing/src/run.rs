@@ -397,7 +397,7 @@ pub fn bill_batch<B: KvBackend>(env: &Env<'_, B>, batch: &Batch, batch_id: &str)
     let mut drafted = Vec::new();
     for account in batch.accounts.iter().filter(|a| !failed_before.contains(*a)) {
         if snap.is_none() {
-            snap = Some(bss_kit::catalog::snapshot(env)?);
+            snap = Some(crate::bills::BillingCatalog::load(env)?);
         }
         match draft_one(env, batch, account, snap.as_ref()) {
             Ok(Some(d)) => drafted.push(d),
@@ -545,7 +545,7 @@ fn draft_one<B: KvBackend>(
     env: &Env<'_, B>,
     batch: &Batch,
     account: &str,
-    catalog: Option<&bss_domain::catalog::Snapshot>,
+    catalog: Option<&crate::bills::BillingCatalog>,
 ) -> Result<Option<(AccountFacts, Draft)>, ApiError> {
     let acct = crate::bills::account(env, account)?;
     // Another cycle day, or an account billed on its payer's consolidated bill.
