@@ -30,13 +30,13 @@
 
 use bss_domain::billing::period::BillPeriod;
 use bss_kit::ApiError;
-use bss_kit::kv::{KvBackend, StoreError};
+use bss_kit::kv::{KvBackend, ReadAhead, Store, StoreError};
 use bss_kit::resource::{Env, Kind};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::bills::{AccountFacts, BASE, Draft, Unnumbered, finish, issue_draft, number_bills, store_draft};
+use crate::bills::{AccountFacts, BASE, Unnumbered, finish, issue_draft, number_bills, store_draft};
 use bss_domain::billing::number::BillState;
 
 /// Bill runs (BSS extension).
@@ -374,8 +374,10 @@ fn publish<T: Serialize>(message: &T, id: &str) -> Result<(), ApiError> {
 
 /// Bills a batch (the worker's job): each account once; failures recorded, never thrown, so
 /// one bad account does not hold the others back. In three passes: every account's bill built
-/// (not stored), then one reservation of numbers for the batch's bills, each bill written once
-/// with its number, then each bill posted; then the batch's counts go to the run's tally, once.
+/// (not stored; what the batch reads account by account is read ahead in a few batch calls, see
+/// [`crate::bills::read_ahead`]), then one reservation of numbers for the batch's bills, each bill
+/// written once with its number, then each bill posted; then the batch's counts go to the run's
+/// tally, once.
 /// A run that does not validate stores its bills unnumbered instead. `batch_id`: the batch's
 /// queue message id.
 ///
@@ -392,20 +394,34 @@ pub fn bill_batch<B: KvBackend>(env: &Env<'_, B>, batch: &Batch, batch_id: &str)
     let failed_before: std::collections::HashSet<String> =
         docs.get_docs::<Value>(FAILED, &marked)?.into_iter().filter_map(|d| failed_account(&d.data)).collect();
     counts.failed += failed_before.len() as i64;
-    // The catalog once per batch, on the first account that needs billing.
-    let mut snap = None;
-    let mut drafted = Vec::new();
-    for account in batch.accounts.iter().filter(|a| !failed_before.contains(*a)) {
-        if snap.is_none() {
-            snap = Some(crate::bills::BillingCatalog::load(env)?);
-        }
-        match draft_one(env, batch, account, snap.as_ref()) {
-            Ok(Some(d)) => drafted.push(d),
+    // What the batch reads account by account, read ahead in a few batch calls: a host call a
+    // key was a large part of a bill's cost.
+    let ahead = ReadAhead::new(env.store.backend());
+    let store = Store::new(&ahead);
+    let env = &Env::new(&store, env.tenant);
+    let to_bill: Vec<&String> = batch.accounts.iter().filter(|a| !failed_before.contains(*a)).collect();
+    ahead.fetch(&to_bill.iter().filter_map(|a| docs.key("billingAccount", a)).collect::<Vec<_>>())?;
+    let mut billed = Vec::with_capacity(to_bill.len());
+    for account in to_bill {
+        match bill_period(env, batch, account) {
+            Ok(Some(b)) => billed.push(b),
             // Another bill cycle day, or rolled up into its payer.
             Ok(None) => counts.skipped += 1,
             // The store itself failing: let the queue retry the batch.
             Err(e) if e.status >= 500 => return Err(e),
             Err(e) => fail(env, batch, account, e, &mut counts)?,
+        }
+    }
+    let periods: Vec<(&AccountFacts, BillPeriod)> = billed.iter().map(|(a, p)| (a, *p)).collect();
+    crate::bills::read_ahead(env, &ahead, &periods)?;
+    // The catalog once per batch.
+    let catalog = if billed.is_empty() { None } else { Some(crate::bills::BillingCatalog::load(env)?) };
+    let mut drafted = Vec::with_capacity(billed.len());
+    for (acct, period) in billed {
+        match crate::bills::prepare(env, &acct, Some(period), batch.at, Some(&batch.run_id), catalog.as_ref()) {
+            Ok(d) => drafted.push((acct, d)),
+            Err(e) if e.status >= 500 => return Err(e),
+            Err(e) => fail(env, batch, &acct.id, e, &mut counts)?,
         }
     }
     // Each unnumbered draft moves into the numbering (a fresh bill is written there once,
@@ -539,22 +555,22 @@ fn add_to_tally<B: KvBackend>(
     }
 }
 
-/// Step 1 for one account of the batch: its bill as stored or built fresh, or `None` when the run
-/// does not bill it.
-fn draft_one<B: KvBackend>(
+/// Step 1 for one account of the batch: its facts and the period the run bills, or `None` when
+/// the run does not bill it (another cycle day, or billed on its payer's consolidated bill).
+fn bill_period<B: KvBackend>(
     env: &Env<'_, B>,
     batch: &Batch,
     account: &str,
-    catalog: Option<&crate::bills::BillingCatalog>,
-) -> Result<Option<(AccountFacts, Draft)>, ApiError> {
+) -> Result<Option<(AccountFacts, BillPeriod)>, ApiError> {
     let acct = crate::bills::account(env, account)?;
-    // Another cycle day, or an account billed on its payer's consolidated bill.
     if batch.bill_cycle_day.is_some_and(|d| d != acct.bill_cycle_day) || crate::bills::rolls_up_into(&acct).is_some() {
         return Ok(None);
     }
-    let period = batch.period_start.map(|start| BillPeriod::containing(start, acct.bill_cycle_day));
-    let draft = crate::bills::prepare(env, &acct, period, batch.at, Some(&batch.run_id), catalog)?;
-    Ok(Some((acct, draft)))
+    let period = match batch.period_start {
+        Some(start) => BillPeriod::containing(start, acct.bill_cycle_day),
+        None => BillPeriod::last_closed(batch.at, acct.bill_cycle_day, acct.tz),
+    };
+    Ok(Some((acct, period)))
 }
 
 /// A legacy per-account counter (see [`legacy_counter_key`]).

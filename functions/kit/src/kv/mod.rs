@@ -217,7 +217,8 @@ pub fn valid_segment(s: &str) -> bool {
         && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
 }
 
-fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<Versioned<T>, StoreError> {
+/// A stored document (`key`'s value `bytes`) as its typed [`Versioned`] form.
+pub fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<Versioned<T>, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt { key: key.into(), detail: e.to_string() })
 }
 
@@ -600,7 +601,9 @@ impl<B: KvBackend> TenantStore<'_, B> {
     }
 }
 
+pub mod ahead;
 mod mem;
+pub use ahead::ReadAhead;
 pub use mem::MemKv;
 
 #[cfg(test)]
