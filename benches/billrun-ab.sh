@@ -7,6 +7,10 @@
 # Usage: benches/billrun-ab.sh N ROUNDS HOST_A HOST_B   (build each host with
 #   `cargo build --profile release-lto -p bss-host` and copy it aside; the components are the
 #   built ones in target/wasm32-wasip2/release-lto, the same for both)
+#   or benches/billrun-ab.sh N ROUNDS WORKER_A.wasm WORKER_B.wasm   (two builds of the
+#   billing-worker component, `cargo build --profile release-lto --target wasm32-wasip2
+#   -p billing-worker` copied aside: each is put in place of the built one for its rounds, the
+#   built one put back at the end; one host, the built one)
 # Environment: BILLRUN_AB_OUT (default target/billrun-ab/N; the seeded folder is kept there and
 #   reused by the next call with the same N; delete it to seed again).
 set -euo pipefail
@@ -21,13 +25,24 @@ cargo build --profile release-lto -q -p bss-bench --bin billrun-seed
 # shellcheck source=benches/bench-host.sh
 . benches/bench-host.sh
 export BSS_LOG=${BSS_LOG:-warn}
-trap 'stop_host; rm -rf "$out/run"' EXIT
+worker=target/wasm32-wasip2/release-lto/billing_worker.wasm
+components=0
+setup_host=$a
+if [[ $a == *.wasm && $b == *.wasm ]]; then
+    components=1
+    setup_host=./target/release-lto/bss-host
+    mkdir -p "$(dirname "$out")"
+    cp "$worker" "$out.worker-built.wasm"
+    trap 'stop_host; rm -rf "$out/run"; mv "$out.worker-built.wasm" "$worker"' EXIT
+else
+    trap 'stop_host; rm -rf "$out/run"' EXIT
+fi
 trap 'exit 130' INT TERM
 
 if [ ! -f "$out/seeded" ]; then
     rm -rf "$out"
     mkdir -p "$out/seed"
-    host_bin=$a start_host "$out/seed" "$out/host-setup"
+    host_bin=$setup_host start_host "$out/seed" "$out/host-setup"
     $seed setup --url "$url" --admin-key "$admin_key" --state "$out/state.json"
     stop_host
     $seed seed --data "$out/seed" --state "$out/state.json" --accounts "$n" --records 30 | tail -1
@@ -41,6 +56,10 @@ for r in $(seq 1 "$rounds"); do
         [ "$x" = B ] && bin=$b
         rm -rf "$out/run"
         cp -a "$out/seed" "$out/run"
+        if [ "$components" = 1 ]; then
+            cp "$bin" "$worker"
+            bin=./target/release-lto/bss-host
+        fi
         host_bin=$bin start_host "$out/run" "$out/host-$x-$r"
         $seed run --url "$url" --state "$out/state.json" --admin "$admin" --interval-secs 1 --host-pid "$host_pid" \
             --summary "$out/$x-$r.json" 2>/dev/null | sed "s/^bss-host bill run/$x round $r/"
