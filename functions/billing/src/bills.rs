@@ -185,6 +185,11 @@ pub fn account<B: KvBackend>(env: &Env<'_, B>, id: &str) -> Result<AccountFacts,
     })
 }
 
+/// The period a bill of `acct` issued at `now` is for when none is named: its last closed one.
+pub fn last_closed(acct: &AccountFacts, now: DateTime<Utc>) -> BillPeriod {
+    BillPeriod::last_closed(now, acct.bill_cycle_day, acct.tz)
+}
+
 /// The id of an account's bill for a period.
 pub fn bill_id(account: &str, period: &BillPeriod) -> String {
     format!("bill:{account}:{}", period.start)
@@ -319,16 +324,18 @@ fn charge_ids(product: &str, prices: usize) -> Vec<String> {
 pub fn read_ahead<B: KvBackend, X: KvBackend>(
     env: &Env<'_, B>,
     ahead: &ReadAhead<X>,
-    bills: &[(&AccountFacts, BillPeriod)],
+    bills: &[(AccountFacts, BillPeriod)],
 ) -> Result<(), ApiError> {
     let docs = env.store.tenant(&env.tenant.tenant_id);
     let key = |collection: &str, id: &str| docs.key(collection, id);
+    let bill_keys: Vec<Option<String>> =
+        bills.iter().map(|(acct, period)| key(BILL.collection, &bill_id(&acct.id, period))).collect();
     let mut first = Vec::with_capacity(bills.len() * 5);
-    for (acct, period) in bills {
+    for ((acct, period), bill) in bills.iter().zip(&bill_keys) {
         let previous = period.previous(acct.bill_cycle_day);
         first.extend(
             [
-                key(BILL.collection, &bill_id(&acct.id, period)),
+                bill.clone(),
                 key(BILL.collection, &bill_id(&acct.id, &previous)),
                 key(LEDGER, &acct.id),
                 key(ACCOUNT_CHILDREN, &acct.id),
@@ -340,15 +347,12 @@ pub fn read_ahead<B: KvBackend, X: KvBackend>(
     }
     ahead.fetch(&first)?;
     // Accounts billed already need nothing more; the others, their products.
-    let to_bill: Vec<&(&AccountFacts, BillPeriod)> = bills
+    let to_bill = bills
         .iter()
-        .filter(|(acct, period)| {
-            let bill = key(BILL.collection, &bill_id(&acct.id, period));
-            bill.and_then(|k| ahead.peek(&k, |v| v.is_none())).unwrap_or(true)
-        })
-        .collect();
+        .zip(&bill_keys)
+        .filter(|(_, bill)| bill.as_deref().and_then(|k| ahead.peek(k, |v| v.is_none())).unwrap_or(true));
     let mut products: Vec<(String, &BillPeriod)> = Vec::new();
-    for (acct, period) in &to_bill {
+    for ((acct, period), _) in to_bill {
         let Some(index) = key(ACCOUNT_PRODUCTS, &acct.id) else { continue };
         let ids = ahead
             .peek(&index, |v| v.and_then(|b| bss_kit::kv::decode::<AccountProducts>(&index, b).ok()))
@@ -858,7 +862,7 @@ pub fn prepare<B: KvBackend>(
         ))
         .with_code("ROLLED_UP"));
     }
-    let period = period.unwrap_or_else(|| BillPeriod::last_closed(now, acct.bill_cycle_day, acct.tz));
+    let period = period.unwrap_or_else(|| last_closed(acct, now));
     let id = bill_id(&acct.id, &period);
     let origin = Origin { run_id: run_id.map(str::to_string), issued_at: now };
     let fresh = |roll_up| Fresh { origin: origin.clone(), roll_up };
@@ -1004,21 +1008,12 @@ pub fn issue<B: KvBackend>(
         .tenant(&env.tenant.tenant_id)
         .get::<Value>(BILL.collection, id)?
         .ok_or_else(|| ApiError::not_found(format!("customerBill {id} does not exist")))?;
-    issue_doc(env, acct, current.data, now)
+    let bill = domain_bill(&current.data)?;
+    issue_known(env, acct, current.data, &bill, now)
 }
 
-/// [`issue`] of the stored bill document `doc` the caller holds.
-pub fn issue_doc<B: KvBackend>(
-    env: &Env<'_, B>,
-    acct: &AccountFacts,
-    doc: Value,
-    now: DateTime<Utc>,
-) -> Result<Value, ApiError> {
-    let bill = domain_bill(&doc)?;
-    issue_known(env, acct, doc, &bill, now)
-}
-
-/// [`issue_doc`] with the document's domain bill at hand (`bill`: `doc`'s, as [`domain_bill`]
+/// [`issue`] of the stored bill document `doc` the caller holds, with its domain bill at hand
+/// (`bill`: `doc`'s, as [`domain_bill`]
 /// reads it).
 pub fn issue_known<B: KvBackend>(
     env: &Env<'_, B>,
@@ -1155,17 +1150,7 @@ fn number_bills_at<B: KvBackend>(
                 let Some(d) = chunk.iter_mut().find(|d| d.id == a.bill_id) else { continue };
                 let n = match d.fresh.take() {
                     Some(fresh) => write_fresh(env, &d.id, d.bill.clone(), &fresh, &a.bill_no)?,
-                    None => {
-                        let change = set_number(env, &a.bill_id, &a.bill_no, d.known.take())?;
-                        bss_kit::resource::emit(env.tenant, &change);
-                        let version = change.version;
-                        NumberedBill {
-                            id: a.bill_id.clone(),
-                            doc: change.after.unwrap_or_default(),
-                            version,
-                            foreign: false,
-                        }
-                    }
+                    None => number_stored(env, &a.bill_id, &a.bill_no, d.known.take(), false)?,
                 };
                 numbered.insert(a.bill_id, n);
             }
@@ -1222,18 +1207,7 @@ fn write_fresh<B: KvBackend>(
                 .tenant(&env.tenant.tenant_id)
                 .get::<Value>(BILL.collection, id)?
                 .ok_or_else(|| ApiError::internal(format!("customerBill {id} vanished")))?;
-            if stored.data.pointer("/bill/billNo").is_some_and(|n| !n.is_null()) {
-                return Ok(NumberedBill {
-                    id: id.to_string(),
-                    doc: stored.data,
-                    version: stored.version,
-                    foreign: true,
-                });
-            }
-            let change = set_number(env, id, number, Some(stored))?;
-            bss_kit::resource::emit(env.tenant, &change);
-            let version = change.version;
-            Ok(NumberedBill { id: id.to_string(), doc: change.after.unwrap_or_default(), version, foreign: true })
+            number_stored(env, id, number, Some(stored), true)
         }
         Err(e) => Err(e),
     }
@@ -1390,9 +1364,7 @@ fn take_numbers<B: KvBackend>(env: &Env<'_, B>, drafts: &[Unnumbered], now_ms: i
 /// numbered but not posted: the batch that drafted it posts it when it is delivered again.
 fn repair<B: KvBackend>(env: &Env<'_, B>, a: &Assigned, stored: bool, origin: Option<&Origin>) -> Result<(), ApiError> {
     if stored {
-        let change = set_number(env, &a.bill_id, &a.bill_no, None)?;
-        bss_kit::resource::emit(env.tenant, &change);
-        return Ok(());
+        return number_stored(env, &a.bill_id, &a.bill_no, None, false).map(drop);
     }
     let Some(origin) = origin else { return Ok(()) };
     let (account_id, start) = a
@@ -1412,12 +1384,8 @@ fn repair<B: KvBackend>(env: &Env<'_, B>, a: &Assigned, stored: bool, origin: Op
     }
     match d.stored.take() {
         None => write_fresh(env, &d.id, d.bill, &d.fresh, &a.bill_no).map(drop),
-        Some(s) if s.data.pointer("/bill/billNo").is_none_or(Value::is_null) => {
-            let change = set_number(env, &a.bill_id, &a.bill_no, Some(s))?;
-            bss_kit::resource::emit(env.tenant, &change);
-            Ok(())
-        }
-        Some(_) => Ok(()),
+        // Stored meanwhile (a draft left for review): numbered in place, unless it has a number.
+        Some(s) => number_stored(env, &a.bill_id, &a.bill_no, Some(s), false).map(drop),
     }
 }
 
@@ -1461,7 +1429,7 @@ fn set_number<B: KvBackend>(
 ) -> Result<bss_kit::resource::Change, ApiError> {
     let number_it = |doc: &Value| {
         let mut next = doc.clone();
-        if doc.pointer("/bill/billNo").is_none_or(Value::is_null) {
+        if !has_number(doc) {
             // The same two fields in the TMF document and in its domain bill, changed in place
             // (re-serialising the whole bill was a large part of numbering it).
             let state = json!(BillState::Validated.as_str());
@@ -1477,6 +1445,33 @@ fn set_number<B: KvBackend>(
         Some(k) => bills.modify_known(env, &bss_kit::resource::NoHooks, id, k, number_it),
         None => bills.modify(env, &bss_kit::resource::NoHooks, id, number_it),
     }
+}
+
+/// Whether a stored bill document has its number.
+fn has_number(doc: &Value) -> bool {
+    doc.pointer("/bill/billNo").is_some_and(|n| !n.is_null())
+}
+
+/// [`set_number`] with the change emitted, answered as [`number_bills`] answers a bill; a `known`
+/// document that has its number already is answered as it is, not written again. `foreign`: the
+/// bill is another writer's (see [`NumberedBill`]).
+fn number_stored<B: KvBackend>(
+    env: &Env<'_, B>,
+    id: &str,
+    number: &str,
+    known: Option<Versioned<Value>>,
+    foreign: bool,
+) -> Result<NumberedBill, ApiError> {
+    let known = match known {
+        Some(k) if has_number(&k.data) => {
+            return Ok(NumberedBill { id: id.to_string(), doc: k.data, version: k.version, foreign });
+        }
+        known => known,
+    };
+    let change = set_number(env, id, number, known)?;
+    bss_kit::resource::emit(env.tenant, &change);
+    let version = change.version;
+    Ok(NumberedBill { id: id.to_string(), doc: change.after.unwrap_or_default(), version, foreign })
 }
 
 /// Step 4: one-time charges billed, corrections cleared (idempotent). `bill`: the draft's domain
@@ -1771,7 +1766,7 @@ mod tests {
         let ahead = ReadAhead::new(&kv);
         let ahead_store = bss_kit::kv::Store::new(&ahead);
         let ahead_env = Env::new(&ahead_store, &tenant);
-        read_ahead(&ahead_env, &ahead, &[(&acct, period)]).unwrap();
+        read_ahead(&ahead_env, &ahead, &[(acct.clone(), period)]).unwrap();
         let mut snap = Snapshot::new();
         snap.insert(
             CatalogKind::TaxRate,

@@ -377,9 +377,8 @@ fn publish<T: Serialize>(message: &T, id: &str) -> Result<(), ApiError> {
 /// (not stored; what the batch reads account by account is read ahead in a few batch calls, see
 /// [`crate::bills::read_ahead`]), then one reservation of numbers for the batch's bills, each bill
 /// written once with its number, then each bill posted; then the batch's counts go to the run's
-/// tally, once.
-/// A run that does not validate stores its bills unnumbered instead. `batch_id`: the batch's
-/// queue message id.
+/// tally, once. A run that does not validate stores its bills unnumbered instead. `batch_id`:
+/// the batch's queue message id.
 ///
 /// A redelivered batch (its worker crashed, or the store failed) bills its accounts again: a
 /// bill already written is found and only posted (once); one its worker had numbers reserved
@@ -412,8 +411,7 @@ pub fn bill_batch<B: KvBackend>(env: &Env<'_, B>, batch: &Batch, batch_id: &str)
             Err(e) => fail(env, batch, account, e, &mut counts)?,
         }
     }
-    let periods: Vec<(&AccountFacts, BillPeriod)> = billed.iter().map(|(a, p)| (a, *p)).collect();
-    crate::bills::read_ahead(env, &ahead, &periods)?;
+    crate::bills::read_ahead(env, &ahead, &billed)?;
     // The catalog once per batch.
     let catalog = if billed.is_empty() { None } else { Some(crate::bills::BillingCatalog::load(env)?) };
     let mut drafted = Vec::with_capacity(billed.len());
@@ -568,7 +566,7 @@ fn bill_period<B: KvBackend>(
     }
     let period = match batch.period_start {
         Some(start) => BillPeriod::containing(start, acct.bill_cycle_day),
-        None => BillPeriod::last_closed(batch.at, acct.bill_cycle_day, acct.tz),
+        None => crate::bills::last_closed(&acct, batch.at),
     };
     Ok(Some((acct, period)))
 }
