@@ -732,37 +732,210 @@ pub fn corrections_of<B: KvBackend>(
     Ok((out, keys))
 }
 
-fn money(m: &Money) -> Value {
-    json!({"unit": m.currency.code(), "value": m.amount})
+/// A TMF `Money` as a bill document writes it: `{"unit": "EUR", "value": "12.50"}`.
+#[derive(Debug, Serialize)]
+pub struct TmfMoney<'a> {
+    unit: &'a str,
+    #[serde(with = "bss_domain::json::decimal_str")]
+    value: Decimal,
 }
 
-/// The TMF678 `CustomerBill` document of a bill (the domain bill kept whole under `bill`).
-pub fn bill_doc(bill: &Bill, run_id: Option<&str>, on_demand: bool) -> Value {
-    let tz_items: Vec<Value> = bill
-        .tax_summary
-        .iter()
-        .map(|t| {
-            json!({"taxCategory": t.tax_category, "taxRate": t.rate, "taxAmount": money(&t.tax),
-                        "taxableAmount": money(&t.taxable), "jurisdiction": t.jurisdiction})
-        })
-        .collect();
-    json!({
-        "billNo": bill.bill_no,
-        "billDate": bill.bill_date.to_string(),
-        "paymentDueDate": bill.due_date.to_string(),
-        "billingPeriod": {"startDateTime": bill.period.start.to_string(), "endDateTime": bill.period.end.to_string()},
-        "state": bill.state.as_str(),
-        "category": if on_demand { "onDemand" } else { "normal" },
-        "runType": if on_demand { "offCycle" } else { "onCycle" },
-        "billingAccount": {"id": bill.account_id},
-        "amountDue": money(&bill.amount_due),
-        "remainingAmount": money(&bill.total),
-        "taxExcludedAmount": money(&bill.subtotal),
-        "taxIncludedAmount": money(&bill.total),
-        "taxItem": tz_items,
-        "billRun": run_id.map(|r| json!({"id": r})),
-        "bill": bill,
-    })
+/// `m` as a TMF `Money`.
+pub fn money(m: &Money) -> TmfMoney<'_> {
+    TmfMoney { unit: m.currency.code(), value: m.amount }
+}
+
+/// A reference by id (`{"id": …}`).
+#[derive(Debug, Serialize)]
+struct IdRef<'a> {
+    id: &'a str,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PeriodDoc {
+    start_date_time: NaiveDate,
+    end_date_time: NaiveDate,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TaxItemDoc<'a> {
+    tax_category: &'a str,
+    #[serde(with = "bss_domain::json::decimal_str")]
+    tax_rate: Decimal,
+    tax_amount: TmfMoney<'a>,
+    taxable_amount: TmfMoney<'a>,
+    jurisdiction: Option<&'a str>,
+}
+
+/// The TMF678 `CustomerBill` document of a bill (the domain bill kept whole under `bill`), as it
+/// serialises: written straight from the domain bill, not built as a JSON tree first (see
+/// [`bss_kit::resource::Resources::create_serialized`]). Absent references are written `null`;
+/// `rollUp` only for a consolidated bill.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CustomerBillDoc<'a> {
+    bill_no: Option<&'a str>,
+    bill_date: NaiveDate,
+    payment_due_date: NaiveDate,
+    billing_period: PeriodDoc,
+    state: &'static str,
+    category: &'static str,
+    run_type: &'static str,
+    billing_account: IdRef<'a>,
+    amount_due: TmfMoney<'a>,
+    remaining_amount: TmfMoney<'a>,
+    tax_excluded_amount: TmfMoney<'a>,
+    tax_included_amount: TmfMoney<'a>,
+    tax_item: Vec<TaxItemDoc<'a>>,
+    bill_run: Option<IdRef<'a>>,
+    bill: &'a Bill,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    roll_up: Option<&'a Value>,
+}
+
+impl CustomerBillDoc<'_> {
+    /// What [`BillDoc::head`] answers for this document once written.
+    fn head(&self) -> BillHead {
+        BillHead { bill_no: self.bill.bill_no.clone(), remaining: Some(self.bill.total), state: Some(self.bill.state) }
+    }
+}
+
+/// The TMF678 `CustomerBill` document of a bill (see [`CustomerBillDoc`]); a run's bill names its
+/// run; an on-demand bill has category `onDemand`.
+pub fn bill_doc<'a>(bill: &'a Bill, run_id: Option<&'a str>, on_demand: bool) -> CustomerBillDoc<'a> {
+    CustomerBillDoc {
+        bill_no: bill.bill_no.as_deref(),
+        bill_date: bill.bill_date,
+        payment_due_date: bill.due_date,
+        billing_period: PeriodDoc { start_date_time: bill.period.start, end_date_time: bill.period.end },
+        state: bill.state.as_str(),
+        category: if on_demand { "onDemand" } else { "normal" },
+        run_type: if on_demand { "offCycle" } else { "onCycle" },
+        billing_account: IdRef { id: &bill.account_id },
+        amount_due: money(&bill.amount_due),
+        remaining_amount: money(&bill.total),
+        tax_excluded_amount: money(&bill.subtotal),
+        tax_included_amount: money(&bill.total),
+        tax_item: bill
+            .tax_summary
+            .iter()
+            .map(|t| TaxItemDoc {
+                tax_category: &t.tax_category,
+                tax_rate: t.rate,
+                tax_amount: money(&t.tax),
+                taxable_amount: money(&t.taxable),
+                jurisdiction: t.jurisdiction.as_deref(),
+            })
+            .collect(),
+        bill_run: run_id.map(|id| IdRef { id }),
+        bill,
+        roll_up: None,
+    }
+}
+
+/// What posting reads of a stored bill document (see [`crate::payments::synced_bill`]): its
+/// number, remaining amount and state, as the document has them (`None`: absent or unreadable).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BillHead {
+    /// `bill.billNo`.
+    pub bill_no: Option<String>,
+    /// `remainingAmount`.
+    pub remaining: Option<Money>,
+    /// `state`.
+    pub state: Option<BillState>,
+}
+
+impl BillHead {
+    /// The head of the stored bill document `doc`.
+    pub fn of(doc: &Value) -> BillHead {
+        BillHead {
+            bill_no: doc.pointer("/bill/billNo").and_then(Value::as_str).map(str::to_string),
+            remaining: doc.get("remainingAmount").and_then(|m| money_from_json(m).ok()),
+            state: doc.get("state").and_then(Value::as_str).and_then(BillState::parse),
+        }
+    }
+}
+
+/// A stored bill document as billing holds it: the JSON tree read from the store (or made by a
+/// write), or the text a new bill was written as, with its [`BillHead`]. The text is parsed
+/// only when asked for the tree: a bill run never asks (building, serialising and dropping the
+/// tree of each bill was about a tenth of a run's CPU).
+#[derive(Debug, Clone)]
+pub enum BillDoc {
+    /// The document as a tree.
+    Tree(Value),
+    /// The document as written.
+    Written {
+        /// Its JSON text.
+        json: Box<serde_json::value::RawValue>,
+        /// What posting reads of it.
+        head: BillHead,
+    },
+}
+
+impl BillDoc {
+    /// A stored document as read.
+    pub fn stored(d: Versioned<Value>) -> Versioned<BillDoc> {
+        Versioned { version: d.version, data: BillDoc::Tree(d.data) }
+    }
+
+    /// The document as a tree (a written one parsed).
+    pub fn into_tree(self) -> Result<Value, ApiError> {
+        match self {
+            BillDoc::Tree(v) => Ok(v),
+            BillDoc::Written { json, .. } => serde_json::from_str(json.get())
+                .map_err(|e| ApiError::internal(format!("a written bill's document: {e}"))),
+        }
+    }
+
+    /// The document as a tree, copied.
+    pub fn to_tree(&self) -> Result<Value, ApiError> {
+        self.clone().into_tree()
+    }
+
+    /// What posting reads of it.
+    pub fn head(&self) -> BillHead {
+        match self {
+            BillDoc::Tree(v) => BillHead::of(v),
+            BillDoc::Written { head, .. } => head.clone(),
+        }
+    }
+
+    /// Whether the bill has its number.
+    pub fn has_number(&self) -> bool {
+        match self {
+            BillDoc::Tree(v) => has_number(v),
+            BillDoc::Written { head, .. } => head.bill_no.is_some(),
+        }
+    }
+
+    /// The domain bill the document keeps.
+    pub fn domain_bill(&self) -> Result<Bill, ApiError> {
+        #[derive(Deserialize)]
+        struct BillOnly {
+            bill: Bill,
+        }
+        match self {
+            BillDoc::Tree(v) => domain_bill(v),
+            BillDoc::Written { json, .. } => serde_json::from_str::<BillOnly>(json.get())
+                .map(|d| d.bill)
+                .map_err(|e| ApiError::internal(format!("stored bill: {e}"))),
+        }
+    }
+}
+
+/// Writes the document `doc` of the new bill `id` (409 `ALREADY_EXISTS` if it is stored) and
+/// announces it (`billing.CustomerBillCreateEvent`); answers it as written.
+fn create_bill<B: KvBackend>(
+    env: &Env<'_, B>,
+    id: &str,
+    doc: &CustomerBillDoc<'_>,
+) -> Result<Versioned<BillDoc>, ApiError> {
+    let created = env.resources(BILL).create_serialized(id, doc)?;
+    created.emit(env.tenant);
+    Ok(Versioned { version: created.version, data: BillDoc::Written { json: created.into_json(), head: doc.head() } })
 }
 
 /// Bills `account` for `period` (see the module doc); answers the stored bill document. A bill
@@ -781,10 +954,10 @@ pub fn bill_account<B: KvBackend>(
     let acct = account(env, account_id)?;
     let mut draft = prepare(env, &acct, period, now, run_id, catalog)?;
     let doc = if validate_now {
-        issue_draft(env, &acct, &mut draft, now)?
+        issue_draft(env, &acct, &mut draft, now)?.into_tree()?
     } else {
         store_draft(env, &mut draft)?;
-        draft.stored.take().map(|s| s.data).unwrap_or_default()
+        draft.stored.take().map(|s| s.data.into_tree()).transpose()?.unwrap_or_default()
     };
     finish(env, &draft.bill, &draft.one_time, &draft.corrections)?;
     Ok(doc)
@@ -813,7 +986,7 @@ pub struct Draft {
     /// The domain bill.
     pub bill: Bill,
     /// The stored document at its version; `None` while the bill is fresh.
-    pub stored: Option<Versioned<Value>>,
+    pub stored: Option<Versioned<BillDoc>>,
     /// What its document holds besides the bill.
     pub fresh: Fresh,
     /// One-time charges it bills (empty when the bill existed already).
@@ -834,7 +1007,7 @@ impl Draft {
         if n.foreign {
             // Another worker wrote this bill (a duplicate delivery, or a repair): its lines are
             // the stored ones, and billing its charges is that worker's step 4.
-            self.bill = domain_bill(&n.doc)?;
+            self.bill = n.doc.domain_bill()?;
             self.one_time.clear();
             self.corrections.clear();
         } else {
@@ -872,7 +1045,7 @@ pub fn prepare<B: KvBackend>(
         return Ok(Draft {
             id,
             bill,
-            stored: Some(d),
+            stored: Some(BillDoc::stored(d)),
             fresh: fresh(None),
             one_time: Vec::new(),
             corrections: Vec::new(),
@@ -901,17 +1074,8 @@ pub fn store_draft<B: KvBackend>(env: &Env<'_, B>, draft: &mut Draft) -> Result<
     if draft.stored.is_some() {
         return Ok(());
     }
-    match env.resources(BILL).create_with_id(
-        env,
-        &bss_kit::resource::NoHooks,
-        &draft.id,
-        draft.fresh.document(&draft.bill),
-    ) {
-        Ok(c) => {
-            // `billing.CustomerBillCreateEvent` (and later state changes) for subscribers.
-            bss_kit::resource::emit(env.tenant, &c);
-            draft.stored = Some(Versioned { version: c.version, data: c.after.unwrap_or_default() });
-        }
+    match create_bill(env, &draft.id, &draft.fresh.document(&draft.bill)) {
+        Ok(written) => draft.stored = Some(written),
         Err(e) if e.code == "ALREADY_EXISTS" => {
             let d = env
                 .store
@@ -921,7 +1085,7 @@ pub fn store_draft<B: KvBackend>(env: &Env<'_, B>, draft: &mut Draft) -> Result<
             draft.bill = domain_bill(&d.data)?;
             draft.one_time.clear();
             draft.corrections.clear();
-            draft.stored = Some(d);
+            draft.stored = Some(BillDoc::stored(d));
         }
         Err(e) => return Err(e),
     }
@@ -1009,7 +1173,7 @@ pub fn issue<B: KvBackend>(
         .get::<Value>(BILL.collection, id)?
         .ok_or_else(|| ApiError::not_found(format!("customerBill {id} does not exist")))?;
     let bill = domain_bill(&current.data)?;
-    issue_known(env, acct, current.data, &bill, now)
+    issue_known(env, acct, BillDoc::Tree(current.data), &bill, now)?.into_tree()
 }
 
 /// [`issue`] of the stored bill document `doc` the caller holds, with its domain bill at hand
@@ -1018,10 +1182,10 @@ pub fn issue<B: KvBackend>(
 pub fn issue_known<B: KvBackend>(
     env: &Env<'_, B>,
     acct: &AccountFacts,
-    doc: Value,
+    doc: BillDoc,
     bill: &Bill,
     now: DateTime<Utc>,
-) -> Result<Value, ApiError> {
+) -> Result<BillDoc, ApiError> {
     if bill.state == BillState::OnHold {
         return Ok(doc);
     }
@@ -1031,7 +1195,7 @@ pub fn issue_known<B: KvBackend>(
     let n = number_bills(env, vec![Unnumbered { id: bill.id.clone(), bill: bill.clone(), known: None, fresh: None }])?
         .pop()
         .ok_or_else(|| ApiError::internal(format!("customerBill {}: numbering answered nothing", bill.id)))?;
-    let bill = domain_bill(&n.doc)?;
+    let bill = n.doc.domain_bill()?;
     post(env, acct, n.doc, &bill, now)
 }
 
@@ -1042,7 +1206,7 @@ pub fn issue_draft<B: KvBackend>(
     acct: &AccountFacts,
     draft: &mut Draft,
     now: DateTime<Utc>,
-) -> Result<Value, ApiError> {
+) -> Result<BillDoc, ApiError> {
     if draft.stored.is_none() {
         if draft.bill.state == BillState::OnHold {
             store_draft(env, draft)?;
@@ -1053,22 +1217,29 @@ pub fn issue_draft<B: KvBackend>(
             draft.numbered(n)?;
         }
     }
-    let doc = draft.stored.take().map(|s| s.data).unwrap_or_default();
+    let doc = draft.stored.take().map_or(BillDoc::Tree(Value::Null), |s| s.data);
     issue_known(env, acct, doc, &draft.bill, now)
 }
 
 /// Brings the domain bill `bill` of a draft up to its numbered document `doc`: numbering changes
 /// the number and the state of a bill and nothing else, so those two are read from `doc` instead
 /// of parsing the whole bill again (which happens when they are not there).
-pub fn sync_numbered(bill: &mut Bill, doc: &Value) -> Result<(), ApiError> {
-    let number = doc.pointer("/bill/billNo").and_then(Value::as_str);
-    let state = doc.pointer("/bill/state").and_then(|s| BillState::deserialize(s).ok());
+pub fn sync_numbered(bill: &mut Bill, doc: &BillDoc) -> Result<(), ApiError> {
+    let (number, state) = match doc {
+        BillDoc::Tree(v) if v.pointer("/bill/id").and_then(Value::as_str) == Some(bill.id.as_str()) => (
+            v.pointer("/bill/billNo").and_then(Value::as_str).map(str::to_string),
+            v.pointer("/bill/state").and_then(|s| BillState::deserialize(s).ok()),
+        ),
+        BillDoc::Tree(_) => (None, None),
+        // Written from this bill: the head is the bill's own number and state.
+        BillDoc::Written { head, .. } => (head.bill_no.clone(), head.state),
+    };
     match (number, state) {
-        (Some(n), Some(state)) if doc.pointer("/bill/id").and_then(Value::as_str) == Some(bill.id.as_str()) => {
-            bill.bill_no = Some(n.to_string());
+        (Some(n), Some(state)) => {
+            bill.bill_no = Some(n);
             bill.state = state;
         }
-        _ => *bill = domain_bill(doc)?,
+        _ => *bill = doc.domain_bill()?,
     }
     Ok(())
 }
@@ -1084,12 +1255,11 @@ pub struct Fresh {
 
 impl Fresh {
     /// The TMF document of `bill`.
-    fn document(&self, bill: &Bill) -> Value {
-        let mut doc = bill_doc(bill, self.origin.run_id.as_deref(), self.origin.run_id.is_none());
-        if let Some(roll_up) = &self.roll_up {
-            doc["rollUp"] = roll_up.clone();
+    fn document<'a>(&'a self, bill: &'a Bill) -> CustomerBillDoc<'a> {
+        CustomerBillDoc {
+            roll_up: self.roll_up.as_ref(),
+            ..bill_doc(bill, self.origin.run_id.as_deref(), self.origin.run_id.is_none())
         }
-        doc
     }
 }
 
@@ -1103,7 +1273,7 @@ pub struct Unnumbered {
     /// The domain bill.
     pub bill: Bill,
     /// The stored document, if the caller has it.
-    pub known: Option<Versioned<Value>>,
+    pub known: Option<Versioned<BillDoc>>,
     /// Set when the bill is not stored yet.
     pub fresh: Option<Fresh>,
 }
@@ -1114,7 +1284,7 @@ pub struct NumberedBill {
     /// The bill's id.
     pub id: String,
     /// The stored document.
-    pub doc: Value,
+    pub doc: BillDoc,
     /// Its version.
     pub version: u64,
     /// The document is another writer's, not the draft's bill numbered: a fresh bill that a
@@ -1164,7 +1334,7 @@ fn number_bills_at<B: KvBackend>(
                             .ok_or_else(|| ApiError::not_found(format!("customerBill {} does not exist", d.id)))?;
                         NumberedBill {
                             id: d.id.clone(),
-                            doc: stored.data,
+                            doc: BillDoc::Tree(stored.data),
                             version: stored.version,
                             foreign: d.fresh.is_some(),
                         }
@@ -1190,24 +1360,15 @@ fn write_fresh<B: KvBackend>(
 ) -> Result<NumberedBill, ApiError> {
     use bss_domain::billing::number::Numbered as _;
     bill.set_validated(number.to_string());
-    match env.resources(BILL).create_with_id(env, &bss_kit::resource::NoHooks, id, fresh.document(&bill)) {
-        Ok(c) => {
-            // `billing.CustomerBillCreateEvent`, the bill validated.
-            bss_kit::resource::emit(env.tenant, &c);
-            Ok(NumberedBill {
-                id: id.to_string(),
-                version: c.version,
-                doc: c.after.unwrap_or_default(),
-                foreign: false,
-            })
-        }
+    match create_bill(env, id, &fresh.document(&bill)) {
+        Ok(w) => Ok(NumberedBill { id: id.to_string(), version: w.version, doc: w.data, foreign: false }),
         Err(e) if e.code == "ALREADY_EXISTS" => {
             let stored = env
                 .store
                 .tenant(&env.tenant.tenant_id)
                 .get::<Value>(BILL.collection, id)?
                 .ok_or_else(|| ApiError::internal(format!("customerBill {id} vanished")))?;
-            number_stored(env, id, number, Some(stored), true)
+            number_stored(env, id, number, Some(BillDoc::stored(stored)), true)
         }
         Err(e) => Err(e),
     }
@@ -1219,10 +1380,10 @@ fn write_fresh<B: KvBackend>(
 fn post<B: KvBackend>(
     env: &Env<'_, B>,
     acct: &AccountFacts,
-    doc: Value,
+    doc: BillDoc,
     bill: &Bill,
     now: DateTime<Utc>,
-) -> Result<Value, ApiError> {
+) -> Result<BillDoc, ApiError> {
     let ledger = update_ledger(env, &acct.id, acct.currency, |l| {
         if l.bill(&bill.id).is_none() {
             l.post(bill, now).map_err(bad)?;
@@ -1232,10 +1393,7 @@ fn post<B: KvBackend>(
     // The stored bill needs syncing only if `doc` does: its remaining amount only goes down and
     // its state only forward, so when the ledger's view changes nothing of `doc` it changes
     // nothing of a later version either — and a bill just posted is the usual case (no re-read).
-    let needs_sync = match ledger.bill(&bill.id) {
-        Some(lb) => crate::payments::synced_bill(&doc, lb)?.is_some(),
-        None => false,
-    };
+    let needs_sync = ledger.bill(&bill.id).is_some_and(|lb| crate::payments::sync_needed(&doc.head(), lb).any());
     if !needs_sync {
         return Ok(doc);
     }
@@ -1244,7 +1402,7 @@ fn post<B: KvBackend>(
     for change in crate::payments::sync_bills(env, &ledger, &ids)? {
         bss_kit::resource::emit(env.tenant, &change);
         if let Some(after) = change.after {
-            latest = after;
+            latest = BillDoc::Tree(after);
         }
     }
     Ok(latest)
@@ -1459,19 +1617,20 @@ fn number_stored<B: KvBackend>(
     env: &Env<'_, B>,
     id: &str,
     number: &str,
-    known: Option<Versioned<Value>>,
+    known: Option<Versioned<BillDoc>>,
     foreign: bool,
 ) -> Result<NumberedBill, ApiError> {
     let known = match known {
-        Some(k) if has_number(&k.data) => {
+        Some(k) if k.data.has_number() => {
             return Ok(NumberedBill { id: id.to_string(), doc: k.data, version: k.version, foreign });
         }
-        known => known,
+        Some(k) => Some(Versioned { version: k.version, data: k.data.into_tree()? }),
+        None => None,
     };
     let change = set_number(env, id, number, known)?;
     bss_kit::resource::emit(env.tenant, &change);
     let version = change.version;
-    Ok(NumberedBill { id: id.to_string(), doc: change.after.unwrap_or_default(), version, foreign })
+    Ok(NumberedBill { id: id.to_string(), doc: BillDoc::Tree(change.after.unwrap_or_default()), version, foreign })
 }
 
 /// Step 4: one-time charges billed, corrections cleared (idempotent). `bill`: the draft's domain
@@ -1506,6 +1665,7 @@ pub fn finish<B: KvBackend>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bss_domain::billing::bill::TaxSummary;
     use bss_domain::rating::{Name, RatedRecord, Step};
     use std::str::FromStr;
 
@@ -1529,9 +1689,14 @@ mod tests {
         let id = bill_id(a, &period);
         let c = env
             .resources(BILL)
-            .create_with_id(env, &bss_kit::resource::NoHooks, &id, bill_doc(&bill, Some("run"), false))
+            .create_with_id(env, &bss_kit::resource::NoHooks, &id, json!(bill_doc(&bill, Some("run"), false)))
             .unwrap();
-        Unnumbered { id, bill, known: Some(Versioned { version: c.version, data: c.after.unwrap() }), fresh: None }
+        Unnumbered {
+            id,
+            bill,
+            known: Some(BillDoc::stored(Versioned { version: c.version, data: c.after.unwrap() })),
+            fresh: None,
+        }
     }
 
     fn number_of(env: &Env<'_, bss_kit::kv::MemKv>, id: &str) -> Option<String> {
@@ -1546,15 +1711,15 @@ mod tests {
         let batch: Vec<Unnumbered> = ["a", "b", "c"].iter().map(|a| stored_draft(&env, a)).collect();
         let batch_copy = batch.clone();
         let numbered = number_bills(&env, batch.clone()).unwrap();
-        let numbers: Vec<&str> = numbered.iter().map(|n| n.doc["billNo"].as_str().unwrap()).collect();
+        let numbers: Vec<Value> = numbered.iter().map(|n| n.doc.to_tree().unwrap()["billNo"].clone()).collect();
         assert_eq!(numbers, ["INV-2026-000001", "INV-2026-000002", "INV-2026-000003"]);
-        assert_eq!(numbered[1].doc["state"], "validated");
+        assert_eq!(numbered[1].doc.to_tree().unwrap()["state"], "validated");
         // Numbered in place, in the TMF document and in its domain bill alike, as stored.
         let stored = env.resources(BILL).get(&numbered[1].id).unwrap();
         assert_eq!(stored.version, 2);
         let b = domain_bill(&stored.data).unwrap();
         assert_eq!((b.bill_no.as_deref(), b.state), (Some("INV-2026-000002"), BillState::Validated));
-        assert_eq!(stored.data, numbered[1].doc);
+        assert_eq!(stored.data, numbered[1].doc.to_tree().unwrap());
         // The draft's domain bill brought up to its numbered document is that document's bill.
         let mut synced = batch[1].bill.clone();
         sync_numbered(&mut synced, &numbered[1].doc).unwrap();
@@ -1567,7 +1732,7 @@ mod tests {
         );
         // Numbering the same drafts again (a redelivered batch) gives them their own numbers.
         let again = number_bills(&env, batch).unwrap();
-        assert_eq!(again.iter().map(|n| n.doc["billNo"].clone()).collect::<Vec<_>>(), numbers);
+        assert_eq!(again.iter().map(|n| n.doc.to_tree().unwrap()["billNo"].clone()).collect::<Vec<_>>(), numbers);
 
         // A crash right after a reservation: the counter keeps it open; d and e lack their numbers.
         let t0 = Utc::now().timestamp_millis();
@@ -1576,28 +1741,31 @@ mod tests {
         assert_eq!(number_of(&env, &crashed[0].id), None);
         // Another batch meanwhile leaves them to their worker (it may just be writing them)...
         let f = number_bills_at(&env, vec![stored_draft(&env, "f")], t0 + 1_000).unwrap();
-        assert_eq!(f[0].doc["billNo"], "INV-2026-000006");
+        assert_eq!(f[0].doc.to_tree().unwrap()["billNo"], "INV-2026-000006");
         assert_eq!(number_of(&env, &crashed[0].id), None);
         // ... and the crashed batch, redelivered, gets the numbers reserved for it: no gap.
         let redelivered = number_bills_at(&env, crashed, t0 + 2_000).unwrap();
-        assert_eq!(redelivered[0].doc["billNo"], "INV-2026-000004");
-        assert_eq!(redelivered[1].doc["billNo"], "INV-2026-000005");
+        assert_eq!(redelivered[0].doc.to_tree().unwrap()["billNo"], "INV-2026-000004");
+        assert_eq!(redelivered[1].doc.to_tree().unwrap()["billNo"], "INV-2026-000005");
         // Drafts read before they were numbered (a slow redelivery) get no new numbers: the
         // next bill takes the next number, no gap.
         let stale = number_bills_at(&env, batch_copy, t0 + 3_000).unwrap();
-        assert_eq!(stale.iter().map(|n| n.doc["billNo"].clone()).collect::<Vec<_>>(), numbers);
+        assert_eq!(stale.iter().map(|n| n.doc.to_tree().unwrap()["billNo"].clone()).collect::<Vec<_>>(), numbers);
         let g = number_bills_at(&env, vec![stored_draft(&env, "g")], t0 + 4_000).unwrap();
-        assert_eq!(g[0].doc["billNo"], "INV-2026-000007");
+        assert_eq!(g[0].doc.to_tree().unwrap()["billNo"], "INV-2026-000007");
         // A crash whose batch never comes back: the first reservation after the repair time
         // gives its bills their numbers.
         let lost: Vec<Unnumbered> = ["h", "i"].iter().map(|a| stored_draft(&env, a)).collect();
         take_numbers(&env, &lost, t0 + 5_000).unwrap();
         let j = number_bills_at(&env, vec![stored_draft(&env, "j")], t0 + 6_000).unwrap();
-        assert_eq!((j[0].doc["billNo"].as_str(), number_of(&env, &lost[0].id)), (Some("INV-2026-000010"), None));
+        assert_eq!(
+            (j[0].doc.to_tree().unwrap()["billNo"].as_str(), number_of(&env, &lost[0].id)),
+            (Some("INV-2026-000010"), None)
+        );
         let k = number_bills_at(&env, vec![stored_draft(&env, "k")], t0 + 5_000 + RESERVATION_REPAIR_AFTER_MS).unwrap();
         assert_eq!(number_of(&env, &lost[0].id).as_deref(), Some("INV-2026-000008"));
         assert_eq!(number_of(&env, &lost[1].id).as_deref(), Some("INV-2026-000009"));
-        assert_eq!(k[0].doc["billNo"], "INV-2026-000011");
+        assert_eq!(k[0].doc.to_tree().unwrap()["billNo"], "INV-2026-000011");
         // Reservations seen complete are closed: only k's is open now.
         let counter = env.store.tenant("t1").get::<Counter>(COUNTER, COUNTER_ID).unwrap().unwrap().data;
         assert_eq!(counter.open().iter().map(|r| r.bills.len()).collect::<Vec<_>>(), [1], "{counter:?}");
@@ -1651,10 +1819,13 @@ mod tests {
         };
         bss_kit::events::native::take_published();
         let numbered = number_bills(&env, unnumbered(&["a", "b", "c"])).unwrap();
-        assert_eq!(numbered.iter().map(|n| n.doc["billNo"].clone()).collect::<Vec<_>>(), [1, 2, 3].map(number));
+        assert_eq!(
+            numbered.iter().map(|n| n.doc.to_tree().unwrap()["billNo"].clone()).collect::<Vec<_>>(),
+            [1, 2, 3].map(number)
+        );
         // One write each: created validated, numbered in the TMF document and in its domain bill.
         let stored = env.resources(BILL).get(&numbered[1].id).unwrap();
-        assert_eq!((stored.version, &stored.data), (1, &numbered[1].doc));
+        assert_eq!((stored.version, &stored.data), (1, &numbered[1].doc.to_tree().unwrap()));
         assert_eq!(
             (stored.data["state"].as_str(), stored.data["billRun"]["id"].as_str()),
             (Some("validated"), Some("run"))
@@ -1684,19 +1855,25 @@ mod tests {
         assert_eq!(all_numbers(&env).len(), 3);
         // Another batch meanwhile leaves them to their worker...
         let f = number_bills_at(&env, unnumbered(&["f"]), t0 + 1_000).unwrap();
-        assert_eq!(f[0].doc["billNo"], number(6));
+        assert_eq!(f[0].doc.to_tree().unwrap()["billNo"], number(6));
         // ... and the batch, delivered again, builds them again and takes the numbers reserved.
         let redelivered = number_bills_at(&env, unnumbered(&["d", "e"]), t0 + 2_000).unwrap();
-        assert_eq!(redelivered.iter().map(|n| n.doc["billNo"].clone()).collect::<Vec<_>>(), [4, 5].map(number));
+        assert_eq!(
+            redelivered.iter().map(|n| n.doc.to_tree().unwrap()["billNo"].clone()).collect::<Vec<_>>(),
+            [4, 5].map(number)
+        );
 
         // Two workers drafting the same bill (a duplicate delivery): the second takes the number
         // reserved by the first; the first, writing after it, finds the bill and keeps its number.
         let mut g1 = fresh_draft(&env, "g");
         let g1_reserved = take_numbers(&env, &[g1.unnumbered()], t0 + 3_000).unwrap();
         let g2 = number_bills_at(&env, unnumbered(&["g"]), t0 + 3_100).unwrap();
-        assert_eq!((g1_reserved[0].bill_no.clone(), g2[0].doc["billNo"].clone()), (number(7), json!(number(7))));
+        assert_eq!(
+            (g1_reserved[0].bill_no.clone(), g2[0].doc.to_tree().unwrap()["billNo"].clone()),
+            (number(7), json!(number(7)))
+        );
         let late = write_fresh(&env, &g1.id, g1.bill.clone(), &g1.fresh, &g1_reserved[0].bill_no).unwrap();
-        assert!(late.foreign && late.doc == g2[0].doc);
+        assert!(late.foreign && late.doc.to_tree().unwrap() == g2[0].doc.to_tree().unwrap());
         // The foreign document replaces the draft's bill, and its charges are the writer's to mark.
         g1.one_time = vec!["x".into()];
         g1.numbered(late).unwrap();
@@ -1710,9 +1887,9 @@ mod tests {
         let i_account = env.store.tenant("t1").get::<Value>("billingAccount", "i").unwrap().unwrap().data;
         env.store.backend().delete("t/t1/billingAccount/i").unwrap();
         let j = number_bills_at(&env, unnumbered(&["j"]), t0 + 6_000).unwrap();
-        assert_eq!(j[0].doc["billNo"], number(10));
+        assert_eq!(j[0].doc.to_tree().unwrap()["billNo"], number(10));
         let k = number_bills_at(&env, unnumbered(&["k"]), t0 + 5_000 + RESERVATION_REPAIR_AFTER_MS).unwrap();
-        assert_eq!(k[0].doc["billNo"], number(11));
+        assert_eq!(k[0].doc.to_tree().unwrap()["billNo"], number(11));
         let h = env.resources(BILL).get(&bill_id("h", &again[0].bill.period)).unwrap().data;
         assert_eq!(
             (&h["billNo"], &h["state"], &h["billRun"]["id"]),
@@ -1723,16 +1900,106 @@ mod tests {
         // Retried a repair time after its failure, the account back: i takes its number, 9.
         env.store.tenant("t1").create("billingAccount", "i", i_account).unwrap();
         let l = number_bills_at(&env, unnumbered(&["l"]), t0 + 5_000 + 2 * RESERVATION_REPAIR_AFTER_MS).unwrap();
-        assert_eq!(l[0].doc["billNo"], number(12));
+        assert_eq!(l[0].doc.to_tree().unwrap()["billNo"], number(12));
         assert_eq!(all_numbers(&env), (1..=12).map(number).collect::<Vec<_>>(), "gap-free, each number once");
         // h's worker, writing at last, finds h written and keeps its number.
         let h_late =
             number_bills_at(&env, vec![slow[0].clone()], t0 + 5_000 + 3 * RESERVATION_REPAIR_AFTER_MS).unwrap();
-        assert_eq!((h_late[0].doc["billNo"].clone(), h_late[0].foreign), (json!(number(8)), true));
+        assert_eq!((h_late[0].doc.to_tree().unwrap()["billNo"].clone(), h_late[0].foreign), (json!(number(8)), true));
         // Reservations seen complete are closed: only l's is open.
         let counter = env.store.tenant("t1").get::<Counter>(COUNTER, COUNTER_ID).unwrap().unwrap().data;
         assert_eq!(counter.open().iter().map(|r| r.bills.len()).collect::<Vec<_>>(), [1], "{counter:?}");
         assert_eq!(all_numbers(&env), (1..=12).map(number).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_bill_document_is_written_straight_from_the_bill_in_the_tmf_shape() {
+        let period = BillPeriod::containing(NaiveDate::from_ymd_opt(2026, 10, 1).unwrap(), 1);
+        let input = BillInput::new(
+            "a",
+            Currency::new("EUR").unwrap(),
+            period,
+            chrono_tz::UTC,
+            "2026-11-01T00:00:00Z".parse().unwrap(),
+            14,
+        );
+        let mut bill = build_bill(&input).unwrap();
+        bill.tax_summary = vec![
+            TaxSummary {
+                tax_category: "standard".into(),
+                jurisdiction: Some("FR".into()),
+                tax_rate_id: "vat-fr".into(),
+                rate: Decimal::from_str("20.0").unwrap(),
+                taxable: eur("10.50"),
+                tax: eur("2.10"),
+            },
+            TaxSummary {
+                tax_category: "reduced".into(),
+                jurisdiction: None,
+                tax_rate_id: "vat-r".into(),
+                rate: Decimal::from_str("5.5").unwrap(),
+                taxable: eur("-1"),
+                tax: eur("-0.06"),
+            },
+        ];
+        (bill.subtotal, bill.total, bill.amount_due) = (eur("9.50"), eur("11.54"), eur("12.04"));
+        bss_domain::billing::number::Numbered::set_validated(&mut bill, "INV-2026-000042".into());
+        let roll_up = json!([{"billingAccount": {"id": "child"}, "lineId": []}]);
+        let fresh = Fresh {
+            origin: Origin { run_id: Some("run-1".into()), issued_at: "2026-11-01T00:00:00Z".parse().unwrap() },
+            roll_up: Some(roll_up.clone()),
+        };
+        let doc = serde_json::to_value(fresh.document(&bill)).unwrap();
+        assert_eq!(
+            doc,
+            json!({
+                "billNo": "INV-2026-000042",
+                "billDate": bill.bill_date.to_string(),
+                "paymentDueDate": bill.due_date.to_string(),
+                "billingPeriod": {"startDateTime": "2026-10-01", "endDateTime": "2026-11-01"},
+                "state": "validated",
+                "category": "normal",
+                "runType": "onCycle",
+                "billingAccount": {"id": "a"},
+                "amountDue": {"unit": "EUR", "value": "12.04"},
+                "remainingAmount": {"unit": "EUR", "value": "11.54"},
+                "taxExcludedAmount": {"unit": "EUR", "value": "9.50"},
+                "taxIncludedAmount": {"unit": "EUR", "value": "11.54"},
+                "taxItem": [
+                    {"taxCategory": "standard", "taxRate": "20.0", "jurisdiction": "FR",
+                     "taxAmount": {"unit": "EUR", "value": "2.10"}, "taxableAmount": {"unit": "EUR", "value": "10.50"}},
+                    {"taxCategory": "reduced", "taxRate": "5.5", "jurisdiction": null,
+                     "taxAmount": {"unit": "EUR", "value": "-0.06"}, "taxableAmount": {"unit": "EUR", "value": "-1"}}
+                ],
+                "billRun": {"id": "run-1"},
+                "bill": serde_json::to_value(&bill).unwrap(),
+                "rollUp": roll_up,
+            })
+        );
+        // On demand: no run, no roll-up.
+        let on_demand = Fresh { origin: Origin { run_id: None, ..fresh.origin.clone() }, roll_up: None };
+        let doc = serde_json::to_value(on_demand.document(&bill)).unwrap();
+        assert_eq!(
+            (&doc["billRun"], &doc["category"], &doc["runType"]),
+            (&Value::Null, &json!("onDemand"), &json!("offCycle"))
+        );
+        assert!(doc.get("rollUp").is_none());
+
+        // Written, it answers as the stored tree does: its head, its number, its domain bill.
+        let store = bss_kit::kv::Store::new(bss_kit::kv::MemKv::default());
+        let tenant = bss_kit::auth::Tenant { tenant_id: "t1".into(), key_id: "k".into() };
+        let env = Env::new(&store, &tenant);
+        let written = create_bill(&env, &bill.id, &fresh.document(&bill)).unwrap();
+        let stored = BillDoc::stored(env.resources(BILL).get(&bill.id).unwrap());
+        assert!(matches!(written.data, BillDoc::Written { .. }));
+        assert_eq!(written.version, stored.version);
+        assert_eq!(written.data.head(), stored.data.head());
+        assert_eq!(written.data.head().remaining, Some(eur("11.54")));
+        assert!(written.data.has_number() && stored.data.has_number());
+        assert_eq!(written.data.domain_bill().unwrap(), bill);
+        assert_eq!(written.data.to_tree().unwrap(), stored.data.into_tree().unwrap());
+        let e = create_bill(&env, &bill.id, &fresh.document(&bill)).unwrap_err();
+        assert_eq!(e.code, "ALREADY_EXISTS");
     }
 
     #[test]

@@ -86,7 +86,7 @@ pub fn patch_bill<B: KvBackend>(
 /// The lines of bills as TMF678 `AppliedCustomerBillingRate`s.
 pub fn lines_of(doc: &Value) -> Result<Vec<Value>, ApiError> {
     let bill = domain_bill(doc)?;
-    let money = |m: &bss_domain::money::Money| json!({"unit": m.currency.code(), "value": m.amount});
+    let money = bills::money;
     Ok(bill
         .lines
         .iter()

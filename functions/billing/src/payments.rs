@@ -79,10 +79,6 @@ fn rfc3339(t: DateTime<Utc>) -> String {
 }
 
 /// A money value the way `crate::bills` writes bill amounts (the value as a decimal string).
-fn bill_money(m: &Money) -> Value {
-    json!({"unit": m.currency.code(), "value": m.amount})
-}
-
 /// The HTTP error of a refused ledger operation.
 pub fn ledger_error(e: BillingError) -> ApiError {
     let code = match &e {
@@ -477,23 +473,45 @@ pub fn record_credit_note<B: KvBackend>(
     Ok(Recorded { change, replayed, bills })
 }
 
+/// What the ledger's view of a bill changes of its document (see [`synced_bill`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncNeeded {
+    /// `remainingAmount` is to be lowered to what is open.
+    pub lower: bool,
+    /// `state` is to move forward to `partiallyPaid` or `settled`.
+    pub advance: bool,
+}
+
+impl SyncNeeded {
+    /// Whether anything changes.
+    pub fn any(self) -> bool {
+        self.lower || self.advance
+    }
+}
+
+/// What `lb` changes of a bill document whose head is `head`: never backwards (see the module
+/// doc).
+pub fn sync_needed(head: &crate::bills::BillHead, lb: &LedgerBill) -> SyncNeeded {
+    SyncNeeded {
+        lower: head.remaining.is_none_or(|r| lb.open.amount < r.amount),
+        advance: lb.state >= BillState::PartiallyPaid && head.state.is_none_or(|s| lb.state > s),
+    }
+}
+
 /// The bill document after the ledger's view of it: `remainingAmount` lowered to what is open,
-/// `state` moved forward to `partiallyPaid` or `settled`. Never backwards (see the module doc);
-/// `None` when there is nothing to change.
+/// `state` moved forward to `partiallyPaid` or `settled` ([`sync_needed`]); `None` when there is
+/// nothing to change.
 pub fn synced_bill(doc: &Value, lb: &LedgerBill) -> Result<Option<Value>, ApiError> {
-    let remaining = doc.get("remainingAmount").and_then(|m| money_from_json(m).ok());
-    let lower = remaining.is_none_or(|r| lb.open.amount < r.amount);
-    let state = doc.get("state").and_then(Value::as_str).and_then(BillState::parse);
-    let advance = lb.state >= BillState::PartiallyPaid && state.is_none_or(|s| lb.state > s);
+    let needed = sync_needed(&crate::bills::BillHead::of(doc), lb);
     // Most calls change nothing (a bill just posted): decide before copying the document.
-    if !lower && !advance {
+    if !needed.any() {
         return Ok(None);
     }
     let mut next = doc.clone();
-    if lower {
-        next["remainingAmount"] = bill_money(&lb.open);
+    if needed.lower {
+        next["remainingAmount"] = json!(crate::bills::money(&lb.open));
     }
-    if advance {
+    if needed.advance {
         let mut b = domain_bill(doc)?;
         b.state = lb.state;
         next["state"] = json!(lb.state.as_str());

@@ -440,7 +440,8 @@ pub fn bill_batch<B: KvBackend>(env: &Env<'_, B>, batch: &Batch, batch_id: &str)
             Err(e) => {
                 eprintln!("billing-worker: numbering the batch at once failed ({}); one by one", e.message);
                 for (_, d) in drafted.iter_mut().filter(|(_, d)| d.stored.is_none()) {
-                    d.stored = docs.get::<Value>(crate::bills::BILL.collection, &d.id)?;
+                    d.stored =
+                        docs.get::<Value>(crate::bills::BILL.collection, &d.id)?.map(crate::bills::BillDoc::stored);
                 }
             }
         }
