@@ -1429,6 +1429,7 @@ fn compare(args: &Args) -> anyhow::Result<()> {
 }
 
 fn main() -> anyhow::Result<()> {
+    bss_host::tune_allocator();
     let mut argv = std::env::args().skip(1);
     let command = argv.next().unwrap_or_default();
     let args = Args::parse(argv)?;

@@ -38,6 +38,7 @@ fn status(code: u16, body: String) -> hyper::Response<Full<Bytes>> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    bss_host::tune_allocator();
     let mut args = std::env::args().skip(1);
     let listen = args.next().unwrap_or_else(|| "127.0.0.1:3100".into());
     let data = std::path::PathBuf::from(args.next().unwrap_or_else(|| ".bss-native".into()));

@@ -1042,6 +1042,7 @@ fn table(paths: &[String]) -> anyhow::Result<()> {
 }
 
 fn main() -> anyhow::Result<()> {
+    bss_host::tune_allocator();
     let mut argv = std::env::args().skip(1);
     let command = argv.next().unwrap_or_default();
     let args = Args::parse(argv)?;

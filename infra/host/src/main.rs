@@ -118,6 +118,7 @@ struct UpArgs {
 }
 
 fn main() -> anyhow::Result<()> {
+    bss_host::tune_allocator();
     let log = bss_host::logging::BufferedStderr::start();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("BSS_LOG").unwrap_or_else(|_| "info".into()))
