@@ -26,7 +26,7 @@
 //!
 //! Durability: WAL with `synchronous = NORMAL`: a committed write (and a key-value write once
 //! logged) survives the process dying at any point (kill -9); on power loss the last few commits
-//! may roll back, never half-apply. Key-value writes flushed (every 200 ms, the WAL fsynced) also
+//! may roll back, never half-apply. Key-value writes flushed (every second, the WAL fsynced) also
 //! survive power loss; of the ones after, the key-value log and the queue's commits may lose
 //! their last writes independently (two files, neither fsynced). Run with `--sqlite-sync full`
 //! for fsync on every commit and every key-value write, which keeps their order.
