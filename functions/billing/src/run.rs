@@ -41,13 +41,20 @@ use bss_domain::billing::number::BillState;
 
 /// Bill runs (BSS extension).
 pub const RUN: Kind = Kind { collection: "billRun", type_name: "BillRun", base_path: BASE, domain: "billing" };
-/// Accounts per queue message.
-pub const ACCOUNTS_PER_MESSAGE: usize = 50;
+/// Accounts per queue message of a new run. 100 rather than 50 (until 2026-11-28): what a
+/// batch costs once — its catalog tables, its reservation of bill numbers, its queue delivery and
+/// its tally — is shared by twice the accounts: bill runs of 100,000 accounts +4–11% accounts per
+/// CPU-second in alternating rounds (README, Benchmarks); a redelivered batch re-reads 100.
+pub const ACCOUNTS_PER_MESSAGE: usize = 100;
+/// Accounts per message of a run planned before plans carried their size (see
+/// [`Plan::accounts_per_message`]).
+const ACCOUNTS_PER_MESSAGE_BEFORE: usize = 50;
 /// Most accounts one run bills.
 pub const RUN_ACCOUNTS_MAX: usize = 2_000_000;
 /// Accounts one step of a [`Plan`] lists and queues.
 pub const PLAN_PAGE: usize = 10_000;
 const _: () = assert!(PLAN_PAGE.is_multiple_of(ACCOUNTS_PER_MESSAGE), "every page but the last fills whole batches");
+const _: () = assert!(PLAN_PAGE.is_multiple_of(ACCOUNTS_PER_MESSAGE_BEFORE));
 const _: () = assert!(RUN_ACCOUNTS_MAX.is_multiple_of(PLAN_PAGE));
 /// The queue subject of run batches.
 pub const SUBJECT: &str = "billing.run";
@@ -125,7 +132,7 @@ impl Batch {
 }
 
 /// One step of queueing a run over every account: the next [`PLAN_PAGE`] accounts after
-/// `after`, whose batches are numbered on from `accounts_before / ACCOUNTS_PER_MESSAGE`.
+/// `after`, whose batches are numbered on from `accounts_before / accounts_per_message`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Plan {
@@ -134,10 +141,20 @@ pub struct Plan {
     /// The last account key queued by the steps before (none: from the first account).
     #[serde(default)]
     pub after: Option<String>,
-    /// Accounts queued by the steps before (a multiple of [`ACCOUNTS_PER_MESSAGE`]).
+    /// Accounts queued by the steps before (a multiple of `accounts_per_message`).
     pub accounts_before: u64,
+    /// Accounts per batch of this run: the size it was planned with, kept by every step, since
+    /// its batches' message ids are numbered by it — a step numbering them by another size than
+    /// the steps before would reuse their ids, which the queue drops as already published, and
+    /// leave those accounts unbilled. Absent in a plan queued before plans carried it: 50.
+    #[serde(default = "accounts_per_message_before")]
+    pub accounts_per_message: usize,
     /// What each batch of the run carries, without accounts.
     pub template: Batch,
+}
+
+fn accounts_per_message_before() -> usize {
+    ACCOUNTS_PER_MESSAGE_BEFORE
 }
 
 /// Account keys one delivery of a [`Count`] lists (a page of [`PLAN_PAGE`] at a time): a
@@ -279,7 +296,8 @@ pub(crate) fn start_plan<B: KvBackend>(env: &Env<'_, B>, mut body: Value, templa
     body["accountsQueued"] = json!(0);
     let run_id = template.run_id.clone();
     let change = env.resources(template.run_kind()).create_with_id(env, &bss_kit::resource::NoHooks, &run_id, body)?;
-    let plan = Plan { plan_step: 0, after: None, accounts_before: 0, template };
+    let plan =
+        Plan { plan_step: 0, after: None, accounts_before: 0, accounts_per_message: ACCOUNTS_PER_MESSAGE, template };
     publish(&plan, &format!("{run_id}.plan.0"))?;
     Ok(change.after.unwrap_or_default())
 }
@@ -289,13 +307,23 @@ pub(crate) fn start_plan<B: KvBackend>(env: &Env<'_, B>, mut body: Value, templa
 /// when the accounts are through, records the run's total. Run again for the same step (a
 /// redelivery), it publishes the same message ids and records the same counts.
 pub fn plan_step<B: KvBackend>(env: &Env<'_, B>, plan: &Plan) -> Result<(), ApiError> {
-    assert!(plan.accounts_before.is_multiple_of(ACCOUNTS_PER_MESSAGE as u64), "a step starts on a whole batch");
+    let per_message = plan.accounts_per_message;
+    if per_message == 0
+        || !PLAN_PAGE.is_multiple_of(per_message)
+        || !plan.accounts_before.is_multiple_of(per_message as u64)
+    {
+        // Only a message this code did not write: refused, not guessed at.
+        return Err(ApiError::unprocessable(format!(
+            "plan step {}: {per_message} accounts a message does not divide a page of {PLAN_PAGE} or the {} accounts before",
+            plan.plan_step, plan.accounts_before
+        )));
+    }
     let run_id = &plan.template.run_id;
     let prefix = plan.template.accounts_prefix(env)?;
     let room = RUN_ACCOUNTS_MAX.saturating_sub(plan.accounts_before as usize);
     let keys = env.store.list_keys_after(&prefix, plan.after.as_deref(), PLAN_PAGE.min(room))?;
-    let first = plan.accounts_before / ACCOUNTS_PER_MESSAGE as u64;
-    for (n, chunk) in keys.chunks(ACCOUNTS_PER_MESSAGE).enumerate() {
+    let first = plan.accounts_before / per_message as u64;
+    for (n, chunk) in keys.chunks(per_message).enumerate() {
         let accounts = chunk.iter().map(|k| k[prefix.len()..].to_string()).collect();
         publish(&Batch { accounts, ..plan.template.clone() }, &format!("{run_id}.{}", first + n as u64))?;
     }
@@ -322,6 +350,7 @@ pub fn plan_step<B: KvBackend>(env: &Env<'_, B>, plan: &Plan) -> Result<(), ApiE
             plan_step: plan.plan_step + 1,
             after: Some(last.clone()),
             accounts_before: queued,
+            accounts_per_message: per_message,
             template: plan.template.clone(),
         };
         publish(&next, &format!("{run_id}.plan.{}", next.plan_step))?;
@@ -757,6 +786,47 @@ mod tests {
         }
         assert_eq!(deliveries, 3, "{COUNT_PAGE} keys a delivery");
         assert_eq!(env.resources(RUN).get("r1").unwrap().data["accountsEstimated"], json!(N));
+    }
+
+    #[test]
+    fn a_plan_keeps_the_batch_size_it_was_queued_with_and_an_older_plan_numbers_by_fifty() {
+        const N: usize = PLAN_PAGE + 70;
+        let kv = MemKv::default();
+        let store = Store::new(&kv);
+        let tenant = Tenant { tenant_id: "t1".into(), key_id: "k".into() };
+        let env = Env::new(&store, &tenant);
+        for i in 0..N {
+            kv.set(&format!("t/t1/billingAccount/a{i:06}"), b"{}").unwrap();
+        }
+        env.resources(RUN).create_with_id(&env, &bss_kit::resource::NoHooks, "r1", json!({})).unwrap();
+        let template = json!({"tenantId": "t1", "runId": "r1", "at": Utc::now(), "validate": true, "accounts": []});
+        // The second step of a run whose first step an older worker queued: no size in it.
+        let older = json!({"planStep": 1, "after": format!("t/t1/billingAccount/a{:06}", PLAN_PAGE - 1),
+            "accountsBefore": PLAN_PAGE, "template": template});
+        let Work::Plan(plan) = serde_json::from_value::<Work>(older).unwrap() else { panic!("a plan") };
+        assert_eq!(plan.accounts_per_message, 50);
+        bss_kit::events::native::take_published();
+        plan_step(&env, &plan).unwrap();
+        let ids: Vec<String> = bss_kit::events::native::take_published().into_iter().map(|(id, ..)| id).collect();
+        // Numbered on from the first step's 200 batches of 50, as that worker numbered them.
+        assert_eq!(ids, ["r1.200", "r1.201"], "70 accounts: a batch of 50 and one of 20");
+        // A step of a new run carries its size to the next step, which numbers by it too.
+        let mut plan = plan;
+        plan.plan_step = 0;
+        plan.after = None;
+        plan.accounts_before = 0;
+        plan.accounts_per_message = ACCOUNTS_PER_MESSAGE;
+        plan_step(&env, &plan).unwrap();
+        let published = bss_kit::events::native::take_published();
+        let next = published.iter().find(|(id, ..)| id == "r1.plan.1").expect("the next step");
+        let Work::Plan(next) = serde_json::from_slice::<Work>(&next.2).unwrap() else { panic!("a plan") };
+        assert_eq!((next.accounts_per_message, next.accounts_before), (ACCOUNTS_PER_MESSAGE, PLAN_PAGE as u64));
+        let batches = published.iter().filter(|(id, ..)| !id.contains("plan") && !id.contains("count")).count();
+        assert_eq!(batches, PLAN_PAGE / ACCOUNTS_PER_MESSAGE);
+        // A size that does not divide the page: refused, nothing queued.
+        plan.accounts_per_message = 3;
+        assert_eq!(plan_step(&env, &plan).unwrap_err().status, 422);
+        assert!(bss_kit::events::native::take_published().is_empty());
     }
 
     #[test]
