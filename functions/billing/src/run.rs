@@ -749,17 +749,30 @@ mod tests {
     use bss_kit::auth::Tenant;
     use bss_kit::kv::{MemKv, Store};
 
+    fn tenant_t1() -> Tenant {
+        Tenant { tenant_id: "t1".into(), key_id: "k".into() }
+    }
+
+    /// A store with `n` billing accounts of tenant t1 (`a000000`, … in key order) and its run r1.
+    fn accounts_and_run_r1(n: usize) -> MemKv {
+        let kv = MemKv::default();
+        for i in 0..n {
+            kv.set(&format!("t/t1/billingAccount/a{i:06}"), b"{}").unwrap();
+        }
+        let store = Store::new(&kv);
+        let tenant = tenant_t1();
+        let env = Env::new(&store, &tenant);
+        env.resources(RUN).create_with_id(&env, &bss_kit::resource::NoHooks, "r1", json!({})).unwrap();
+        kv
+    }
+
     #[test]
     fn the_count_for_the_estimate_goes_a_bounded_page_a_delivery_and_records_every_key() {
         const N: usize = 2 * COUNT_PAGE + 5;
-        let kv = MemKv::default();
+        let kv = accounts_and_run_r1(N);
         let store = Store::new(&kv);
-        let tenant = Tenant { tenant_id: "t1".into(), key_id: "k".into() };
+        let tenant = tenant_t1();
         let env = Env::new(&store, &tenant);
-        for i in 0..N {
-            kv.set(&format!("t/t1/billingAccount/a{i:06}"), b"{}").unwrap();
-        }
-        env.resources(RUN).create_with_id(&env, &bss_kit::resource::NoHooks, "r1", json!({})).unwrap();
         let template = Batch {
             tenant_id: "t1".into(),
             run_id: "r1".into(),
@@ -791,14 +804,10 @@ mod tests {
     #[test]
     fn a_plan_keeps_the_batch_size_it_was_queued_with_and_an_older_plan_numbers_by_fifty() {
         const N: usize = PLAN_PAGE + 70;
-        let kv = MemKv::default();
+        let kv = accounts_and_run_r1(N);
         let store = Store::new(&kv);
-        let tenant = Tenant { tenant_id: "t1".into(), key_id: "k".into() };
+        let tenant = tenant_t1();
         let env = Env::new(&store, &tenant);
-        for i in 0..N {
-            kv.set(&format!("t/t1/billingAccount/a{i:06}"), b"{}").unwrap();
-        }
-        env.resources(RUN).create_with_id(&env, &bss_kit::resource::NoHooks, "r1", json!({})).unwrap();
         let template = json!({"tenantId": "t1", "runId": "r1", "at": Utc::now(), "validate": true, "accounts": []});
         // The second step of a run whose first step an older worker queued: no size in it.
         let older = json!({"planStep": 1, "after": format!("t/t1/billingAccount/a{:06}", PLAN_PAGE - 1),
