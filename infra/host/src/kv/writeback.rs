@@ -48,10 +48,11 @@ use std::time::Duration;
 /// How often the flusher moves the buffer into SQLite. Longer intervals coalesce more rewrites
 /// of a page into one, at the cost of memory, of longer flush transactions (a queue write waits
 /// for the one in progress, off the runtime's workers) and of a longer window of writes a power
-/// loss may take with `synchronous = NORMAL`. Usage ingestion inserts keys all over the record
-/// index, so each flush rewrites most of its leaf pages: at 200 ms it wrote 6.3–6.6 KB a record,
-/// at 1 s 3.2–3.4 KB, and took 10% less host CPU a record (2026-11-28, alternating rounds); 2 s
-/// gained little more (2.5–2.7 KB, 1–3% CPU). Bill runs are unchanged by it.
+/// loss may take with `synchronous = NORMAL`. Rating rewrites each product's allowance state and
+/// totals, and adds to its record index, on every batch, so each flush writes the pages of every
+/// product with usage since the last one, however long the interval: at 200 ms ingestion wrote
+/// 6.3–6.6 KB a record, at 1 s 3.2–3.4 KB, for 10% less host CPU a record (2026-11-28,
+/// alternating rounds); 2 s gained little more (2.5–2.7 KB, 0–1% CPU). Bill runs: unchanged.
 pub const FLUSH_INTERVAL_MS: u64 = 1_000;
 /// Bytes the buffer may hold (keys, values and overhead, the part being flushed included); a
 /// write that finds it fuller waits for a flush, so a flusher slower than the writers holds
