@@ -63,22 +63,16 @@ pub const CHECKPOINT_INTERVAL_MS: u64 = 200;
 const WAL_AUTOCHECKPOINT_PAGES: i64 = 32_000;
 /// Page cache of the writer connection (SQLite's default is 2 MiB a connection).
 const WRITER_CACHE_KIB: i64 = 64 * 1024;
-/// The part of the database file the writer reads through a memory map when the file is too big
-/// to be mapped whole (see [`writer_mmap_bytes`]); pages past it are read one by one with `pread`.
-/// Mapping all of a 30 GB database of 1,000,000 accounts on a machine of 23 GB made every page
-/// fault read around it as far as the disk's readahead goes (8 MB here): the native bill run's
-/// reads reached 623 GB from disk in 11 minutes before it had listed the accounts (90 s with this
-/// map), where a `pread` reads its one page.
-const WRITER_MMAP_BYTES_PARTIAL: i64 = 1 << 31;
-/// The share of the machine's memory (or of the process's cgroup limit) a whole-file map may
-/// take. A database that fits in it is mapped whole, up to this share: every page read is a
-/// memory access instead of a `pread` copy (at 100,000 accounts, 3.3 GB, mapping it all cut the
-/// host's CPU an account by 4–14% in 2026-11-26's layout). The rest of memory is left to the
-/// process's heap and to the page cache of what the map does not cover.
-const MMAP_MEMORY_SHARE_PERCENT: u64 = 40;
-/// SQLite's compile-time ceiling on a map, raised from 2 GiB (`SQLITE_MAX_MMAP_SIZE` in
-/// `.cargo/config.toml`; SQLite silently caps `mmap_size` at it).
-const MMAP_BYTES_MAX: i64 = 1 << 40;
+/// The part of the database file the writer reads through a memory map (SQLite caps it at its
+/// compile-time limit, 2 GiB in the bundled build; pages past it are read one by one with
+/// `pread`). Not the whole file: mapping all of a 30 GB database of 1,000,000 accounts on a
+/// machine of 23 GB made every page fault read around it as far as the disk's readahead goes
+/// (8 MB here): the native bill run's reads reached 623 GB from disk in 11 minutes before it
+/// had listed the accounts (90 s with this map), where a `pread` reads its one page. At 100,000
+/// accounts (3.3 GB) mapping it all cut the bytes read an account from ~930 KB to ~270 KB and
+/// the host's CPU an account by 4–14%: a database that fits in memory gains, one that does not
+/// thrashes.
+const WRITER_MMAP_BYTES: i64 = 1 << 31;
 
 /// Whether each commit waits for fsync.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -353,42 +347,6 @@ fn kv_version_start(conn: &mut Connection) -> rusqlite::Result<u64> {
     Ok(floor.max(high).max(0) as u64)
 }
 
-/// How much of the database file the writer maps: all of it, with room to grow up to
-/// [`MMAP_MEMORY_SHARE_PERCENT`] of `memory_bytes`, when it fits in that share at open; else
-/// (or when the memory is not known) the first [`WRITER_MMAP_BYTES_PARTIAL`]. Decided once, at
-/// open: a file that grows past the share while the host runs is read past it with `pread`,
-/// as a big one always is.
-fn writer_mmap_bytes(db_bytes: u64, memory_bytes: Option<u64>) -> i64 {
-    let Some(memory_bytes) = memory_bytes else { return WRITER_MMAP_BYTES_PARTIAL };
-    let share_bytes = memory_bytes / 100 * MMAP_MEMORY_SHARE_PERCENT;
-    if db_bytes > share_bytes {
-        return WRITER_MMAP_BYTES_PARTIAL;
-    }
-    i64::try_from(share_bytes).unwrap_or(MMAP_BYTES_MAX).clamp(WRITER_MMAP_BYTES_PARTIAL, MMAP_BYTES_MAX)
-}
-
-/// The memory this process may use: the machine's (`MemTotal`), or its cgroup's limit when
-/// lower (a container's). `None` where neither can be read (not Linux).
-fn memory_bytes() -> Option<u64> {
-    let machine = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
-        let kib = m
-            .lines()
-            .find_map(|l| l.strip_prefix("MemTotal:"))?
-            .trim()
-            .strip_suffix("kB")?
-            .trim()
-            .parse::<u64>()
-            .ok()?;
-        Some(kib * 1024)
-    });
-    // cgroup v2 answers "max" when unlimited, which does not parse: no limit.
-    let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max").ok().and_then(|m| m.trim().parse::<u64>().ok());
-    match (machine, cgroup) {
-        (Some(m), Some(c)) => Some(m.min(c)),
-        (m, c) => m.or(c),
-    }
-}
-
 fn configure(conn: &Connection, sync: SyncMode) -> rusqlite::Result<()> {
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.pragma_update(None, "page_size", PAGE_SIZE_BYTES)?;
@@ -422,10 +380,7 @@ impl SqliteDb {
         // file memory-mapped so pages outside it are not copied in by a read() each. Only the
         // writer: a reader drops its cache and its mapping whenever another connection committed.
         writer.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)?;
-        let db_bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-        let mmap_bytes = writer_mmap_bytes(db_bytes, memory_bytes());
-        writer.pragma_update(None, "mmap_size", mmap_bytes)?;
-        tracing::debug!(db_bytes, mmap_bytes, "SQLite memory map");
+        writer.pragma_update(None, "mmap_size", WRITER_MMAP_BYTES)?;
         writer.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)?;
         let layout = match kv_layout(&writer)? {
             Some(layout) => layout,
@@ -723,36 +678,6 @@ fn lock(m: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_database_that_fits_in_its_share_of_memory_is_mapped_whole_and_a_bigger_one_in_part() {
-        const GIB: u64 = 1 << 30;
-        // 23 GiB of memory, 40%: 9.2 GiB. A 3.3 GB database is mapped with room to grow to it.
-        let share = (23 * GIB / 100 * 40) as i64;
-        assert_eq!(writer_mmap_bytes(3 * GIB, Some(23 * GIB)), share);
-        assert_eq!(writer_mmap_bytes(0, Some(23 * GIB)), share);
-        // A 35 GB one is not: mapping more than memory thrashes (see WRITER_MMAP_BYTES_PARTIAL).
-        assert_eq!(writer_mmap_bytes(35 * GIB, Some(23 * GIB)), WRITER_MMAP_BYTES_PARTIAL);
-        assert_eq!(writer_mmap_bytes(share as u64 + 1, Some(23 * GIB)), WRITER_MMAP_BYTES_PARTIAL);
-        // Memory not known: the partial map, as before.
-        assert_eq!(writer_mmap_bytes(GIB, None), WRITER_MMAP_BYTES_PARTIAL);
-        // Never below the partial map, never above SQLite's ceiling.
-        assert_eq!(writer_mmap_bytes(0, Some(GIB)), WRITER_MMAP_BYTES_PARTIAL);
-        assert_eq!(writer_mmap_bytes(0, Some(u64::MAX)), MMAP_BYTES_MAX);
-        // This machine's memory is readable (Linux, where the host is built and tested).
-        assert!(memory_bytes().is_some_and(|m| m > GIB / 4));
-    }
-
-    #[test]
-    fn the_writer_maps_what_sqlite_s_raised_ceiling_lets_it() {
-        // SQLite caps mmap_size at its compile-time SQLITE_MAX_MMAP_SIZE silently; the bundled
-        // build's default (2 GiB) would make the whole-file map a partial one again.
-        let dir = tempfile::tempdir().unwrap();
-        let conn = Connection::open(dir.path().join("m.sqlite")).unwrap();
-        let want = 8i64 << 30;
-        let got: i64 = conn.query_row(&format!("PRAGMA mmap_size = {want}"), [], |r| r.get(0)).unwrap();
-        assert_eq!(got, want);
-    }
 
     #[test]
     fn the_checkpointer_copies_commits_into_the_database_file_without_the_writer() {
